@@ -1,0 +1,41 @@
+# The commands people run. Everything installs into .venv at the project root.
+PYTHON ?= python3.11
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: install demo test lint format bench clean
+
+install: $(STAMP)
+
+# torch and torchvision first, with pip, at the pinned versions (requirements/torch.txt): a
+# resolver left to itself would fetch several GB of other CUDA builds.
+$(STAMP): pyproject.toml requirements/torch.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements/torch.txt
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+# The default recipe end to end on this machine: MNIST-1D, CNN teacher -> MLP student.
+demo: install
+	$(BIN)/distill run examples/mnist1d.yaml --out runs/mnist1d
+	@echo "summary: runs/mnist1d/summary.md"
+
+test: install
+	$(BIN)/python -m pytest -q
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+format: install
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+bench: install
+	$(BIN)/python bench/kd_step.py
+
+clean:
+	rm -rf runs .pytest_cache .mypy_cache .ruff_cache

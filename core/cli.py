@@ -1,0 +1,179 @@
+"""``distill``: run a distillation job from the command line, without the service.
+
+    distill run examples/mnist1d.yaml --out runs/mnist1d
+    distill validate SPEC        distill schema
+
+Exit codes: 0 success; 2 bad spec; 3 data missing; 4 diverged; 5 out of memory; 130 cancelled;
+1 anything else.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+from types import FrameType
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from core.errors import (
+    CancelledError,
+    DataMissingError,
+    DistilleryError,
+    DivergedError,
+    OutOfMemoryError,
+    SpecError,
+)
+from core.sink import Progress as JobProgress
+from core.sink import Sink
+from core.spec import load_spec, spec_schema
+
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, help="Distillery's knowledge-distillation engine."
+)
+console = Console(stderr=True)
+
+EXIT_CODES: dict[type[DistilleryError], int] = {
+    SpecError: 2,
+    DataMissingError: 3,
+    DivergedError: 4,
+    OutOfMemoryError: 5,
+    CancelledError: 130,
+}
+
+
+def default_data_root() -> Path:
+    return Path(os.environ.get("DISTILLERY_DATA_ROOT", "data"))
+
+
+class ConsoleSink(Sink):
+    """A progress bar for the whole job, one line per finished epoch, Ctrl-C as cancellation."""
+
+    def __init__(self, quiet: bool) -> None:
+        self.quiet = quiet
+        self.bar = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.percentage:>5.1f}%"),
+            TextColumn("eta {task.fields[eta]}"),
+            TimeElapsedColumn(),
+            console=console,
+            disable=quiet,
+        )
+        self.task: TaskID = self.bar.add_task("starting", total=1.0, eta="?")
+        self.stop_requested = False
+
+    def progress(self, p: JobProgress) -> None:
+        eta = "?" if p.eta_s is None else f"{p.eta_s:.0f}s"
+        self.bar.update(
+            self.task, completed=p.fraction, description=f"{p.stage} {p.epoch}/{p.epochs}", eta=eta
+        )
+
+    def metrics(self, stage: str, epoch: int, step: int, values: dict[str, float]) -> None:
+        if not self.quiet and (epoch % 10 == 0 or epoch == 1):
+            self.bar.console.log(
+                f"{stage} epoch {epoch}: loss {values['train/loss']:.4f}  "
+                f"val top-1 {values['val/top1']:.4f}  "
+                f"{values['samples_per_s']:.0f} samples/s"
+            )
+
+    def log(self, message: str) -> None:
+        if not self.quiet:
+            self.bar.console.log(message)
+
+    def should_stop(self) -> bool:
+        return self.stop_requested
+
+
+def _table(report: dict[str, Any]) -> Table:
+    table = Table(title=report["verdict"])
+    for col in ("model", "test top-1", "top-5", "agreement", "params", "MACs", "CPU ms (b1)"):
+        table.add_column(col, justify="left" if col == "model" else "right")
+    rows = [("teacher", report["teacher"])]
+    if report["baseline"]:
+        rows.append(("baseline (labels only)", report["baseline"]))
+    rows.append(("student (distilled)", report["student"]))
+
+    def fmt(v: Any, pattern: str) -> str:
+        return "—" if v is None else pattern.format(v)
+
+    for name, m in rows:
+        table.add_row(
+            name,
+            fmt(m["test_top1"], "{:.4f}"),
+            fmt(m["test_top5"], "{:.4f}"),
+            fmt(m.get("agreement"), "{:.4f}"),
+            fmt(m["params"], "{:,}"),
+            fmt(m.get("macs"), "{:,}"),
+            fmt(m.get("latency_ms_cpu_b1"), "{:.3f}"),
+        )
+    return table
+
+
+def _fail(error: DistilleryError) -> None:
+    console.print(f"[bold red]error[/] ({error.type}): {error}")
+    code = next((c for cls, c in EXIT_CODES.items() if isinstance(error, cls)), 1)
+    raise typer.Exit(code)
+
+
+@app.command()
+def run(
+    spec_path: Annotated[Path, typer.Argument(metavar="SPEC", help="Job spec, YAML or JSON.")],
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Output directory (resumes if it holds this job).")
+    ],
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda or cuda:N.")] = "auto",
+    data_root: Annotated[
+        Path | None,
+        typer.Option(help="Where datasets and checkpoints live [env DISTILLERY_DATA_ROOT, default ./data]."),
+    ] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+) -> None:
+    """Run a job: train the teacher if needed, the labels-only baseline and the distilled student."""
+    from core.runner import run_job  # torch is imported only for commands that train
+
+    sink = ConsoleSink(quiet)
+
+    def on_sigint(signum: int, frame: FrameType | None) -> None:
+        if sink.stop_requested:  # a second Ctrl-C stops at once
+            raise KeyboardInterrupt
+        sink.stop_requested = True
+        console.print("[yellow]stopping after the current step (Ctrl-C again to abort)[/]")
+
+    signal.signal(signal.SIGINT, on_sigint)
+    try:
+        spec = load_spec(spec_path)
+        with sink.bar:
+            report = run_job(spec, out, data_root=data_root or default_data_root(), device=device, sink=sink)
+    except DistilleryError as e:
+        _fail(e)
+    Console().print(_table(report))
+    console.print(
+        f"report: {out / 'report.json'}   student: {out / report['artifacts'].get('student_torchscript', '')}"
+    )
+
+
+@app.command()
+def validate(spec_path: Annotated[Path, typer.Argument(metavar="SPEC")]) -> None:
+    """Check a spec and print it with every default filled in."""
+    try:
+        spec = load_spec(spec_path)
+    except DistilleryError as e:
+        _fail(e)
+    sys.stdout.write(spec.model_dump_json(indent=2) + "\n")
+
+
+@app.command()
+def schema() -> None:
+    """Print the job spec's JSON Schema."""
+    sys.stdout.write(json.dumps(spec_schema(), indent=2) + "\n")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,66 @@
+"""Optimizers and learning-rate schedules.
+
+A schedule is a pure function of the optimizer step, applied before every step: nothing to save
+but the step count, so a resumed run follows the same curve exactly.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable
+
+import torch
+
+from core.spec import (
+    AdamOptim,
+    AdamWOptim,
+    ConstantSchedule,
+    CosineSchedule,
+    InverseTimeSchedule,
+    OptimizerSpec,
+    ScheduleSpec,
+    SGDOptim,
+    StepSchedule,
+)
+
+
+def build_optimizer(spec: OptimizerSpec, params: Iterable[torch.nn.Parameter]) -> torch.optim.Optimizer:
+    params = [p for p in params if p.requires_grad]
+    if isinstance(spec, SGDOptim):
+        return torch.optim.SGD(
+            params,
+            lr=spec.lr,
+            momentum=spec.momentum,
+            nesterov=spec.nesterov and spec.momentum > 0,
+            weight_decay=spec.weight_decay,
+        )
+    if isinstance(spec, AdamOptim):
+        return torch.optim.Adam(params, lr=spec.lr, betas=spec.betas, weight_decay=spec.weight_decay)
+    if isinstance(spec, AdamWOptim):
+        return torch.optim.AdamW(params, lr=spec.lr, betas=spec.betas, weight_decay=spec.weight_decay)
+    raise AssertionError(f"unhandled optimizer {spec!r}")
+
+
+def lr_at(spec: ScheduleSpec, base_lr: float, step: int, steps_per_epoch: int, total_steps: int) -> float:
+    """The learning rate for optimizer step ``step`` (0-based) of a stage of ``total_steps`` steps."""
+    if isinstance(spec, InverseTimeSchedule):
+        return base_lr / (1.0 + base_lr * step / spec.decay_steps)
+    warmup = round(spec.warmup_epochs * steps_per_epoch)
+    if step < warmup:
+        return base_lr * (step + 1) / warmup
+    if isinstance(spec, ConstantSchedule):
+        return base_lr
+    if isinstance(spec, StepSchedule):
+        epoch = step // steps_per_epoch
+        return base_lr * spec.gamma ** sum(epoch >= m for m in spec.milestones)
+    if isinstance(spec, CosineSchedule):
+        span = max(1, total_steps - warmup)
+        progress = min(1.0, (step - warmup) / span)
+        return spec.min_lr + (base_lr - spec.min_lr) * 0.5 * (1.0 + math.cos(math.pi * progress))
+    raise AssertionError(f"unhandled schedule {spec!r}")
+
+
+def schedule(
+    spec: ScheduleSpec, base_lr: float, steps_per_epoch: int, total_steps: int
+) -> Callable[[int], float]:
+    return lambda step: lr_at(spec, base_lr, step, steps_per_epoch, total_steps)

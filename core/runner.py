@@ -1,0 +1,252 @@
+"""One distillation job, start to finish: teachers, labels-only baseline, student, report, exports.
+
+Everything a job writes goes under its output directory: ``stages/<stage>/`` holds each stage's
+checkpoints and, once the stage is over, its weights and result; running the same spec over the
+same directory again skips finished stages and resumes the unfinished one from its last epoch.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, cast
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from core.augment import build_augmenter
+from core.data import load_dataset, load_inputs
+from core.data.base import DataSplits
+from core.errors import SpecError
+from core.losses import Objective, SourceConsistencyTerm
+from core.models import build_classifier, load_weights, save_weights
+from core.report import build_report, write_report
+from core.seeding import derive_seed, seed_everything
+from core.sink import Sink
+from core.spec import CELoss, JobSpec, TeacherSpec
+from core.trainer import ProgressTracker, StagePlan, StageResult, Trainer, translate_oom
+
+STUDENT_COST = 2.0  # a distillation step also runs the teachers: roughly twice a plain step
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise SpecError(f"device {name!r} was asked for, but CUDA is not available here")
+    return device
+
+
+def one_hot(y: Tensor, classes: int) -> Tensor:
+    return F.one_hot(y, classes).float()
+
+
+class JobRun:
+    def __init__(
+        self, spec: JobSpec, out_dir: Path, data_root: Path, device: torch.device, sink: Sink
+    ) -> None:
+        self.spec, self.out, self.data_root, self.device, self.sink = spec, out_dir, data_root, device, sink
+        self.stages_dir = out_dir / "stages"
+        self.results: dict[str, StageResult] = {}
+        self.timing: dict[str, float] = {}
+
+    # ---------------------------------------------------------------- set-up
+
+    def _claim_out_dir(self) -> None:
+        """Refuse to mix two different jobs in one directory; remember the spec for resumes."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        path = self.out / "spec.json"
+        text = self.spec.model_dump_json(indent=2)
+        if path.exists() and json.loads(path.read_text()) != json.loads(text):
+            raise SpecError(f"{self.out} holds the output of a different spec; choose another --out")
+        path.write_text(text)
+
+    def _load_data(self, spec: Any) -> DataSplits:
+        data = load_dataset(spec, self.data_root, self.spec.seed)
+        for split in (data.train, data.val, data.test):
+            split.x, split.y = split.x.to(self.device), split.y.to(self.device)
+        return data
+
+    def _stage_weights(self, data: DataSplits, teacher_share: float) -> dict[str, float]:
+        s = self.spec
+        steps = max(1, len(data.train) // s.distill.batch_size)
+        weights: dict[str, float] = {}
+        for i, t in enumerate(s.all_teachers):
+            if t.needs_training:
+                weights[_teacher_stage(i)] = t.train.epochs * max(1, len(data.train) // t.train.batch_size)
+        if s.baseline.enabled:
+            weights["baseline"] = s.distill.epochs * steps
+        weights["student"] = s.distill.epochs * steps * (1 + teacher_share)
+        weights["evaluate"] = 0.05 * sum(weights.values())
+        return weights
+
+    # ---------------------------------------------------------------- stages
+
+    def _stage(
+        self,
+        name: str,
+        model: nn.Module,
+        objective: Objective,
+        plan: StagePlan,
+        train: tuple[Tensor, Tensor],
+        val: DataSplits,
+        augment: Any = None,
+    ) -> StageResult:
+        """Run one stage, or pick up its result if an earlier run finished it."""
+        stage_dir = self.stages_dir / name
+        done = stage_dir / "result.json"
+        weights = stage_dir / "model.safetensors"
+        if done.exists() and weights.exists():
+            load_weights(model, weights)
+            result = StageResult(**json.loads(done.read_text()))
+            self.sink.log(f"stage {name}: already done, reusing its weights")
+        else:
+            self.sink.log(f"stage {name}: {plan.epochs} epochs on {len(train[0])} samples")
+            fwd = cast(nn.Module, torch.compile(model)) if self.spec.runtime.compile else None
+            objective.prepare(model, train[0][:2].float(), train[1][:2])
+            result = self.trainer.fit(
+                plan, model, objective, train, (val.val.x, val.val.y), stage_dir / "ckpt", augment, fwd
+            )
+            save_weights(model, weights)
+            done.write_text(json.dumps(asdict(result)))
+        objective.close()
+        model.eval()
+        self.results[name] = result
+        return result
+
+    def _teacher(self, index: int, tspec: TeacherSpec) -> tuple[nn.Module, DataSplits]:
+        tdata = self.data if tspec.data is None else self._load_data(tspec.data)
+        name = _teacher_stage(index)
+        seed_everything(derive_seed(self.spec.seed, name, "init"))
+        model = build_classifier(tspec.model, tdata, self.data_root, tspec.checkpoint).to(self.device)
+        if tspec.needs_training:
+            tr = tspec.train
+            plan = StagePlan(
+                name, tr.epochs, tr.batch_size, tr.optimizer, tr.schedule, tr.grad_clip_norm, tr.select
+            )
+            objective = Objective([CELoss(label_smoothing=tr.label_smoothing)], model, [])
+            train = (tdata.train.x, one_hot(tdata.train.y, tdata.num_classes))
+            self._stage(name, model, objective, plan, train, tdata, build_augmenter(tr.augment, tdata))
+        model.eval()
+        for p in model.parameters():
+            p.requires_grad_(False)
+        return model, tdata
+
+    def _student_model(self) -> nn.Module:
+        # baseline and student start from the same initial weights: the comparison isolates the recipe
+        seed_everything(derive_seed(self.spec.seed, "student", "init"))
+        return build_classifier(self.spec.student.model, self.data, self.data_root).to(self.device)
+
+    def _plan(self, stage: str) -> StagePlan:
+        d = self.spec.distill
+        return StagePlan(stage, d.epochs, d.batch_size, d.optimizer, d.schedule, d.grad_clip_norm, d.select)
+
+    def _transfer_set(self, teachers: list[nn.Module]) -> tuple[Tensor, Tensor]:
+        """Training inputs with their labels, plus the unlabelled pool labelled by the teachers' ensemble."""
+        x, y = self.data.train.x, one_hot(self.data.train.y, self.data.num_classes)
+        pool_spec = self.spec.distill.transfer.unlabelled
+        if pool_spec is None:
+            return x, y
+        pool = load_inputs(pool_spec, self.data_root, self.spec.seed).to(self.device)
+        if tuple(pool.shape[1:]) != tuple(x.shape[1:]):
+            raise SpecError(
+                f"distill.transfer.unlabelled: inputs of shape {tuple(pool.shape[1:])} do not match "
+                f"the data's {tuple(x.shape[1:])}"
+            )
+        with torch.inference_mode():
+            logits = torch.stack(
+                [torch.cat([t(pool[i : i + 1000]) for i in range(0, len(pool), 1000)]) for t in teachers]
+            ).mean(0)
+        self.sink.log(f"transfer set: {len(x)} labelled + {len(pool)} teacher-labelled inputs")
+        pseudo = one_hot(logits.argmax(1), self.data.num_classes)
+        return torch.cat([x, pool.to(x.dtype)]), torch.cat([y, pseudo])
+
+    def run(self) -> dict[str, Any]:
+        t_start = time.monotonic()
+        self._claim_out_dir()
+        self.data = self._load_data(self.spec.data)
+        d = self.spec.distill
+        n_teacher_fwd = len(self.spec.all_teachers)
+        tracker = ProgressTracker(self._stage_weights(self.data, 0.5 * n_teacher_fwd), self.sink)
+        self.trainer = Trainer(
+            self.device,
+            self.sink,
+            tracker,
+            precision=self.spec.runtime.precision,
+            eval_batch_size=self.spec.runtime.eval_batch_size,
+            seed=self.spec.seed,
+        )
+        teachers, teacher_data = [], []
+        for i, tspec in enumerate(self.spec.all_teachers):
+            t0 = time.monotonic()
+            model, tdata = self._teacher(i, tspec)
+            teachers.append(model)
+            teacher_data.append(tdata)
+            self.timing[f"{_teacher_stage(i)}_s"] = time.monotonic() - t0
+
+        augment = build_augmenter(d.transfer.augment, self.data)
+        baseline = None
+        if self.spec.baseline.enabled:
+            t0 = time.monotonic()
+            baseline = self._student_model()
+            objective = Objective([CELoss()], baseline, [])
+            train = (self.data.train.x, one_hot(self.data.train.y, self.data.num_classes))
+            self._stage(
+                "baseline",
+                baseline,
+                objective,
+                self._plan("baseline"),
+                train,
+                self.data,
+                augment if self.spec.baseline.augment else None,
+            )
+            self.timing["baseline_s"] = time.monotonic() - t0
+
+        t0 = time.monotonic()
+        student = self._student_model()
+        objective = Objective(d.losses, student, teachers)
+        for term in objective.terms:
+            if isinstance(term, SourceConsistencyTerm):
+                src = load_inputs(term.spec.source, self.data_root, self.spec.seed).to(self.device)
+                term.attach_source(src, d.batch_size)
+        train = self._transfer_set(teachers)
+        self._stage("student", student, objective, self._plan("student"), train, self.data, augment)
+        self.timing["distill_s"] = time.monotonic() - t0
+
+        tracker.report("evaluate", 1, 1, 0, 1)
+        report = build_report(
+            self.spec,
+            self.out,
+            self.data,
+            teachers,
+            teacher_data,
+            baseline,
+            student,
+            self.results,
+            self.timing,
+            self.device,
+            self.sink,
+        )
+        report["timing"]["total_s"] = round(time.monotonic() - t_start, 2)
+        write_report(report, self.out)
+        tracker.report("evaluate", 1, 1, 1, 1)
+        return report
+
+
+def _teacher_stage(index: int) -> str:
+    return "teacher" if index == 0 else f"teacher{index}"
+
+
+def run_job(
+    spec: JobSpec, out_dir: Path, *, data_root: Path, device: str = "auto", sink: Sink | None = None
+) -> dict[str, Any]:
+    """Run (or resume) a job; returns the report that is also written to ``out_dir/report.json``."""
+    run = JobRun(spec, out_dir, data_root, pick_device(device), sink or Sink())
+    try:
+        return run.run()
+    except torch.OutOfMemoryError as e:
+        raise translate_oom(e) from e
