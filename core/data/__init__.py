@@ -5,7 +5,7 @@ datasets, scikit-learn, the MNIST-1D generator) are imported only when that load
 """
 
 from core.data import builtin, imagefolder, npz, torchvision_sets  # noqa: F401  (registers the loaders)
-from core.data.base import DATASETS, DataSplits, DatasetError, Loader, RawData, Split, resolve_under
+from core.data.base import DATASETS, DatasetError, DataSplits, Loader, RawData, Split, resolve_under
 from core.data.loading import channel_stats, load_dataset, load_inputs, stratified_pick
 from core.data.npz import validate_npz
 from core.data.torchvision_sets import expected_files

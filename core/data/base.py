@@ -15,7 +15,7 @@ from core.registry import Registry
 
 @dataclass
 class Split:
-    """Raw inputs and integer labels. ``x`` is float32 (signals) or uint8 (images), ``y`` int64."""
+    """Raw inputs and integer labels: ``x`` uint8 (grey levels) or float32 (anything else), ``y`` int64."""
 
     x: torch.Tensor
     y: torch.Tensor

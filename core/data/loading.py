@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from core.data.base import DATASETS, DataSplits, DatasetError, RawData, Split
+from core.data.base import DATASETS, DatasetError, DataSplits, RawData, Split
 from core.spec import DatasetSpec
 
 STD_FLOOR = 1e-6  # a constant channel (a blank border, a padded signal) must not divide by zero

@@ -155,7 +155,7 @@ def test_objective_is_the_weighted_sum_of_its_terms() -> None:
     total, terms = obj(student, x, y)
     with torch.no_grad():
         t = teacher(x)
-    s = student(x)
+        s = student(x)
     approx(terms["kd"], float(kd_loss(s, t, 2.0)))
     approx(terms["ce"], float(soft_cross_entropy(s, y)))
     approx(total, 0.7 * float(terms["kd"]) + 0.3 * float(terms["ce"]) + 2.0 * float(terms["logit_mse"]))

@@ -1,0 +1,197 @@
+"""Whole jobs on tiny data: the report, the artifacts, resume equivalence, cancellation, failures."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from core.errors import CancelledError, DivergedError, SpecError
+from core.export import verify_torchscript_accuracy
+from core.runner import run_job
+from core.sink import Progress, Sink
+from core.spec import JobSpec, parse_spec
+
+TINY: dict[str, Any] = {
+    "name": "tiny",
+    "data": {"kind": "mnist1d", "train_limit": 400},
+    "teacher": {"model": {"kind": "cnn1d", "channels": 8}, "train": {"epochs": 3, "batch_size": 50}},
+    "student": {"model": {"kind": "mlp", "hidden": [16]}},
+    "distill": {
+        "losses": [{"kind": "kd", "weight": 0.7}, {"kind": "ce", "weight": 0.3}],
+        "epochs": 4,
+        "batch_size": 50,
+    },
+    "compress": [{"kind": "dynamic_int8"}, {"kind": "prune", "amount": 0.5}],
+    "runtime": {"measure_speed": False},
+}
+
+
+def tiny(**changes: Any) -> JobSpec:
+    return parse_spec({**TINY, **changes})
+
+
+class Recorder(Sink):
+    def __init__(self, stop_at: tuple[str, int] | None = None) -> None:
+        self.rows: list[tuple[str, int, int, dict[str, float]]] = []
+        self.progress_seen: list[Progress] = []
+        self.artifacts: dict[str, Path] = {}
+        self.stop_at = stop_at
+
+    def metrics(self, stage: str, epoch: int, step: int, values: dict[str, float]) -> None:
+        self.rows.append((stage, epoch, step, values))
+
+    def progress(self, progress: Progress) -> None:
+        self.progress_seen.append(progress)
+
+    def artifact(self, name: str, path: Path) -> None:
+        self.artifacts[name] = path
+
+    def should_stop(self) -> bool:
+        return self.stop_at is not None and any((s, e) == self.stop_at for s, e, _, _ in self.rows)
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any], Recorder]:
+    out = tmp_path_factory.mktemp("job")
+    sink = Recorder()
+    report = run_job(tiny(), out, data_root=out / "data", device="cpu", sink=sink)
+    return out, report, sink
+
+
+def test_report_has_the_promised_keys(finished: tuple[Path, dict[str, Any], Recorder]) -> None:
+    out, report, _ = finished
+    assert json.loads((out / "report.json").read_text()) == report
+    for who in ("teacher", "baseline", "student"):
+        for key in ("test_top1", "test_top5", "test_ece", "params", "macs", "size_bytes"):
+            assert key in report[who], (who, key)
+        assert 0.0 <= report[who]["test_top1"] <= 1.0
+    assert 0 <= report["student"]["agreement"] <= 1
+    assert report["kd_gain"] == pytest.approx(
+        report["student"]["test_top1"] - report["baseline"]["test_top1"]
+    )
+    assert report["timing"]["distill_samples_per_s"] > 0
+    assert report["dataset"]["train_size"] == 400 and report["dataset"]["test_size"] == 1000
+    assert report["verdict"].startswith("distillation ")
+    assert [c["kind"] for c in report["compressed"]] == ["dynamic_int8", "prune"]
+    assert "summary.md" in report["artifacts"].values() and (out / "summary.md").read_text().startswith(
+        "# tiny"
+    )
+
+
+def test_artifacts_exist_and_the_exported_student_gives_the_reported_accuracy(
+    finished: tuple[Path, dict[str, Any], Recorder],
+) -> None:
+    from core.data import load_dataset
+
+    out, report, sink = finished
+    for name, rel in report["artifacts"].items():
+        assert (out / rel).is_file(), name
+    assert set(sink.artifacts) >= {"student_torchscript", "student_onnx", "student_safetensors"}
+    data = load_dataset(tiny().data, out / "data", seed=0)
+    acc = verify_torchscript_accuracy(
+        out / report["artifacts"]["student_torchscript"], data.test.x, data.test.y
+    )
+    assert acc == pytest.approx(report["student"]["test_top1"])
+
+
+def test_metrics_per_stage_and_epoch(finished: tuple[Path, dict[str, Any], Recorder]) -> None:
+    _, _, sink = finished
+    keys = [(stage, epoch) for stage, epoch, _, _ in sink.rows]
+    assert keys == [("teacher", e) for e in (1, 2, 3)] + [
+        (s, e) for s in ("baseline", "student") for e in (1, 2, 3, 4)
+    ]
+    student = [values for stage, _, _, values in sink.rows if stage == "student"]
+    assert {"train/loss", "train/kd", "train/ce", "val/top1", "val/top5", "lr", "samples_per_s"} <= set(
+        student[0]
+    )
+    for values in student:  # the total is the weighted sum of the logged terms
+        assert values["train/loss"] == pytest.approx(
+            0.7 * values["train/kd"] + 0.3 * values["train/ce"], rel=1e-4
+        )
+
+
+def test_progress_is_monotone_and_ends_complete(finished: tuple[Path, dict[str, Any], Recorder]) -> None:
+    _, _, sink = finished
+    fractions = [p.fraction for p in sink.progress_seen]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+
+
+def _weights(out: Path, stage: str) -> dict[str, torch.Tensor]:
+    return load_file(out / "stages" / stage / "model.safetensors")
+
+
+@pytest.mark.parametrize("stop_at", [("teacher", 1), ("student", 2)])
+def test_resume_reaches_the_same_numbers(
+    finished: tuple[Path, dict[str, Any], Recorder], tmp_path: Path, stop_at: tuple[str, int]
+) -> None:
+    ref_out, ref, _ = finished
+    out = tmp_path / "job"
+    with pytest.raises(CancelledError):
+        run_job(tiny(), out, data_root=tmp_path, device="cpu", sink=Recorder(stop_at=stop_at))
+    assert not (out / "report.json").exists()
+    assert (out / "stages" / stop_at[0] / "ckpt" / "last.pt").exists()
+    sink = Recorder()
+    report = run_job(tiny(), out, data_root=tmp_path, device="cpu", sink=sink)
+    # the second run started the interrupted stage after its last checkpoint, not from scratch
+    resumed = [(s, e) for s, e, _, _ in sink.rows if s == stop_at[0]]
+    assert resumed[0][1] > 1
+    for stage in ("teacher", "baseline", "student"):
+        for name, tensor in _weights(ref_out, stage).items():
+            assert torch.equal(tensor, _weights(out, stage)[name]), (stage, name)
+    for who in ("teacher", "baseline", "student"):
+        assert report[who]["test_top1"] == ref[who]["test_top1"]
+
+
+def test_cancellation_is_typed(tmp_path: Path) -> None:
+    with pytest.raises(CancelledError) as info:
+        run_job(tiny(), tmp_path, data_root=tmp_path, device="cpu", sink=Recorder(stop_at=("teacher", 1)))
+    assert info.value.type == "cancelled"
+
+
+def test_divergence_is_a_clear_failure(tmp_path: Path) -> None:
+    spec = tiny(teacher={**TINY["teacher"], "train": {"epochs": 2, "optimizer": {"kind": "sgd", "lr": 1e30}}})
+    with pytest.raises(DivergedError, match="stage 'teacher' diverged"):
+        run_job(spec, tmp_path, data_root=tmp_path, device="cpu")
+
+
+def test_an_output_directory_holds_one_job(
+    finished: tuple[Path, dict[str, Any], Recorder], tmp_path: Path
+) -> None:
+    out, _, _ = finished
+    with pytest.raises(SpecError, match="different spec"):
+        run_job(tiny(seed=5), out, data_root=tmp_path, device="cpu")
+
+
+def test_no_baseline_means_no_gain(tmp_path: Path) -> None:
+    spec = tiny(baseline=False, export=["torchscript"], compress=[], distill={**TINY["distill"], "epochs": 1})
+    report = run_job(spec, tmp_path, data_root=tmp_path, device="cpu")
+    assert report["baseline"] is None and report["kd_gain"] is None
+    assert "student_onnx" not in report["artifacts"] and "no labels-only baseline" in report["verdict"]
+
+
+def test_unlabelled_pool_joins_the_transfer_set(tmp_path: Path) -> None:
+    distill = {**TINY["distill"], "epochs": 1, "transfer": {"unlabelled": {"kind": "mnist1d", "seed": 7}}}
+    sink = Recorder()
+    run_job(
+        tiny(distill=distill, baseline=False, compress=[]),
+        tmp_path,
+        data_root=tmp_path,
+        device="cpu",
+        sink=sink,
+    )
+    result = json.loads((tmp_path / "stages" / "student" / "result.json").read_text())
+    # 400 labelled + 3600 generated inputs (4000 minus the validation tenth), batches of 50
+    assert result["history"][0]["samples_per_s"] > 0
+    steps = [step for stage, _, step, _ in sink.rows if stage == "student"]
+    assert steps == [(400 + 3600) // 50]
+
+
+def test_unlabelled_pool_of_another_shape_is_refused(tmp_path: Path) -> None:
+    distill = {**TINY["distill"], "transfer": {"unlabelled": {"kind": "digits"}}}
+    with pytest.raises(SpecError, match="do not match"):
+        run_job(tiny(distill=distill, baseline=False), tmp_path, data_root=tmp_path, device="cpu")
