@@ -38,10 +38,6 @@ def _channel_view(values: Sequence[float], x: Tensor) -> Tensor:
     return t.reshape(1, -1, 1, 1) if x.dim() == 4 else t.reshape(1, 1)
 
 
-def _beta(alpha: float, n: int, device: torch.device) -> Tensor:
-    return torch.distributions.Beta(alpha, alpha).sample((n,)).to(device)
-
-
 def _spatial_mask(x: Tensor, prob: float) -> Tensor:
     """A boolean mask over positions (shared by an image's channels)."""
     shape = (x.shape[0], 1, *x.shape[2:]) if x.dim() == 4 else x.shape
@@ -54,19 +50,24 @@ def _shift_index(n: int, size: int, shift: Tensor, device: torch.device) -> Tens
 
 @AUGMENTATIONS.register("mixup")
 def mixup(spec: MixupAug, data: DataSplits) -> Augment:
+    beta = torch.distributions.Beta(spec.alpha, spec.alpha)  # built once: construction is not free
+
     def apply(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-        lam = _beta(spec.alpha, len(x), x.device)
+        lam = beta.sample((len(x),)).to(x.device)
         perm = torch.randperm(len(x), device=x.device)
         lx = lam.view(-1, *([1] * (x.dim() - 1)))
-        return lx * x + (1 - lx) * x[perm], lam[:, None] * y + (1 - lam[:, None]) * y[perm]
+        # lerp(b, a, lam) = lam * a + (1 - lam) * b, in one kernel
+        return torch.lerp(x[perm], x, lx), torch.lerp(y[perm], y, lam[:, None])
 
     return apply
 
 
 @AUGMENTATIONS.register("cutmix")
 def cutmix(spec: CutmixAug, data: DataSplits) -> Augment:
+    beta = torch.distributions.Beta(spec.alpha, spec.alpha)
+
     def apply(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-        lam = float(_beta(spec.alpha, 1, torch.device("cpu")))
+        lam = float(beta.sample())
         perm = torch.randperm(len(x), device=x.device)
         sizes = x.shape[2:] if x.dim() == 4 else x.shape[1:]
         # a box covering a (1 - lam) share of the positions, one interval per spatial axis

@@ -421,9 +421,12 @@ class Objective(nn.Module):
                 values[name] = term.compute(student, self.teachers[term.spec.teacher])
             else:
                 values[name] = term(ctx)
-        total = torch.stack(
-            [term.weight * values[name] for name, term in zip(self.names, self.term_list, strict=True)]
-        ).sum()
+        total: Tensor | None = None
+        for name, term in zip(self.names, self.term_list, strict=True):
+            if term.weight:
+                part = values[name] if term.weight == 1 else term.weight * values[name]
+                total = part if total is None else total + part
+        assert total is not None  # the spec refuses all-zero weights
         return total, values
 
     def close(self) -> None:

@@ -232,7 +232,9 @@ class Trainer:
         params: list[nn.Parameter],
     ) -> dict[str, float]:
         perm = torch.randperm(len(x_train), device=self.device)
-        sums: dict[str, Tensor] = {}
+        names = ["loss", *objective.names]
+        sums = torch.zeros(len(names), device=self.device)  # summed on the device: no sync per step
+        scaled = scaler.is_enabled()
         last_check = time.monotonic()
         for step in range(steps):
             idx = perm[step * bs : (step + 1) * bs]
@@ -244,21 +246,25 @@ class Trainer:
             with self._autocast():
                 loss, terms = objective(fwd, xb, yb)
             opt.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            if plan.grad_clip_norm is not None:
-                scaler.unscale_(opt)
-                torch.nn.utils.clip_grad_norm_(params, plan.grad_clip_norm)
-            scaler.step(opt)
-            scaler.update()
-            for name, value in (("loss", loss), *terms.items()):
-                v = value.detach().float()
-                sums[name] = sums[name] + v if name in sums else v
+            if scaled:  # fp16 autocast only: loss scaling against gradient underflow
+                scaler.scale(loss).backward()
+                if plan.grad_clip_norm is not None:
+                    scaler.unscale_(opt)
+                    torch.nn.utils.clip_grad_norm_(params, plan.grad_clip_norm)
+                scaler.step(opt)
+                scaler.update()
+            else:
+                loss.backward()
+                if plan.grad_clip_norm is not None:
+                    torch.nn.utils.clip_grad_norm_(params, plan.grad_clip_norm)
+                opt.step()
+            sums += torch.stack([loss.detach(), *terms.values()]).detach().float()
             if time.monotonic() - last_check > CHECK_EVERY_S:
                 last_check = time.monotonic()
-                self._check(plan.stage, epoch, sums["loss"])
+                self._check(plan.stage, epoch, sums[0])
                 self.tracker.report(plan.stage, epoch, plan.epochs, step + 1, steps)
-        self._check(plan.stage, epoch, sums["loss"])
-        return {k: float(v) for k, v in sums.items()}
+        self._check(plan.stage, epoch, sums[0])
+        return dict(zip(names, sums.tolist(), strict=True))
 
     def _check(self, stage: str, epoch: int, loss_sum: Tensor) -> None:
         if not math.isfinite(float(loss_sum)):
