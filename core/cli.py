@@ -92,13 +92,15 @@ class ConsoleSink(Sink):
 
 
 def _table(report: dict[str, Any]) -> Table:
-    table = Table(title=report["verdict"])
-    for col in ("model", "test top-1", "top-5", "agreement", "params", "MACs", "CPU ms (b1)"):
+    table = Table(
+        title=report["verdict"], caption="baseline: the student's architecture trained on labels alone"
+    )
+    for col in ("model", "top-1", "top-5", "agree", "params", "MACs", "CPU ms"):
         table.add_column(col, justify="left" if col == "model" else "right")
     rows = [("teacher", report["teacher"])]
     if report["baseline"]:
-        rows.append(("baseline (labels only)", report["baseline"]))
-    rows.append(("student (distilled)", report["student"]))
+        rows.append(("baseline", report["baseline"]))
+    rows.append(("student", report["student"]))
 
     def fmt(v: Any, pattern: str) -> str:
         return "—" if v is None else pattern.format(v)

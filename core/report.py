@@ -264,6 +264,9 @@ def summary_markdown(r: dict[str, Any]) -> str:
             f"Compressed ({row['kind']}): test top-1 {pct(row['test_top1'])}, "
             f"{row['size_bytes']:,} bytes; {row['note']}."
         )
+    for row in r.get("source_tasks", []):
+        kept = ", ".join(f"{who} {pct(row.get(f'{who}_top1'))}" for who in ("teacher", "student", "baseline"))
+        lines.append(f"Source task kept ({row['dataset']} test top-1): {kept}.")
     lines += ["", "Artifacts: " + ", ".join(f"`{v}`" for v in r["artifacts"].values())]
     return "\n".join(lines) + "\n"
 

@@ -26,8 +26,8 @@ from core.models import build_classifier, load_weights, save_weights
 from core.report import build_report, write_report
 from core.seeding import derive_seed, seed_everything
 from core.sink import Sink
-from core.spec import CELoss, JobSpec, TeacherSpec
-from core.trainer import ProgressTracker, StagePlan, StageResult, Trainer, translate_oom
+from core.spec import CELoss, JobSpec, SourceConsistencyLoss, TeacherSpec
+from core.trainer import ProgressTracker, StagePlan, StageResult, Trainer, evaluate_split, translate_oom
 
 STUDENT_COST = 2.0  # a distillation step also runs the teachers: roughly twice a plain step
 
@@ -231,10 +231,31 @@ class JobRun:
             self.device,
             self.sink,
         )
+        report["source_tasks"] = self._source_tasks(teachers, baseline, student)
         report["timing"]["total_s"] = round(time.monotonic() - t_start, 2)
         write_report(report, self.out)
         tracker.report("evaluate", 1, 1, 1, 1)
         return report
+
+    def _source_tasks(
+        self, teachers: list[nn.Module], baseline: nn.Module | None, student: nn.Module
+    ) -> list[dict[str, Any]]:
+        """For transfer learning: how much of the source task each model keeps (its test top-1)."""
+        rows = []
+        for i, loss in enumerate(self.spec.distill.losses):
+            if not isinstance(loss, SourceConsistencyLoss):
+                continue
+            src = self._load_data(loss.source)
+            models = {"teacher": teachers[loss.teacher], "baseline": baseline, "student": student}
+            row: dict[str, Any] = {"loss": i, "dataset": loss.source.kind}
+            for who, model in models.items():
+                if model is not None:
+                    top1 = evaluate_split(model, src.test.x, src.test.y, self.spec.runtime.eval_batch_size)[
+                        "top1"
+                    ]
+                    row[f"{who}_top1"] = round(top1, 6)
+            rows.append(row)
+        return rows
 
 
 def _teacher_stage(index: int) -> str:
