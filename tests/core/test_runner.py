@@ -195,3 +195,66 @@ def test_unlabelled_pool_of_another_shape_is_refused(tmp_path: Path) -> None:
     distill = {**TINY["distill"], "transfer": {"unlabelled": {"kind": "digits"}}}
     with pytest.raises(SpecError, match="do not match"):
         run_job(tiny(distill=distill, baseline=False), tmp_path, data_root=tmp_path, device="cpu")
+
+
+def test_a_trained_teacher_can_be_reused_as_a_checkpoint(
+    finished: tuple[Path, dict[str, Any], Recorder], tmp_path: Path
+) -> None:
+    ref_out, ref, _ = finished
+    root = tmp_path / "root"
+    (root / "teachers").mkdir(parents=True)
+    (root / "teachers" / "t.safetensors").write_bytes(
+        (ref_out / ref["artifacts"]["teacher_safetensors"]).read_bytes()
+    )
+    teacher = {**TINY["teacher"], "checkpoint": "teachers/t.safetensors"}
+    sink = Recorder()
+    report = run_job(
+        tiny(teacher=teacher, baseline=False), tmp_path / "out", data_root=root, device="cpu", sink=sink
+    )
+    assert "teacher" not in {stage for stage, _, _, _ in sink.rows}  # not trained again
+    assert report["teacher"]["source"] == "checkpoint"
+    assert report["teacher"]["test_top1"] == ref["teacher"]["test_top1"]
+
+
+def test_a_torchscript_teacher_takes_raw_inputs(
+    finished: tuple[Path, dict[str, Any], Recorder], tmp_path: Path
+) -> None:
+    from core.data import load_dataset
+    from core.models import build_classifier, load_weights
+
+    ref_out, ref, _ = finished
+    spec = tiny()
+    data = load_dataset(spec.data, tmp_path, seed=0)
+    model = build_classifier(spec.teacher.model, data, tmp_path)
+    load_weights(model, ref_out / ref["artifacts"]["teacher_safetensors"])
+    (tmp_path / "models").mkdir()
+    torch.jit.trace(model.eval(), data.test.x[:4]).save(str(tmp_path / "models" / "teacher.pt"))
+    teacher = {"model": {"kind": "torchscript", "path": "models/teacher.pt"}}
+    report = run_job(
+        tiny(teacher=teacher, baseline=False), tmp_path / "out", data_root=tmp_path, device="cpu"
+    )
+    assert report["teacher"]["source"] == "checkpoint"
+    assert report["teacher"]["test_top1"] == pytest.approx(ref["teacher"]["test_top1"])
+    assert report["student"]["agreement"] > 0
+
+
+def test_gradient_clipping_and_other_optimizers_run(tmp_path: Path) -> None:
+    distill = {
+        **TINY["distill"],
+        "epochs": 2,
+        "grad_clip_norm": 0.5,
+        "optimizer": {"kind": "sgd", "lr": 0.05},
+        "schedule": {"kind": "inverse_time", "decay_steps": 10},
+        "select": "last",
+    }
+    sink = Recorder()
+    run_job(
+        tiny(distill=distill, baseline=False, compress=[]),
+        tmp_path,
+        data_root=tmp_path,
+        device="cpu",
+        sink=sink,
+    )
+    lrs = [values["lr"] for stage, _, _, values in sink.rows if stage == "student"]
+    steps = 400 // 50
+    assert lrs == pytest.approx([0.05 / (1 + 0.05 * (e * steps - 1) / 10) for e in (1, 2)])
