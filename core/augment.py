@@ -48,6 +48,13 @@ def _shift_index(n: int, size: int, shift: Tensor, device: torch.device) -> Tens
     return (torch.arange(size, device=device).unsqueeze(0) - shift.unsqueeze(1)) % size
 
 
+def _take(x: Tensor, rows: Tensor, cols: Tensor) -> Tensor:
+    """Per-sample window of images: ``rows`` (N, H') and ``cols`` (N, W') index the last two axes."""
+    c = x.shape[1]
+    x = torch.gather(x, 2, rows[:, None, :, None].expand(-1, c, -1, x.shape[3]))
+    return torch.gather(x, 3, cols[:, None, None, :].expand(-1, c, rows.shape[1], -1))
+
+
 @AUGMENTATIONS.register("mixup")
 def mixup(spec: MixupAug, data: DataSplits) -> Augment:
     beta = torch.distributions.Beta(spec.alpha, spec.alpha)  # built once: construction is not free
@@ -122,10 +129,7 @@ def shift(spec: ShiftAug, data: DataSplits) -> Augment:
         h, w = x.shape[2:]
         sh = torch.randint(-m, m + 1, (n,), device=x.device)
         sw = torch.randint(-m, m + 1, (n,), device=x.device)
-        rows = _shift_index(n, h, sh, x.device)[:, None, :, None].expand(-1, x.shape[1], -1, w)
-        x = torch.gather(x, 2, rows)
-        cols = _shift_index(n, w, sw, x.device)[:, None, None, :].expand(-1, x.shape[1], h, -1)
-        return torch.gather(x, 3, cols), y
+        return _take(x, _shift_index(n, h, sh, x.device), _shift_index(n, w, sw, x.device)), y
 
     return apply
 
@@ -137,14 +141,12 @@ def crop(spec: CropAug, data: DataSplits) -> Augment:
     p = spec.padding
 
     def apply(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
-        n, c, h, w = x.shape
+        n, _, h, w = x.shape
         padded = torch.nn.functional.pad(x, (p, p, p, p))
         oy = torch.randint(0, 2 * p + 1, (n,), device=x.device)
         ox = torch.randint(0, 2 * p + 1, (n,), device=x.device)
-        rows = (oy[:, None] + torch.arange(h, device=x.device))[:, None, :, None].expand(-1, c, -1, w + 2 * p)
-        x = torch.gather(padded, 2, rows)
-        cols = (ox[:, None] + torch.arange(w, device=x.device))[:, None, None, :].expand(-1, c, h, -1)
-        return torch.gather(x, 3, cols), y
+        rows = oy[:, None] + torch.arange(h, device=x.device)
+        return _take(padded, rows, ox[:, None] + torch.arange(w, device=x.device)), y
 
     return apply
 

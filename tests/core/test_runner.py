@@ -35,6 +35,10 @@ def tiny(**changes: Any) -> JobSpec:
     return parse_spec({**TINY, **changes})
 
 
+def run_tiny(out: Path, sink: Sink | None = None, **changes: Any) -> dict[str, Any]:
+    return run_job(tiny(**changes), out, data_root=out, device="cpu", sink=sink)
+
+
 class Recorder(Sink):
     def __init__(self, stop_at: tuple[str, int] | None = None) -> None:
         self.rows: list[tuple[str, int, int, dict[str, float]]] = []
@@ -177,13 +181,7 @@ def test_no_baseline_means_no_gain(tmp_path: Path) -> None:
 def test_unlabelled_pool_joins_the_transfer_set(tmp_path: Path) -> None:
     distill = {**TINY["distill"], "epochs": 1, "transfer": {"unlabelled": {"kind": "mnist1d", "seed": 7}}}
     sink = Recorder()
-    run_job(
-        tiny(distill=distill, baseline=False, compress=[]),
-        tmp_path,
-        data_root=tmp_path,
-        device="cpu",
-        sink=sink,
-    )
+    run_tiny(tmp_path, sink, distill=distill, baseline=False, compress=[])
     result = json.loads((tmp_path / "stages" / "student" / "result.json").read_text())
     # 400 labelled + 3600 generated inputs (4000 minus the validation tenth), batches of 50
     assert result["history"][0]["samples_per_s"] > 0
@@ -248,13 +246,7 @@ def test_gradient_clipping_and_other_optimizers_run(tmp_path: Path) -> None:
         "select": "last",
     }
     sink = Recorder()
-    run_job(
-        tiny(distill=distill, baseline=False, compress=[]),
-        tmp_path,
-        data_root=tmp_path,
-        device="cpu",
-        sink=sink,
-    )
+    run_tiny(tmp_path, sink, distill=distill, baseline=False, compress=[])
     lrs = [values["lr"] for stage, _, _, values in sink.rows if stage == "student"]
     steps = 400 // 50
     assert lrs == pytest.approx([0.05 / (1 + 0.05 * (e * steps - 1) / 10) for e in (1, 2)])
