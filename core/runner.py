@@ -122,7 +122,7 @@ class JobRun:
         tdata = self.data if tspec.data is None else self._load_data(tspec.data)
         name = _teacher_stage(index)
         seed_everything(derive_seed(self.spec.seed, name, "init"))
-        model = build_classifier(tspec.model, tdata, self.data_root, tspec.checkpoint).to(self.device)
+        model = self._place(build_classifier(tspec.model, tdata, self.data_root, tspec.checkpoint), tdata)
         if tspec.needs_training:
             tr = tspec.train
             plan = StagePlan(
@@ -139,7 +139,13 @@ class JobRun:
     def _student_model(self) -> nn.Module:
         # baseline and student start from the same initial weights: the comparison isolates the recipe
         seed_everything(derive_seed(self.spec.seed, "student", "init"))
-        return build_classifier(self.spec.student.model, self.data, self.data_root).to(self.device)
+        return self._place(build_classifier(self.spec.student.model, self.data, self.data_root), self.data)
+
+    def _place(self, model: nn.Module, data: DataSplits) -> nn.Module:
+        """On the device; conv nets on CUDA in channels-last layout, which tensor cores prefer."""
+        if self.device.type == "cuda" and data.is_image:
+            return model.to(self.device).to(memory_format=torch.channels_last)
+        return model.to(self.device)
 
     def _plan(self, stage: str) -> StagePlan:
         d = self.spec.distill
