@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test lint format bench clean
+.PHONY: install demo run-local serve test lint format bench clean
 
 install: $(STAMP)
 
@@ -17,10 +17,17 @@ $(STAMP): pyproject.toml requirements/torch.txt
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-# The default recipe end to end on this machine: MNIST-1D, CNN teacher -> MLP student.
+# The service end to end: start it (embedded default), submit the MNIST-1D job over HTTP,
+# follow it, print the report and where the artifacts are.
 demo: install
+	$(BIN)/python scripts/demo.py --spec examples/mnist1d.yaml --home runs/demo
+
+# The same job without the service, straight through the engine.
+run-local: install
 	$(BIN)/distill run examples/mnist1d.yaml --out runs/mnist1d
-	@echo "summary: runs/mnist1d/summary.md"
+
+serve: install
+	$(BIN)/distill serve
 
 test: install
 	$(BIN)/python -m pytest -q

@@ -361,6 +361,8 @@ LossSpec = Annotated[
 
 
 class SGDOptim(_Spec):
+    """Stochastic gradient descent with (Nesterov) momentum and L2 weight decay."""
+
     kind: Literal["sgd"] = "sgd"
     lr: float = Field(0.1, gt=0.0)
     momentum: float = Field(0.9, ge=0.0, lt=1.0)
@@ -369,6 +371,8 @@ class SGDOptim(_Spec):
 
 
 class AdamOptim(_Spec):
+    """Adam; ``weight_decay`` is added to the gradient (L2), as in torch.optim.Adam."""
+
     kind: Literal["adam"] = "adam"
     lr: float = Field(1e-3, gt=0.0)
     betas: tuple[float, float] = (0.9, 0.999)
@@ -376,6 +380,8 @@ class AdamOptim(_Spec):
 
 
 class AdamWOptim(_Spec):
+    """AdamW: Adam with decoupled weight decay."""
+
     kind: Literal["adamw"] = "adamw"
     lr: float = Field(1e-3, gt=0.0)
     betas: tuple[float, float] = (0.9, 0.999)
@@ -386,6 +392,8 @@ OptimizerSpec = Annotated[Union[SGDOptim, AdamOptim, AdamWOptim], Field(discrimi
 
 
 class ConstantSchedule(_Spec):
+    """The optimizer's rate throughout, after an optional linear warmup."""
+
     kind: Literal["constant"] = "constant"
     warmup_epochs: float = Field(0.0, ge=0.0, description="Linear warmup from 0, in epochs.")
 

@@ -158,6 +158,8 @@ class Trainer:
         scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         state = self._resume(ckpt_dir, model, objective, opt, scaler)
+        if state["epoch"]:
+            self.sink.log(f"resumed {plan.stage} after epoch {state['epoch']} from its checkpoint")
         fwd = forward_model or model
         history: list[dict[str, float]] = state["history"]
         best_epoch, best_top1 = state["best_epoch"], state["best_val_top1"]
@@ -296,7 +298,6 @@ class Trainer:
         objective.load_state_dict(state["objective"])
         opt.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])
-        self.sink.log(f"resumed {ckpt_dir.name} after epoch {state['epoch']}")
         return state
 
 

@@ -1,0 +1,153 @@
+"""The application factory.
+
+    uvicorn --factory api.app:create_app          # settings from DISTILLERY_* variables
+
+``create_app`` wires the settings, the publisher (how a job id reaches the broker), the broker
+readiness check and, in its lifespan, the dispatcher thread that republishes jobs the broker
+missed and reaps expired leases. Tests pass a fake publisher and no dispatcher; nothing here
+imports Celery until the default publisher first runs.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from api.deps import AppState, BrokerCheck, Publish
+from api.limits import BodyLimitMiddleware, LimitFor
+from api.problems import install_handlers
+from api.routes import artifacts, catalog, events, health, jobs, metrics, uploads
+from api.telemetry import ApiMetrics, MetricsMiddleware
+from core.spec import JobSpec
+from store.settings import Settings, get_settings
+
+DEFAULT_BODY_LIMIT = jobs.MAX_SPEC_BYTES
+MULTIPART_SLACK = 64 * 1024  # part headers and boundaries around an upload of the maximum size
+UPLOAD_PATHS = ("/v1/models", "/v1/datasets")
+
+TAGS = [
+    {"name": "jobs", "description": "Submit distillation jobs and follow them: state, metrics, events."},
+    {"name": "artifacts", "description": "Students, reports and weights of finished jobs, with checksums."},
+    {"name": "uploads", "description": "Teacher models and datasets for specs to name."},
+    {"name": "catalog", "description": "What a job spec can name, and its JSON Schema."},
+    {"name": "health", "description": "Liveness, readiness and Prometheus metrics."},
+]
+
+
+def celery_publisher(settings: Settings) -> Publish:
+    """Publishes through a Celery app made on first use (the API starts without a broker)."""
+    lock = threading.Lock()
+    made: list[Any] = []
+
+    def publish(job_id: str, queue: str) -> None:
+        from worker.celery_app import make_celery
+        from worker.celery_app import publish as send
+
+        with lock:
+            if not made:
+                made.append(make_celery(settings))
+        send(made[0], job_id, queue)
+
+    return publish
+
+
+def kombu_check(settings: Settings) -> BrokerCheck:
+    def check() -> None:
+        from kombu import Connection
+
+        with Connection(settings.broker, connect_timeout=3) as connection:
+            connection.ensure_connection(max_retries=1)
+
+    return check
+
+
+def _limit_for(settings: Settings) -> LimitFor:
+    def limit_for(method: str, path: str) -> int:
+        if method == "POST" and path.rstrip("/") in UPLOAD_PATHS:
+            return settings.max_upload_bytes + MULTIPART_SLACK
+        return DEFAULT_BODY_LIMIT
+
+    return limit_for
+
+
+def _openapi(app: FastAPI) -> Any:
+    """FastAPI's schema, plus ``JobSpec`` as a component: submit's body is read by hand (to
+    answer 415 and 413 itself) and refers to it."""
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = get_openapi(
+                title=app.title,
+                version=app.version,
+                description=app.description,
+                routes=app.routes,
+                tags=TAGS,
+            )
+            spec = JobSpec.model_json_schema(ref_template="#/components/schemas/{model}")
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            components.update(spec.pop("$defs", {}))
+            components["JobSpec"] = spec
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    return openapi
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    publish: Publish | None = None,
+    run_dispatcher: bool = True,
+    check_broker: BrokerCheck | None = None,
+) -> FastAPI:
+    settings = settings or get_settings()
+    state = AppState(
+        settings=settings,
+        publish=publish or celery_publisher(settings),
+        check_broker=check_broker or kombu_check(settings),
+    )
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        dispatcher = None
+        if run_dispatcher:
+            from worker.dispatcher import Dispatcher
+
+            dispatcher = Dispatcher(settings, state.publish)
+            dispatcher.start()
+        try:
+            yield
+        finally:
+            if dispatcher is not None:
+                dispatcher.stop()
+
+    app = FastAPI(
+        title="Distillery",
+        version="1",
+        summary="Knowledge-distillation jobs on a shared GPU pool.",
+        description=(
+            "Submit a distillation job spec, follow it (polling with ETags, incremental metrics, "
+            "or Server-Sent Events), and download the student. Errors are RFC 9457 "
+            "`application/problem+json`; a bad spec names each offending field."
+        ),
+        openapi_tags=TAGS,
+        lifespan=lifespan,
+    )
+    app.state.distillery = state
+    app.state.telemetry = ApiMetrics(settings.db_url)
+    install_handlers(app)
+    for module in (jobs, metrics, events, artifacts, catalog, health):
+        app.include_router(module.router)
+    app.include_router(uploads.router)
+    app.include_router(uploads.read_router)
+    # Added last = outermost: sizes are checked before anything reads the body, and the
+    # metrics see every answer, 413s included.
+    app.add_middleware(BodyLimitMiddleware, limit_for=_limit_for(settings))
+    app.add_middleware(MetricsMiddleware, metrics=app.state.telemetry)
+    app.openapi = _openapi(app)  # type: ignore[method-assign]
+    return app

@@ -1,0 +1,150 @@
+"""Uploaded teacher files, checked without torch and without unpickling anything.
+
+- TorchScript: a zip archive with ``<name>/code/`` (the compiled program) and ``<name>/data.pkl``.
+  A plain ``torch.save`` file is also a zip with ``data.pkl`` but no ``code/``: it is a pickle
+  and is refused, as is any non-zip file. The engine later loads the archive with
+  ``torch.jit.load``, which never runs pickled Python.
+- safetensors: 8 bytes little-endian header length, a JSON header mapping tensor names to
+  ``{dtype, shape, data_offsets}``, then the tensors' bytes, exactly filling the file.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+import zipfile
+from pathlib import Path
+from typing import Any
+
+MAX_HEADER = 100 * 1024 * 1024  # the safetensors format's own limit
+DTYPE_BYTES = {
+    "BOOL": 1,
+    "U8": 1,
+    "I8": 1,
+    "F8_E4M3": 1,
+    "F8_E5M2": 1,
+    "U16": 2,
+    "I16": 2,
+    "F16": 2,
+    "BF16": 2,
+    "U32": 4,
+    "I32": 4,
+    "F32": 4,
+    "U64": 8,
+    "I64": 8,
+    "F64": 8,
+    "C64": 8,
+}
+
+
+class ModelFormatError(ValueError):
+    """The file is not what its format says."""
+
+
+def looks_like_zip(path: Path) -> bool:
+    return zipfile.is_zipfile(path)
+
+
+def check_torchscript(path: Path) -> dict[str, Any]:
+    """A summary of a TorchScript archive, or ``ModelFormatError``."""
+    refusal = "not a TorchScript archive; pickled models are never loaded"
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+            roots = {n.split("/", 1)[0] for n in names if "/" in n}
+            root = next((r for r in sorted(roots) if f"{r}/data.pkl" in names), None)
+            if root is None:
+                raise ModelFormatError(f"{refusal} (no data.pkl)")
+            code = [n for n in names if n.startswith(f"{root}/code/") and not n.endswith("/")]
+            if not code:
+                raise ModelFormatError(f"{refusal} (a zip with data.pkl but no code/: a torch.save pickle)")
+            version = _small_text(archive, f"{root}/version") or _small_text(archive, f"{root}/.data/version")
+    except zipfile.BadZipFile as e:
+        raise ModelFormatError(f"{refusal} (not a zip archive: {e})") from None
+    return {"archive": root, "entries": len(names), "code_files": len(code), "format_version": version}
+
+
+def _small_text(archive: zipfile.ZipFile, name: str) -> str | None:
+    try:
+        with archive.open(name) as f:
+            return f.read(32).decode("ascii", "replace").strip() or None
+    except KeyError:
+        return None
+
+
+def check_safetensors(path: Path) -> dict[str, Any]:
+    """A summary of a safetensors file (tensor count, parameters, dtypes), or ``ModelFormatError``."""
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        prefix = f.read(8)
+        if len(prefix) < 8:
+            raise ModelFormatError("not a safetensors file: shorter than its 8-byte header length")
+        (header_len,) = struct.unpack("<Q", prefix)
+        if header_len > min(MAX_HEADER, size - 8):
+            raise ModelFormatError(
+                f"not a safetensors file: header length {header_len} does not fit a {size}-byte file"
+            )
+        raw = f.read(header_len)
+    try:
+        header = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ModelFormatError(f"not a safetensors file: the header is not JSON ({e})") from None
+    if not isinstance(header, dict):
+        raise ModelFormatError("not a safetensors file: the header is not a JSON object")
+    metadata = header.pop("__metadata__", None)
+    if metadata is not None and not (
+        isinstance(metadata, dict) and all(isinstance(v, str) for v in metadata.values())
+    ):
+        raise ModelFormatError("safetensors __metadata__ must map strings to strings")
+    spans, dtypes, parameters = [], set(), 0
+    for name, info in header.items():
+        begin, end, count = _tensor_span(name, info)
+        spans.append((begin, end, name))
+        dtypes.add(info["dtype"])
+        parameters += count
+    if not spans:
+        raise ModelFormatError("the safetensors file holds no tensors")
+    _check_spans(spans, size - 8 - header_len)
+    return {
+        "tensors": len(spans),
+        "parameters": parameters,
+        "dtypes": sorted(dtypes),
+        "metadata": metadata,
+    }
+
+
+def _tensor_span(name: str, info: Any) -> tuple[int, int, int]:
+    """(begin, end, elements) of one tensor's entry, checked against its dtype and shape."""
+    if not isinstance(info, dict):
+        raise ModelFormatError(f"tensor {name!r}: its entry is not an object")
+    dtype, shape, offsets = info.get("dtype"), info.get("shape"), info.get("data_offsets")
+    if dtype not in DTYPE_BYTES:
+        raise ModelFormatError(f"tensor {name!r}: unknown dtype {dtype!r}")
+    if not isinstance(shape, list) or not all(isinstance(d, int) and d >= 0 for d in shape):
+        raise ModelFormatError(f"tensor {name!r}: shape must be a list of non-negative integers")
+    if not (
+        isinstance(offsets, list)
+        and len(offsets) == 2
+        and all(isinstance(o, int) and o >= 0 for o in offsets)
+    ):
+        raise ModelFormatError(f"tensor {name!r}: data_offsets must be [begin, end]")
+    begin, end = offsets
+    count = math.prod(shape)
+    if end - begin != count * DTYPE_BYTES[dtype]:
+        raise ModelFormatError(
+            f"tensor {name!r}: {dtype} {shape} needs {count * DTYPE_BYTES[dtype]} bytes, "
+            f"its offsets span {end - begin}"
+        )
+    return begin, end, count
+
+
+def _check_spans(spans: list[tuple[int, int, str]], data_size: int) -> None:
+    """The tensors tile the data area exactly: no gap, no overlap, nothing past the end."""
+    position = 0
+    for begin, end, name in sorted(spans):
+        if begin != position:
+            raise ModelFormatError(f"tensor {name!r}: data starts at {begin}, expected {position}")
+        position = end
+    if position != data_size:
+        raise ModelFormatError(f"the tensors cover {position} bytes but the file holds {data_size}")

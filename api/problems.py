@@ -1,0 +1,156 @@
+"""RFC 9457 problem details: every error the API returns is ``application/problem+json``.
+
+Routes raise ``ProblemError`` (or FastAPI's ``HTTPException``); the handlers registered by
+``install_handlers`` turn those, request validation errors and any unexpected exception into
+one shape: ``{type, title, status, detail, instance, errors: [{field, message}]}``.
+"""
+
+from __future__ import annotations
+
+import logging
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+log = logging.getLogger(__name__)
+
+PROBLEM_JSON = "application/problem+json"
+_TYPE_PREFIX = "urn:distillery:problem:"
+
+
+class FieldError(BaseModel):
+    field: str
+    message: str
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem document."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str | None = None
+    instance: str | None = None
+    errors: list[FieldError] | None = None
+
+
+class ProblemError(Exception):
+    """Raised by routes: becomes a problem response with this status, title and detail."""
+
+    def __init__(
+        self,
+        status: int,
+        detail: str | None = None,
+        *,
+        kind: str | None = None,
+        title: str | None = None,
+        errors: list[FieldError] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(detail or title or str(status))
+        self.status = status
+        self.detail = detail
+        self.kind = kind
+        self.title = title or HTTPStatus(status).phrase
+        self.errors = errors
+        self.headers = headers
+
+
+def not_found(what: str, ident: str) -> ProblemError:
+    return ProblemError(404, f"{what} {ident!r} does not exist", kind="not-found")
+
+
+def invalid(field: str, message: str, *, detail: str | None = None) -> ProblemError:
+    """A 422 naming one offending field."""
+    return ProblemError(
+        422,
+        detail or f"{field}: {message}",
+        kind="invalid-request",
+        errors=[FieldError(field=field, message=message)],
+    )
+
+
+def problem_response(
+    request: Request,
+    status: int,
+    *,
+    detail: str | None = None,
+    kind: str | None = None,
+    title: str | None = None,
+    errors: list[FieldError] | None = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    problem = Problem(
+        type=f"{_TYPE_PREFIX}{kind}" if kind else "about:blank",
+        title=title or _phrase(status),
+        status=status,
+        detail=detail,
+        instance=request.url.path,
+        errors=errors,
+    )
+    return JSONResponse(
+        problem.model_dump(exclude_none=True), status_code=status, headers=headers, media_type=PROBLEM_JSON
+    )
+
+
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
+
+
+def _location(loc: tuple[Any, ...]) -> str:
+    return ".".join(str(part) for part in loc) or "(request)"
+
+
+async def _on_problem(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ProblemError)
+    return problem_response(
+        request,
+        exc.status,
+        detail=exc.detail,
+        kind=exc.kind,
+        title=exc.title,
+        errors=exc.errors,
+        headers=exc.headers,
+    )
+
+
+async def _on_http(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    detail: str | None = exc.detail if isinstance(exc.detail, str) else None
+    if detail == _phrase(exc.status_code):
+        detail = None
+    headers = dict(exc.headers) if exc.headers else None
+    return problem_response(request, exc.status_code, detail=detail, headers=headers)
+
+
+async def _on_validation(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = []
+    for item in exc.errors():
+        if item.get("type") == "json_invalid":
+            reason = (item.get("ctx") or {}).get("error", "")
+            errors.append(FieldError(field="body", message=f"malformed JSON: {reason}".rstrip(": ")))
+        else:
+            errors.append(FieldError(field=_location(tuple(item.get("loc", ()))), message=item["msg"]))
+    detail = "; ".join(f"{e.field}: {e.message}" for e in errors)
+    return problem_response(request, 422, detail=detail, kind="invalid-request", errors=errors)
+
+
+async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return problem_response(request, 500, detail="an unexpected error occurred; it has been logged")
+
+
+def install_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(ProblemError, _on_problem)
+    app.add_exception_handler(StarletteHTTPException, _on_http)
+    app.add_exception_handler(RequestValidationError, _on_validation)
+    app.add_exception_handler(Exception, _on_unexpected)

@@ -1,0 +1,136 @@
+"""A job's events: a Server-Sent Events stream that follows the job to its end, or the same
+history as JSON (``?format=json``, or ``Accept: application/json``) for pages and scripts.
+
+The stream polls the database with a fresh short session every ``POLL_S`` seconds (the row is
+the source of truth; a worker on another machine writes it) and sends:
+
+- ``event: event`` with each new ``JobEvent`` (``id:`` is the row id, so a reconnecting
+  ``EventSource`` resumes after ``Last-Event-ID``);
+- ``event: job`` with the whole job whenever its version changes;
+- a ``: ping`` comment when idle, so proxies keep the connection open.
+
+It ends once the job is finished (after sending its final state), or if the job is deleted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Header, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.sse import KEEPALIVE_COMMENT, EventSourceResponse, format_sse_event
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from api.cursors import decode_row_cursor
+from api.deps import AppState, JobDep, SessionDep, StateDep
+from api.problems import Problem
+from api.schemas import EventOut, EventPage, JobOut
+from api.views import event_out, job_out
+from store.db import session_scope
+from store.models import TERMINAL, Job, JobEvent
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+POLL_S = 0.5
+PING_S = 15.0
+RETRY_MS = 2000
+BATCH = 500
+
+
+def _events_after(session: Session, job_id: str, after: int, limit: int) -> list[JobEvent]:
+    stmt = (
+        select(JobEvent)
+        .where(JobEvent.job_id == job_id, JobEvent.id > after)
+        .order_by(JobEvent.id)
+        .limit(limit)
+    )
+    return list(session.scalars(stmt))
+
+
+def _poll(
+    state: AppState, job_id: str, seen_version: int | None, after: int
+) -> tuple[JobOut | None, list[EventOut], bool] | None:
+    """(the job if its version changed, new events, finished); None once the job is gone."""
+    with session_scope(state.settings.db_url) as session:
+        job = session.get(Job, job_id)
+        if job is None:
+            return None
+        changed = job_out(session, job) if job.version != seen_version else None
+        # Events after the job: a state change commits its event with the row, so every event
+        # up to the state just read is visible now, and a finished job's last events are sent.
+        events = [event_out(e) for e in _events_after(session, job_id, after, BATCH)]
+        # Finished only when every event is out: a full batch means more are waiting.
+        return changed, events, job.status in TERMINAL and len(events) < BATCH
+
+
+async def stream(state: AppState, job_id: str, after: int) -> AsyncIterator[bytes]:
+    yield format_sse_event(retry=RETRY_MS)
+    version: int | None = None
+    last_sent = time.monotonic()
+    while True:
+        polled = await run_in_threadpool(_poll, state, job_id, version, after)
+        if polled is None:
+            yield format_sse_event(event="deleted", data_str=json.dumps({"id": job_id}))
+            return
+        job, events, finished = polled
+        for event in events:
+            yield format_sse_event(event="event", data_str=event.model_dump_json(), id=str(event.id))
+            after = event.id
+        if job is not None:
+            yield format_sse_event(event="job", data_str=job.model_dump_json())
+            version = job.version
+        if events or job is not None:
+            last_sent = time.monotonic()
+        if finished:
+            return
+        if time.monotonic() - last_sent >= PING_S:
+            yield KEEPALIVE_COMMENT
+            last_sent = time.monotonic()
+        await asyncio.sleep(POLL_S)
+
+
+@router.get(
+    "/{job_id}/events",
+    summary="Follow a job (Server-Sent Events), or its history as JSON",
+    response_model=None,
+    responses={
+        200: {
+            "description": "`text/event-stream` (events `job`, `event`, `deleted`), or an EventPage as JSON.",
+            "content": {
+                "text/event-stream": {"schema": {"type": "string"}},
+                "application/json": {"schema": {"$ref": "#/components/schemas/EventPage"}},
+            },
+        },
+        404: {"model": Problem, "description": "No such job."},
+    },
+)
+def job_events(
+    job: JobDep,
+    session: SessionDep,
+    state: StateDep,
+    request: Request,
+    fmt: Annotated[
+        Literal["sse", "json"] | None, Query(alias="format", description="Default: from Accept.")
+    ] = None,
+    after: Annotated[str | None, Query(description="Only events after this cursor (an event id).")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000, description="JSON only: page size.")] = 200,
+    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None,
+) -> Any:
+    accept = request.headers.get("accept", "")
+    as_json = fmt == "json" or (
+        fmt is None and "application/json" in accept and "text/event-stream" not in accept
+    )
+    start = decode_row_cursor(after) if after else decode_row_cursor(last_event_id, "Last-Event-ID")
+    if as_json:
+        rows = _events_after(session, job.id, start, limit + 1)
+        items = [event_out(e) for e in rows[:limit]]
+        return EventPage(
+            items=items, next_cursor=str(items[-1].id if items else start), has_more=len(rows) > limit
+        )
+    headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}  # no proxy buffering
+    return EventSourceResponse(stream(state, job.id, start), headers=headers)

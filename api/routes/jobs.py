@@ -1,0 +1,269 @@
+"""Jobs: submit, list, read, cancel, delete (DESIGN.md §4, §5)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from email.message import Message
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from sqlalchemy import delete, or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from api.cursors import decode_job_cursor, encode_job_cursor
+from api.deps import JobDep, OwnerDep, SessionDep, StateDep
+from api.problems import FieldError, Problem, ProblemError, invalid
+from api.schemas import JobOut, JobPage, JobStatus
+from api.validation import validate_spec
+from api.views import PRIORITIES, etag, job_out, job_path, jobs_out
+from core.spec import JobSpec
+from store.jobs import add_event, mark_published, request_cancel
+from store.models import TERMINAL, Artifact, IdempotencyKey, Job
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+
+MAX_SPEC_BYTES = 1 << 20
+_PROBLEMS: dict[int | str, dict[str, Any]] = {
+    404: {"model": Problem, "description": "No such job."},
+    409: {"model": Problem, "description": "The job's state does not allow this."},
+}
+
+
+async def json_body(request: Request) -> Any:
+    """The request's JSON document: 415 for another media type, 422 when it does not parse."""
+    message = Message()
+    message["content-type"] = request.headers.get("content-type", "")
+    if message.get_content_type() != "application/json":
+        raise ProblemError(415, "send the job spec as application/json", kind="unsupported-media-type")
+    raw = await request.body()
+    try:
+        return json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise invalid("body", f"malformed JSON: {e}") from None
+    except RecursionError:
+        raise invalid("body", "the JSON document is nested too deeply") from None
+
+
+JsonBody = Annotated[Any, Depends(json_body)]
+IdempotencyKeyHeader = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=200,
+        description="Retry-safe submission: the same key with the same body returns the same job.",
+    ),
+]
+
+
+def _request_hash(body: Any) -> str:
+    # Canonical JSON: a retry that reorders keys or spacing is still the same request.
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def _replay(session: Session, owner: str, key: str, request_hash: str) -> Job | None:
+    """The job an earlier request with this key made; 422 if that request had another body."""
+    record = session.get(IdempotencyKey, (owner, key))
+    if record is None:
+        return None
+    if record.request_hash != request_hash:
+        raise ProblemError(
+            422,
+            "this Idempotency-Key was used with a different request body",
+            kind="idempotency-key-reused",
+            errors=[FieldError(field="Idempotency-Key", message="already used with another body")],
+        )
+    return session.get(Job, record.job_id)
+
+
+def _new_job(session: Session, spec: JobSpec, owner: str, max_attempts: int) -> Job:
+    job = Job(
+        name=spec.name,
+        owner=owner,
+        spec=spec.model_dump(mode="json"),
+        status="queued",
+        queue=spec.resources.gpu_type,
+        priority=PRIORITIES[spec.resources.priority],
+        max_attempts=max_attempts,
+    )
+    session.add(job)
+    session.flush()
+    add_event(session, job.id, "submitted", f"queued on {job.queue}", actor=owner, to_status="queued")
+    return job
+
+
+def _publish(session: Session, state: StateDep, job: Job) -> None:
+    """After the commit: a broker outage leaves the job queued for the dispatcher, never lost."""
+    try:
+        state.publish(job.id, job.queue)
+    except Exception:
+        log.warning("broker unavailable: job %s stays queued for the dispatcher", job.id, exc_info=True)
+        return
+    mark_published(session, job.id)
+    session.commit()
+    session.refresh(job)
+
+
+def _accepted(response: Response, session: Session, job: Job) -> JobOut:
+    response.headers["Location"] = job_path(job.id)
+    response.headers["ETag"] = etag(job)
+    return job_out(session, job)
+
+
+@router.post(
+    "",
+    status_code=202,
+    response_model=JobOut,
+    summary="Submit a job",
+    responses={
+        413: {"model": Problem, "description": "The spec is larger than 1 MiB."},
+        415: {"model": Problem, "description": "Not application/json."},
+        422: {"model": Problem, "description": "Invalid spec, each problem naming its field."},
+    },
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/JobSpec"}}},
+        }
+    },
+)
+def submit_job(
+    body: JsonBody,
+    session: SessionDep,
+    state: StateDep,
+    owner: OwnerDep,
+    response: Response,
+    idempotency_key: IdempotencyKeyHeader = None,
+) -> JobOut:
+    """Validate the spec, store the job (queued), then hand its id to the broker.
+
+    The answer is `202 Accepted` with `Location: /v1/jobs/{id}`. With an `Idempotency-Key`, a
+    retry with the same body gets the same job back (`Idempotent-Replayed: true`), and the same
+    key with another body is refused (422).
+    """
+    spec = validate_spec(body)
+    request_hash = _request_hash(body)
+    if idempotency_key and (job := _replay(session, owner, idempotency_key, request_hash)):
+        response.headers["Idempotent-Replayed"] = "true"
+        return _accepted(response, session, job)
+    job = _new_job(session, spec, owner, state.settings.max_attempts)
+    if idempotency_key:
+        session.add(
+            IdempotencyKey(owner=owner, key=idempotency_key, request_hash=request_hash, job_id=job.id)
+        )
+    try:
+        session.commit()
+    except IntegrityError:
+        # Another request with the same key committed first: answer as its replay.
+        session.rollback()
+        if idempotency_key and (job := _replay(session, owner, idempotency_key, request_hash)):
+            response.headers["Idempotent-Replayed"] = "true"
+            return _accepted(response, session, job)
+        raise
+    _publish(session, state, job)
+    return _accepted(response, session, job)
+
+
+@router.get("", response_model=JobPage, summary="List jobs, newest first")
+def list_jobs(
+    session: SessionDep,
+    status: Annotated[list[JobStatus] | None, Query(description="Repeat to match any of several.")] = None,
+    owner: Annotated[str | None, Query(max_length=100)] = None,
+    team: Annotated[str | None, Query(max_length=100)] = None,
+    name: Annotated[str | None, Query(max_length=100, description="Substring, case-insensitive.")] = None,
+    cursor: Annotated[
+        str | None, Query(max_length=500, description="`next_cursor` of the previous page.")
+    ] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+) -> JobPage:
+    stmt = select(Job).order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)
+    if status:
+        stmt = stmt.where(Job.status.in_(status))
+    if owner is not None:
+        stmt = stmt.where(Job.owner == owner)
+    if team is not None:
+        stmt = stmt.where(Job.team == team)
+    if name:
+        stmt = stmt.where(Job.name.icontains(name, autoescape=True))
+    if cursor:
+        created, last_id = decode_job_cursor(cursor)
+        stmt = stmt.where(or_(Job.created_at < created, (Job.created_at == created) & (Job.id < last_id)))
+    jobs = list(session.scalars(stmt))
+    page, more = jobs[:limit], len(jobs) > limit
+    next_cursor = encode_job_cursor(page[-1].created_at, page[-1].id) if more else None
+    return JobPage(items=jobs_out(session, page), next_cursor=next_cursor)
+
+
+def _matches(if_none_match: str | None, tag: str) -> bool:
+    if not if_none_match:
+        return False
+    candidates = {t.strip().removeprefix("W/") for t in if_none_match.split(",")}
+    return "*" in candidates or tag in candidates
+
+
+@router.get(
+    "/{job_id}",
+    response_model=JobOut,
+    summary="Read a job",
+    responses={304: {"description": "Unchanged since the ETag given in If-None-Match."}, **_PROBLEMS},
+)
+def get_job(
+    job: JobDep,
+    session: SessionDep,
+    response: Response,
+    if_none_match: Annotated[str | None, Header(alias="If-None-Match")] = None,
+) -> Any:
+    """The job, with `ETag: "<version>"`; poll with `If-None-Match` to get `304` while unchanged."""
+    tag = etag(job)
+    if _matches(if_none_match, tag):
+        return Response(status_code=304, headers={"ETag": tag, "Cache-Control": "no-cache"})
+    response.headers["ETag"] = tag
+    response.headers["Cache-Control"] = "no-cache"
+    return job_out(session, job)
+
+
+@router.post(
+    "/{job_id}/cancel", status_code=202, response_model=JobOut, summary="Cancel a job", responses=_PROBLEMS
+)
+def cancel_job(job: JobDep, session: SessionDep, owner: OwnerDep, response: Response) -> JobOut:
+    """A waiting job is cancelled at once; a running one moves to `cancelling` until its worker
+    stops. Cancelling a finished job is a `409`."""
+    if job.status in TERMINAL:
+        raise ProblemError(409, f"job {job.id} is already {job.status}", kind="job-finished")
+    updated = request_cancel(session, job.id, actor=owner)
+    if updated is None or updated.status not in ("cancelling", "cancelled"):
+        # It finished between our read and the cancel.
+        status = updated.status if updated else "gone"
+        raise ProblemError(409, f"job {job.id} is already {status}", kind="job-finished")
+    response.headers["ETag"] = etag(updated)
+    return job_out(session, updated)
+
+
+@router.delete(
+    "/{job_id}",
+    status_code=204,
+    summary="Delete a finished job",
+    responses=_PROBLEMS,
+    response_class=Response,
+)
+def delete_job(job: JobDep, session: SessionDep, state: StateDep) -> Response:
+    """Removes the job, its events, metrics and artifacts (files included). Live jobs are refused
+    with `409`: cancel them first."""
+    if job.status not in TERMINAL:
+        raise ProblemError(409, f"job {job.id} is {job.status}: cancel it first", kind="job-live")
+    locations = list(session.scalars(select(Artifact.location).where(Artifact.job_id == job.id)))
+    # Terminal states never change, so the condition only guards against a concurrent delete.
+    session.execute(delete(Job).where(Job.id == job.id, Job.status.in_(TERMINAL)))
+    session.commit()
+    # Files go after the commit: a failed commit must not leave rows pointing at deleted files.
+    for location in locations:
+        try:
+            state.artifacts.delete(location)
+        except Exception:
+            log.warning("could not delete artifact file %s", location, exc_info=True)
+    return Response(status_code=204)

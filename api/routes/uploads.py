@@ -1,0 +1,259 @@
+"""Uploads: teacher models (TorchScript, or safetensors + a registry architecture) and
+datasets (``.npz`` archives), stored under the data root for specs to name.
+
+Each upload streams to a temporary file next to its destination, hashed and counted as it
+goes (413 past ``max_upload_bytes``), is checked without torch and without unpickling, and is
+then renamed into place: a half-written or refused file is never visible under its final name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from email.message import Message
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, File, Form, Request, Response, UploadFile
+from pydantic import TypeAdapter
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from api.deps import OwnerDep, SessionDep, SettingsDep
+from api.model_formats import ModelFormatError, check_safetensors, check_torchscript, looks_like_zip
+from api.problems import Problem, ProblemError, invalid, not_found
+from api.schemas import UploadList, UploadOut
+from api.validation import validate_with
+from core.npz_format import NpzFormatError, check_npz
+from core.spec import ArchitectureSpec
+from store.models import Upload, new_id
+from store.settings import Settings
+
+CHUNK = 1 << 20
+NPZ_UNPACK_FACTOR = 8  # an archive may unpack to this many times the upload cap (compressed arrays)
+_architecture = TypeAdapter(ArchitectureSpec)
+
+
+def require_multipart(request: Request) -> None:
+    message = Message()
+    message["content-type"] = request.headers.get("content-type", "")
+    if message.get_content_type() != "multipart/form-data":
+        raise ProblemError(415, "send the file as multipart/form-data", kind="unsupported-media-type")
+
+
+router = APIRouter(tags=["uploads"], dependencies=[Depends(require_multipart)])
+read_router = APIRouter(tags=["uploads"])
+
+_PROBLEMS: dict[int | str, dict[str, Any]] = {
+    413: {"model": Problem, "description": "Larger than the upload limit."},
+    415: {"model": Problem, "description": "Not multipart/form-data."},
+    422: {"model": Problem, "description": "Not a valid file of that format."},
+}
+
+
+@dataclass
+class Received:
+    tmp: Path
+    size: int
+    sha256: str
+
+
+@contextlib.contextmanager
+def receive_upload(upload: UploadFile, folder: Path, limit: int) -> Iterator[Received]:
+    """The upload copied into ``folder`` under a temporary name; removed unless moved away."""
+    folder.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=folder, prefix=".upload.")
+    tmp = Path(name)
+    try:
+        digest, size = hashlib.sha256(), 0
+        with os.fdopen(fd, "wb") as out:
+            while chunk := upload.file.read(CHUNK):
+                size += len(chunk)
+                if size > limit:
+                    raise ProblemError(
+                        413, f"the file is larger than the {limit} bytes accepted", kind="upload-too-large"
+                    )
+                digest.update(chunk)
+                out.write(chunk)
+        if size == 0:
+            raise invalid("file", "the file is empty")
+        yield Received(tmp, size, digest.hexdigest())
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _store(session: Session, settings: Settings, received: Received, upload: Upload) -> None:
+    """Move the checked file to its final name, then record it; undo the move if that fails."""
+    final = settings.data_path / upload.path
+    os.chmod(received.tmp, 0o644)
+    os.replace(received.tmp, final)
+    try:
+        session.add(upload)
+        session.commit()
+    except BaseException:
+        final.unlink(missing_ok=True)
+        raise
+
+
+def _out(upload: Upload) -> UploadOut:
+    details = upload.details or {}
+    if upload.kind == "dataset":
+        fragment: dict[str, Any] = {"data": {"kind": "npz", "path": upload.path}}
+    elif upload.format == "torchscript":
+        fragment = {"teacher": {"model": {"kind": "torchscript", "path": upload.path}}}
+    else:
+        fragment = {"teacher": {"model": details.get("architecture"), "checkpoint": upload.path}}
+    return UploadOut(
+        id=upload.id,
+        kind=upload.kind,
+        format=upload.format,
+        filename=upload.filename,
+        path=upload.path,
+        size=upload.size,
+        sha256=upload.sha256,
+        details=upload.details,
+        summary=upload.details if upload.kind == "dataset" else None,
+        spec_fragment=fragment,
+        created_at=upload.created_at,
+    )
+
+
+def _architecture_of(text: str | None, fmt: str) -> dict[str, Any] | None:
+    if fmt == "torchscript":
+        if text:
+            raise invalid("architecture", "a TorchScript file carries its own architecture: leave it out")
+        return None
+    if not text:
+        raise invalid("architecture", "safetensors weights need the registry architecture they fit")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise invalid("architecture", f"malformed JSON: {e}") from None
+    spec = validate_with(_architecture, data, what="architecture", field="architecture")
+    return dict(spec.model_dump(mode="json"))
+
+
+def _check_model(path: Path, fmt: str | None) -> tuple[str, dict[str, Any]]:
+    """(format, details); the format is guessed from the content when not given."""
+    fmt = fmt or ("torchscript" if looks_like_zip(path) else "safetensors")
+    try:
+        details = check_torchscript(path) if fmt == "torchscript" else check_safetensors(path)
+    except ModelFormatError as e:
+        raise invalid("file", str(e)) from None
+    return fmt, details
+
+
+@router.post(
+    "/v1/models", status_code=201, response_model=UploadOut, summary="Upload a teacher", responses=_PROBLEMS
+)
+def upload_model(
+    file: Annotated[UploadFile, File(description="A TorchScript archive or safetensors weights.")],
+    session: SessionDep,
+    settings: SettingsDep,
+    owner: OwnerDep,
+    response: Response,
+    format_: Annotated[
+        Literal["torchscript", "safetensors"] | None,
+        Form(alias="format", description="Default: guessed from the content."),
+    ] = None,
+    architecture: Annotated[
+        str | None, Form(description='JSON model spec (e.g. {"kind": "cnn"}); required for safetensors.')
+    ] = None,
+) -> UploadOut:
+    """A teacher for `teacher.model: {kind: torchscript, path}` or, for safetensors weights,
+    `teacher.model: <architecture>` with `teacher.checkpoint: path`. Pickles are refused."""
+    upload_id = new_id()
+    with receive_upload(file, settings.data_path / "uploads/models", settings.max_upload_bytes) as received:
+        fmt, details = _check_model(received.tmp, format_)
+        arch = _architecture_of(architecture, fmt)
+        if arch is not None:
+            details["architecture"] = arch
+        suffix = "pt" if fmt == "torchscript" else "safetensors"
+        upload = Upload(
+            id=upload_id,
+            kind="model",
+            format=fmt,
+            filename=(file.filename or "")[:300],
+            path=f"uploads/models/{upload_id}.{suffix}",
+            size=received.size,
+            sha256=received.sha256,
+            details=details,
+            owner=owner,
+        )
+        _store(session, settings, received, upload)
+    response.headers["Location"] = f"/v1/models/{upload_id}"
+    return _out(upload)
+
+
+@router.post(
+    "/v1/datasets", status_code=201, response_model=UploadOut, summary="Upload a dataset", responses=_PROBLEMS
+)
+def upload_dataset(
+    file: Annotated[UploadFile, File(description="An .npz archive: x_train, y_train, x_test, y_test.")],
+    session: SessionDep,
+    settings: SettingsDep,
+    owner: OwnerDep,
+    response: Response,
+) -> UploadOut:
+    """A dataset for `data: {kind: npz, path}`: arrays `x_train`, `y_train`, `x_test`, `y_test`
+    (optionally `x_val`, `y_val`); inputs `(N, L)`, `(N, H, W)` or `(N, C, H, W)`, integer labels."""
+    upload_id = new_id()
+    limit = settings.max_upload_bytes
+    with receive_upload(file, settings.data_path / "uploads/datasets", limit) as received:
+        try:
+            summary = check_npz(
+                received.tmp, label=file.filename or "the archive", max_bytes=limit * NPZ_UNPACK_FACTOR
+            )
+        except NpzFormatError as e:
+            raise invalid(e.array or "file", str(e)) from None
+        upload = Upload(
+            id=upload_id,
+            kind="dataset",
+            format="npz",
+            filename=(file.filename or "")[:300],
+            path=f"uploads/datasets/{upload_id}.npz",
+            size=received.size,
+            sha256=received.sha256,
+            details=summary,
+            owner=owner,
+        )
+        _store(session, settings, received, upload)
+    response.headers["Location"] = f"/v1/datasets/{upload_id}"
+    return _out(upload)
+
+
+def _list(session: Session, kind: str) -> UploadList:
+    rows = session.scalars(select(Upload).where(Upload.kind == kind).order_by(Upload.created_at.desc()))
+    return UploadList(items=[_out(u) for u in rows])
+
+
+def _one(session: Session, kind: str, upload_id: str) -> UploadOut:
+    upload = session.get(Upload, upload_id)
+    if upload is None or upload.kind != kind:
+        raise not_found(kind, upload_id)
+    return _out(upload)
+
+
+@read_router.get("/v1/models", response_model=UploadList, summary="Uploaded teachers")
+def list_models(session: SessionDep) -> UploadList:
+    return _list(session, "model")
+
+
+@read_router.get("/v1/models/{upload_id}", response_model=UploadOut, summary="An uploaded teacher")
+def get_model(upload_id: str, session: SessionDep) -> UploadOut:
+    return _one(session, "model", upload_id)
+
+
+@read_router.get("/v1/datasets", response_model=UploadList, summary="Uploaded datasets")
+def list_datasets(session: SessionDep) -> UploadList:
+    return _list(session, "dataset")
+
+
+@read_router.get("/v1/datasets/{upload_id}", response_model=UploadOut, summary="An uploaded dataset")
+def get_dataset(upload_id: str, session: SessionDep) -> UploadOut:
+    return _one(session, "dataset", upload_id)

@@ -1,0 +1,135 @@
+"""Response bodies: the contract clients (the CLI, the dashboard, scripts) rely on."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, Field
+
+JobStatus = Literal[
+    "queued", "starting", "running", "succeeded", "failed", "cancelling", "cancelled", "retrying"
+]
+Priority = Literal["low", "normal", "high"]
+
+
+def _as_utc(value: datetime) -> datetime:
+    # SQLite hands back naive datetimes; every stored time is UTC.
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+UTCDateTime = Annotated[datetime, AfterValidator(_as_utc)]
+
+
+class JobError(BaseModel):
+    type: str = Field(description="bad_spec, data_missing, out_of_memory, diverged, worker_lost, ...")
+    message: str
+
+
+class JobLinks(BaseModel):
+    self: str
+    metrics: str
+    artifacts: str
+    events: str
+
+
+class JobOut(BaseModel):
+    """A job as clients see it. ``version`` changes with every update (it is the ETag)."""
+
+    id: str
+    name: str
+    status: JobStatus
+    attempt: int = Field(description="Runs started so far (1 while the first one runs).")
+    max_attempts: int
+    queue: str = Field(description="The GPU-type queue the job waits in.")
+    priority: Priority
+    queue_position: int | None = Field(description="1-based place in its queue while waiting, else null.")
+    progress: dict[str, Any] | None = Field(
+        description="{stage, epoch, epochs, fraction, eta_s} while running."
+    )
+    error: JobError | None
+    report: dict[str, Any] | None = Field(description="The engine's report once the job succeeded.")
+    spec: dict[str, Any]
+    owner: str
+    team: str | None
+    version: int
+    created_at: UTCDateTime
+    updated_at: UTCDateTime
+    started_at: UTCDateTime | None
+    finished_at: UTCDateTime | None
+    links: JobLinks
+
+
+class JobPage(BaseModel):
+    items: list[JobOut]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null on the last.")
+
+
+class MetricOut(BaseModel):
+    id: int
+    stage: str
+    epoch: int
+    step: int
+    name: str
+    value: float | None = Field(description="null for NaN or infinite values (a diverged run).")
+
+
+class MetricPage(BaseModel):
+    items: list[MetricOut]
+    next_cursor: str = Field(description="Pass as `after` to get only newer rows (the same when none).")
+    has_more: bool = Field(description="More rows are available right now (the page was full).")
+
+
+class EventOut(BaseModel):
+    id: int
+    at: UTCDateTime
+    kind: str
+    from_status: str | None
+    to_status: str | None
+    message: str
+    actor: str | None
+
+
+class EventPage(BaseModel):
+    items: list[EventOut]
+    next_cursor: str
+    has_more: bool
+
+
+class ArtifactOut(BaseModel):
+    id: str
+    name: str = Field(description="The report's key for this artifact, e.g. student.onnx.")
+    filename: str
+    size: int
+    sha256: str
+    url: str
+    created_at: UTCDateTime
+
+
+class ArtifactList(BaseModel):
+    items: list[ArtifactOut]
+
+
+class UploadOut(BaseModel):
+    """An uploaded model or dataset, stored under the data root for specs to name."""
+
+    id: str
+    kind: Literal["model", "dataset"]
+    format: str
+    filename: str
+    path: str = Field(description="Relative to the data root: what a spec names.")
+    size: int
+    sha256: str
+    details: dict[str, Any] | None
+    summary: dict[str, Any] | None = Field(None, description="For datasets: sizes, input shape, classes.")
+    spec_fragment: dict[str, Any] = Field(description="How a job spec uses this upload.")
+    created_at: UTCDateTime
+
+
+class UploadList(BaseModel):
+    items: list[UploadOut]
+
+
+class Health(BaseModel):
+    status: str
+    checks: dict[str, str] = Field(default_factory=dict)

@@ -1,0 +1,121 @@
+"""Database rows to response bodies."""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_left
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from api.schemas import ArtifactOut, EventOut, JobError, JobLinks, JobOut, MetricOut, Priority
+from store.jobs import queue_position
+from store.models import Artifact, Job, JobEvent, Metric
+
+WAITING = ("queued", "retrying")
+PRIORITIES: dict[str, int] = {"low": -1, "normal": 0, "high": 1}
+
+
+def priority_name(value: int) -> Priority:
+    return "low" if value < 0 else "high" if value > 0 else "normal"
+
+
+def job_path(job_id: str) -> str:
+    return f"/v1/jobs/{job_id}"
+
+
+def etag(job: Job) -> str:
+    return f'"{job.version}"'
+
+
+def _error(value: dict[str, Any] | None) -> JobError | None:
+    if value is None:
+        return None
+    return JobError(type=str(value.get("type", "internal")), message=str(value.get("message", "")))
+
+
+def job_out(session: Session, job: Job, *, position: int | None = None, known: bool = False) -> JobOut:
+    """``position`` may be precomputed (``known``) for a page of jobs; else it is queried."""
+    path = job_path(job.id)
+    return JobOut(
+        id=job.id,
+        name=job.name,
+        status=job.status,
+        attempt=job.attempt,
+        max_attempts=job.max_attempts,
+        queue=job.queue,
+        priority=priority_name(job.priority),
+        queue_position=position if known else queue_position(session, job),
+        progress=job.progress,
+        error=_error(job.error),
+        report=job.report,
+        spec=job.spec,
+        owner=job.owner,
+        team=job.team,
+        version=job.version,
+        created_at=job.created_at,
+        updated_at=job.updated_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+        links=JobLinks(
+            self=path, metrics=f"{path}/metrics", artifacts=f"{path}/artifacts", events=f"{path}/events"
+        ),
+    )
+
+
+def queue_positions(session: Session, jobs: Sequence[Job]) -> dict[str, int]:
+    """``store.jobs.queue_position`` for a page of jobs in one query per queue, not one per job."""
+    waiting = [j for j in jobs if j.status in WAITING]
+    positions: dict[str, int] = {}
+    for queue in {j.queue for j in waiting}:
+        rows = session.execute(
+            select(Job.priority, Job.created_at).where(Job.status.in_(WAITING), Job.queue == queue)
+        ).all()
+        # Same order as queue_position: higher priority first, then older first; ties share a place.
+        keys = sorted((-p, _utc(c)) for p, c in rows)
+        for job in waiting:
+            if job.queue == queue:
+                positions[job.id] = bisect_left(keys, (-job.priority, _utc(job.created_at))) + 1
+    return positions
+
+
+def _utc(value: datetime) -> datetime:
+    # SQLite returns naive datetimes while rows made in this process carry UTC: compare alike.
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
+
+
+def jobs_out(session: Session, jobs: Sequence[Job]) -> list[JobOut]:
+    positions = queue_positions(session, jobs)
+    return [job_out(session, j, position=positions.get(j.id), known=True) for j in jobs]
+
+
+def metric_out(row: Metric | Any) -> MetricOut:
+    value = row.value if row.value is not None and math.isfinite(row.value) else None
+    return MetricOut(id=row.id, stage=row.stage, epoch=row.epoch, step=row.step, name=row.name, value=value)
+
+
+def event_out(row: JobEvent) -> EventOut:
+    return EventOut(
+        id=row.id,
+        at=row.at,
+        kind=row.kind,
+        from_status=row.from_status,
+        to_status=row.to_status,
+        message=row.message,
+        actor=row.actor,
+    )
+
+
+def artifact_out(row: Artifact) -> ArtifactOut:
+    return ArtifactOut(
+        id=row.id,
+        name=row.name,
+        filename=row.filename,
+        size=row.size,
+        sha256=row.sha256,
+        url=f"/v1/artifacts/{row.id}",
+        created_at=row.created_at,
+    )

@@ -1,0 +1,1 @@
+"""The ``distill`` command: the engine's commands plus the service's (serve, api, worker, migrate)."""

@@ -1,0 +1,114 @@
+"""``distill``: one command for the engine and the service.
+
+distill run SPEC --out DIR     a job on this machine, no service (core/)
+distill serve                  the embedded service: API + one worker, SQLite, no servers to install
+distill api | worker | migrate the parts separately, for the real deployment
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from core import cli as engine
+from store.settings import Settings
+
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, help="Distillery: knowledge distillation as a service."
+)
+app.command("run")(engine.run)
+app.command("validate")(engine.validate)
+app.command("schema")(engine.schema)
+
+Home = Annotated[
+    Path | None, typer.Option(help="Data directory [env DISTILLERY_HOME, default ~/.distillery].")
+]
+
+
+def _settings(home: Path | None) -> Settings:
+    if home is not None:
+        os.environ["DISTILLERY_HOME"] = str(home)  # the worker subprocess inherits it
+    return Settings()
+
+
+def _migrate(settings: Settings) -> None:
+    from store.db import migrate
+
+    migrate(settings.db_url)
+
+
+@app.command()
+def migrate(home: Home = None) -> None:
+    """Create or upgrade the database schema."""
+    settings = _settings(home)
+    _migrate(settings)
+    typer.echo(f"database ready: {settings.db_url}")
+
+
+@app.command()
+def api(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8000,
+    home: Home = None,
+) -> None:
+    """Run the HTTP API (and the dispatcher that hands queued jobs to the workers)."""
+    import uvicorn
+
+    settings = _settings(home)
+    _migrate(settings)
+    uvicorn.run("api.app:create_app", factory=True, host=host, port=port, log_level="info")
+
+
+@app.command()
+def worker(
+    gpu: Annotated[
+        str | None, typer.Option(help="GPU index for CUDA_VISIBLE_DEVICES (one worker per GPU).")
+    ] = None,
+    home: Home = None,
+) -> None:
+    """Run a worker: it takes jobs from the broker and trains them on this machine's device."""
+    from worker.main import start_worker
+
+    settings = _settings(home)
+    _migrate(settings)
+    start_worker(settings, gpu=gpu)
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8000,
+    home: Home = None,
+) -> None:
+    """The embedded default: API + one worker process, SQLite and a file-based broker under HOME."""
+    import uvicorn
+
+    settings = _settings(home)
+    _migrate(settings)
+    typer.echo(
+        f"Distillery on http://{host}:{port}  (API docs: /docs)\n"
+        f"  data: {settings.resolved_home()}\n  database: {settings.db_url}\n  broker: {settings.broker}"
+    )
+    worker_proc = subprocess.Popen([sys.executable, "-m", "cli.main", "worker"], env=os.environ.copy())
+    try:
+        uvicorn.run("api.app:create_app", factory=True, host=host, port=port, log_level="info")
+    finally:
+        worker_proc.send_signal(signal.SIGTERM)
+        try:
+            worker_proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            worker_proc.kill()
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,66 @@
+"""One settings class for the service, read from ``DISTILLERY_*`` environment variables.
+
+The defaults are the embedded deployment: everything under ``DISTILLERY_HOME`` (SQLite database,
+a broker transport kept in a SQLite file, artifacts and job working directories on disk).
+Setting ``DISTILLERY_DATABASE_URL`` and ``DISTILLERY_BROKER_URL`` moves to PostgreSQL and Redis.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DISTILLERY_", extra="ignore")
+
+    home: Path = Field(Path("~/.distillery"), description="Root of the embedded deployment's files.")
+    database_url: str | None = Field(None, description="SQLAlchemy URL; default: SQLite under home.")
+    broker_url: str | None = Field(None, description="Celery broker; default: a SQLite file under home.")
+    artifacts_url: str | None = Field(
+        None, description="A directory or s3://bucket/prefix; default: home/artifacts."
+    )
+    data_root: Path | None = Field(None, description="Datasets and uploads; default: home/data.")
+    work_dir: Path | None = Field(None, description="Jobs' working directories (checkpoints).")
+
+    lease_s: float = Field(
+        60.0, gt=0, description="A worker's claim on a job lasts this long unless renewed."
+    )
+    max_attempts: int = Field(3, ge=1, description="Runs of a job before a lost worker fails it.")
+    dispatch_interval_s: float = Field(2.0, gt=0, description="How often queued jobs are (re)published.")
+    cancel_grace_s: float = Field(30.0, gt=0, description="Cooperative cancellation before termination.")
+    task_time_limit_s: int = Field(7 * 24 * 3600, gt=0, description="Hard limit for one attempt.")
+    max_upload_bytes: int = Field(512 * 1024 * 1024, gt=0)
+    device: str = Field("auto", description="The worker's device: auto, cpu, cuda, cuda:N.")
+    gpu_type: str = Field("any", description="The queue this worker serves (its GPU type).")
+
+    def resolved_home(self) -> Path:
+        return self.home.expanduser().resolve()
+
+    @property
+    def db_url(self) -> str:
+        return self.database_url or f"sqlite:///{self.resolved_home() / 'distillery.db'}"
+
+    @property
+    def broker(self) -> str:
+        return self.broker_url or f"sqla+sqlite:///{self.resolved_home() / 'broker.db'}"
+
+    @property
+    def artifacts_location(self) -> str:
+        return self.artifacts_url or str(self.resolved_home() / "artifacts")
+
+    @property
+    def data_path(self) -> Path:
+        return (self.data_root or self.resolved_home() / "data").expanduser()
+
+    @property
+    def work_path(self) -> Path:
+        return (self.work_dir or self.resolved_home() / "work").expanduser()
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

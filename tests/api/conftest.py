@@ -1,0 +1,96 @@
+"""Fixtures: the API against both databases, with a fake publisher instead of a broker.
+
+Each test module gets its own database (a SQLite file, or a fresh PostgreSQL database dropped
+at the end), so tests within a module share rows: they tag their jobs with unique names and
+queues rather than assume empty tables.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from store.db import get_engine, migrate
+from store.settings import Settings
+
+PG_ADMIN = os.environ.get("DISTILLERY_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+@dataclass
+class FakeBroker:
+    """Records published job ids; ``down`` makes every publish fail like an unreachable broker."""
+
+    published: list[tuple[str, str]] = field(default_factory=list)
+    down: bool = False
+
+    def publish(self, job_id: str, queue: str) -> None:
+        if self.down:
+            raise ConnectionError("broker unreachable")
+        self.published.append((job_id, queue))
+
+    def ids(self) -> list[str]:
+        return [job_id for job_id, _queue in self.published]
+
+
+@pytest.fixture(scope="module")
+def postgres_url() -> Iterator[str]:
+    psycopg = pytest.importorskip("psycopg")
+    try:
+        admin = psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=3)
+    except Exception as e:
+        pytest.skip(f"PostgreSQL not reachable: {e}")
+    name = f"distillery_api_{uuid.uuid4().hex[:12]}"
+    admin.execute(f'CREATE DATABASE "{name}"')
+    url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    try:
+        yield url
+    finally:
+        get_engine(url).dispose()
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> str:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path_factory.mktemp('sqlite') / 'distillery.db'}"
+    else:
+        url = request.getfixturevalue("postgres_url")
+    migrate(url)
+    return url
+
+
+def make_settings(home: Path, db_url: str, **values: Any) -> Settings:
+    return Settings(
+        home=home,
+        database_url=db_url,
+        broker_url="memory://",
+        artifacts_url=str(home / "artifacts"),
+        data_root=home / "data",
+        **values,
+    )
+
+
+@pytest.fixture
+def settings(db_url: str, tmp_path: Path) -> Settings:
+    return make_settings(tmp_path, db_url)
+
+
+@pytest.fixture
+def broker() -> FakeBroker:
+    return FakeBroker()
+
+
+@pytest.fixture
+def client(settings: Settings, broker: FakeBroker) -> Iterator[TestClient]:
+    app = create_app(settings, publish=broker.publish, run_dispatcher=False, check_broker=lambda: None)
+    with TestClient(app) as test_client:
+        yield test_client

@@ -1,0 +1,183 @@
+"""Uploads: TorchScript and safetensors teachers, npz datasets; pickles and oversized files refused."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from safetensors.numpy import save_file
+
+from api.app import create_app
+from store.settings import Settings
+from tests.api.conftest import FakeBroker, make_settings
+from tests.api.npz_cases import BAD_NPZ, npz_bytes
+from tests.api.support import assert_problem
+
+
+@pytest.fixture(scope="module")
+def torchscript_bytes(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    torch = pytest.importorskip("torch")  # the tests make the file; the API never imports torch
+    model = torch.jit.trace(torch.nn.Linear(4, 3).eval(), torch.zeros(1, 4))
+    path = tmp_path_factory.mktemp("ts") / "teacher.pt"
+    torch.jit.save(model, str(path))
+    return path.read_bytes()
+
+
+@pytest.fixture(scope="module")
+def state_dict_bytes(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    torch = pytest.importorskip("torch")
+    path = tmp_path_factory.mktemp("sd") / "weights.pt"
+    torch.save(torch.nn.Linear(4, 3).state_dict(), str(path))
+    return path.read_bytes()
+
+
+def safetensors_bytes(tmp_path: Path) -> bytes:
+    path = tmp_path / "w.safetensors"
+    save_file({"fc.weight": np.zeros((3, 4), np.float32), "fc.bias": np.ones(3, np.float32)}, str(path))
+    return path.read_bytes()
+
+
+def post_model(client: TestClient, data: bytes, name: str = "teacher.pt", **form: str) -> Any:
+    return client.post("/v1/models", files={"file": (name, data, "application/octet-stream")}, data=form)
+
+
+def test_torchscript_upload(client: TestClient, settings: Settings, torchscript_bytes: bytes) -> None:
+    response = post_model(client, torchscript_bytes)
+    assert response.status_code == 201, response.text
+    body = response.json()
+    assert (
+        body["kind"] == "model" and body["format"] == "torchscript" and body["size"] == len(torchscript_bytes)
+    )
+    assert body["path"] == f"uploads/models/{body['id']}.pt"
+    assert body["spec_fragment"] == {"teacher": {"model": {"kind": "torchscript", "path": body["path"]}}}
+    assert (settings.data_path / body["path"]).read_bytes() == torchscript_bytes
+    assert response.headers["location"] == f"/v1/models/{body['id']}"
+    assert client.get(f"/v1/models/{body['id']}").json()["sha256"] == body["sha256"]
+    assert body["id"] in [m["id"] for m in client.get("/v1/models").json()["items"]]
+    # the path it gives is one a spec accepts
+    job = client.post("/v1/jobs", json={"teacher": body["spec_fragment"]["teacher"]})
+    assert job.status_code == 202, job.text
+
+
+@pytest.mark.parametrize("kind", ["pickle", "state_dict", "text"])
+def test_pickles_posing_as_models_are_refused(
+    client: TestClient, settings: Settings, state_dict_bytes: bytes, kind: str
+) -> None:
+    data = {
+        "pickle": pickle.dumps({"weight": [1.0, 2.0]}),
+        "state_dict": state_dict_bytes,
+        "text": b"not a model",
+    }[kind]
+    body = assert_problem(post_model(client, data, format="torchscript"), 422)
+    assert "not a TorchScript archive; pickled models are never loaded" in body["detail"]
+    assert body["errors"][0]["field"] == "file"
+    leftovers = list((settings.data_path / "uploads/models").glob("*"))
+    assert all(p.suffix != ".pt" or p.stat().st_size != len(data) for p in leftovers)
+
+
+def test_safetensors_upload_needs_a_valid_architecture(client: TestClient, tmp_path: Path) -> None:
+    data = safetensors_bytes(tmp_path)
+    arch = {"kind": "mlp", "hidden": [32]}
+    response = post_model(client, data, "w.safetensors", architecture=json.dumps(arch))
+    assert response.status_code == 201, response.text
+    body = response.json()
+    assert body["format"] == "safetensors" and body["path"].endswith(".safetensors")
+    assert body["details"]["tensors"] == 2 and body["details"]["parameters"] == 15
+    assert body["details"]["architecture"]["kind"] == "mlp"
+    assert body["spec_fragment"]["teacher"]["checkpoint"] == body["path"]
+    job = client.post("/v1/jobs", json={"teacher": body["spec_fragment"]["teacher"]})
+    assert job.status_code == 202, job.text
+
+    missing = assert_problem(post_model(client, data, "w.safetensors"), 422)
+    assert missing["errors"][0]["field"] == "architecture"
+    unknown = assert_problem(post_model(client, data, architecture='{"kind": "transformer"}'), 422)
+    assert unknown["errors"][0]["field"] == "architecture.kind" and "'mlp'" in unknown["errors"][0]["message"]
+    wrong = assert_problem(post_model(client, data, architecture='{"kind": "mlp", "hidden": "x"}'), 422)
+    assert wrong["errors"][0]["field"] == "architecture.hidden"
+    assert_problem(post_model(client, data, architecture="{not json"), 422)
+    bad_format = assert_problem(post_model(client, data, format="pickle"), 422)
+    assert bad_format["errors"][0]["field"].endswith("format")
+
+
+@pytest.mark.parametrize(
+    ("mangle", "message"),
+    [
+        (lambda d: d[:-3], "the file holds"),
+        (lambda d: (10**9).to_bytes(8, "little") + d[8:], "header length"),
+        (lambda d: d[:8] + b"[" + d[9:], "not JSON"),
+        (lambda d: b"\x01\x02", "shorter than"),
+        (lambda d: d.replace(b'"F32"', b'"F99"'), "unknown dtype"),
+    ],
+)
+def test_garbage_safetensors_refused(client: TestClient, tmp_path: Path, mangle: Any, message: str) -> None:
+    data = mangle(safetensors_bytes(tmp_path))
+    body = assert_problem(post_model(client, data, format="safetensors", architecture='{"kind": "mlp"}'), 422)
+    assert message in body["detail"]
+
+
+def test_oversized_uploads_are_413(db_url: str, tmp_path: Path, broker: FakeBroker) -> None:
+    settings = make_settings(tmp_path, db_url, max_upload_bytes=1000)
+    app = create_app(settings, publish=broker.publish, run_dispatcher=False, check_broker=lambda: None)
+    with TestClient(app) as client:
+        # within the request's slack for multipart framing, but the file itself is too big
+        assert_problem(post_model(client, b"x" * 5000), 413)
+        # a declared length far past the limit is refused before reading
+        big = b"x" * (settings.max_upload_bytes + 200_000)
+        assert_problem(post_model(client, big), 413)
+        assert_problem(client.post("/v1/datasets", files={"file": ("d.npz", big)}), 413)
+
+        def chunks() -> Iterator[bytes]:  # no Content-Length: counted as it streams
+            yield b'--b\r\nContent-Disposition: form-data; name="file"; filename="a"\r\n\r\n'
+            for _ in range(200):
+                yield b"y" * 1024
+
+        streamed = client.post(
+            "/v1/models", content=chunks(), headers={"content-type": "multipart/form-data; boundary=b"}
+        )
+        assert_problem(streamed, 413)
+    assert not [p for p in (settings.data_path / "uploads").rglob("*") if p.is_file()]
+
+
+def test_uploads_need_multipart(client: TestClient) -> None:
+    assert_problem(client.post("/v1/models", json={"file": "x"}), 415)
+    assert_problem(
+        client.post("/v1/datasets", content=b"PK..", headers={"content-type": "application/zip"}), 415
+    )
+    assert_problem(client.post("/v1/models", files={"other": ("a", b"x")}), 422)
+
+
+# ---------------------------------------------------------------- datasets
+
+
+def post_dataset(client: TestClient, data: bytes) -> Any:
+    return client.post("/v1/datasets", files={"file": ("digits.npz", data, "application/octet-stream")})
+
+
+def test_npz_upload(client: TestClient, settings: Settings) -> None:
+    data = npz_bytes()
+    response = post_dataset(client, data)
+    assert response.status_code == 201, response.text
+    body = response.json()
+    assert body["kind"] == "dataset" and body["path"] == f"uploads/datasets/{body['id']}.npz"
+    assert body["summary"]["train_size"] == 30 and body["summary"]["input_shape"] == [1, 6, 6]
+    assert body["summary"]["num_classes"] == 3 and body["summary"]["test_size"] == 9
+    assert body["spec_fragment"] == {"data": {"kind": "npz", "path": body["path"]}}
+    assert (settings.data_path / body["path"]).read_bytes() == data
+    job = client.post("/v1/jobs", json={"data": body["spec_fragment"]["data"]})
+    assert job.status_code == 202, job.text
+    assert client.get(f"/v1/datasets/{body['id']}").json()["summary"] == body["summary"]
+    assert_problem(client.get(f"/v1/models/{body['id']}"), 404)  # a dataset, not a model
+
+
+@pytest.mark.parametrize("case", sorted(BAD_NPZ))
+def test_bad_npz_is_422_naming_the_array(client: TestClient, case: str) -> None:
+    data, field, message = BAD_NPZ[case]
+    body = assert_problem(post_dataset(client, data), 422)
+    assert body["errors"][0]["field"] == field
+    assert message in body["detail"]
