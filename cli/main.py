@@ -70,14 +70,20 @@ def worker(
     gpu: Annotated[
         str | None, typer.Option(help="GPU index for CUDA_VISIBLE_DEVICES (one worker per GPU).")
     ] = None,
+    dispatcher: Annotated[
+        bool, typer.Option(help="Also run a dispatcher (when no API process runs one).")
+    ] = False,
     home: Home = None,
 ) -> None:
-    """Run a worker: it takes jobs from the broker and trains them on this machine's device."""
+    """Run a worker: it takes jobs from the broker and trains them on this machine's device.
+
+    It serves the queue of its GPU type (DISTILLERY_GPU_TYPE, default any): gpu.<type> and gpu.any.
+    """
     from worker.main import start_worker
 
     settings = _settings(home)
     _migrate(settings)
-    start_worker(settings, gpu=gpu)
+    start_worker(settings, gpu=gpu, dispatcher=dispatcher)
 
 
 @app.command()

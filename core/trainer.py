@@ -179,6 +179,9 @@ class Trainer:
             metrics |= {"lr": lr_fn(epoch * steps - 1), "samples_per_s": steps * bs / train_s}
             elapsed += time.monotonic() - t_epoch
             history.append({"epoch": epoch, **metrics})
+            # metrics before the checkpoint: a crash between the two replays the epoch (and its
+            # metrics, which the sink keys idempotently) instead of losing them
+            self.sink.metrics(plan.stage, epoch, epoch * steps, metrics)
             if val_m["top1"] > best_top1 or best_epoch == 0:
                 best_epoch, best_top1 = epoch, val_m["top1"]
                 atomic_save({"model": model.state_dict(), "epoch": epoch}, ckpt_dir / "best.pt")
@@ -196,7 +199,6 @@ class Trainer:
                 },
                 ckpt_dir / "last.pt",
             )
-            self.sink.metrics(plan.stage, epoch, epoch * steps, metrics)
             self.tracker.report(plan.stage, epoch, plan.epochs, steps, steps)
 
         if plan.select == "best" and (ckpt_dir / "best.pt").exists():

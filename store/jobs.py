@@ -54,12 +54,15 @@ def transition(
     message: str = "",
     lease_owner: str | None = None,
     set_lease: tuple[str | None] | None = None,
+    lease_expired_at: datetime | None = None,
     **values: Any,
 ) -> bool:
     """Move a job from one of ``sources`` to ``target`` if it is still there; True if it moved.
 
     ``lease_owner``, when given, is a guard: it must match, so a worker that lost its lease
     changes nothing. ``set_lease=(owner,)`` writes a new lease owner (``(None,)`` clears it).
+    ``lease_expired_at``, when given, requires the lease to have expired by then (the reaper's guard
+    against a renewal that lands between its query and its update).
     """
     if set_lease is not None:
         values["lease_owner"] = set_lease[0]
@@ -69,6 +72,8 @@ def transition(
     conditions = [Job.id == job_id, Job.status.in_(sources)]
     if lease_owner is not None:
         conditions.append(Job.lease_owner == lease_owner)
+    if lease_expired_at is not None:
+        conditions.append(Job.lease_expires_at < lease_expired_at)
     now = utcnow()
     stmt = (
         update(Job)
@@ -197,7 +202,7 @@ def reap_expired(session: Session, now: datetime | None = None) -> list[str]:
                 "cancelled",
                 message=note,
                 finished_at=now,
-                lease_owner=job.lease_owner,  # unless it was renewed meanwhile
+                lease_expired_at=now,  # unless it was renewed meanwhile
                 set_lease=(None,),
                 error={"type": "cancelled", "message": "cancelled; the worker was lost"},
             )
@@ -209,7 +214,7 @@ def reap_expired(session: Session, now: datetime | None = None) -> list[str]:
                 "retrying",
                 message=note + "; will retry",
                 published_at=None,
-                lease_owner=job.lease_owner,  # unless it was renewed meanwhile
+                lease_expired_at=now,  # unless it was renewed meanwhile
                 set_lease=(None,),
                 lease_expires_at=None,
             )
@@ -221,7 +226,7 @@ def reap_expired(session: Session, now: datetime | None = None) -> list[str]:
                 "failed",
                 message=note,
                 finished_at=now,
-                lease_owner=job.lease_owner,  # unless it was renewed meanwhile
+                lease_expired_at=now,  # unless it was renewed meanwhile
                 set_lease=(None,),
                 error={"type": "worker_lost", "message": f"{note}; {job.attempt} attempt(s) used"},
             )

@@ -1,0 +1,212 @@
+"""The Celery task: claim a job, run the engine with a database sink, record how it ended.
+
+A delivery carries only a job id. The claim is a conditional update, so a duplicate delivery (or
+a late one, after the job finished) finds nothing to claim and does nothing. The job's working
+directory persists across attempts: a retried job resumes from its last epoch checkpoint.
+The engine (and with it torch) is imported inside the task, in the child process, never in the
+worker's parent.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+from celery import Task, shared_task
+from celery.exceptions import SoftTimeLimitExceeded
+from sqlalchemy.exc import OperationalError
+
+from core.errors import CancelledError, DistilleryError, SpecError
+from core.spec import JobSpec, parse_spec
+from store.artifacts import open_store
+from store.db import session_scope
+from store.jobs import claim, transition
+from store.models import Artifact, utcnow
+from store.settings import Settings, get_settings
+from worker.celery_app import TASK_NAME
+from worker.lease import LeaseRenewer
+from worker.sink import DbSink
+
+log = logging.getLogger(__name__)
+
+OWNED = ("starting", "running")  # where a worker's own job may be; cancelling jobs end as cancelled
+CLAIM_RETRY_S = 10  # the database was unreachable at claim time: deliver the id again this much later
+
+
+class DatabaseUnavailable(Exception):
+    """The claim could not be attempted; the job is untouched and its message must not be lost."""
+
+
+@shared_task(name=TASK_NAME, bind=True, max_retries=None)
+def run_job(self: Task, job_id: str) -> str:
+    """Returns how the delivery ended (a job status, or ``skipped``), for the worker's log."""
+    settings = getattr(self.app, "settings", None) or get_settings()
+    # the child's pid: a restarted or second worker on the same host is another lease owner
+    worker_id = f"{self.request.hostname or socket.gethostname()}:{os.getpid()}"
+    try:
+        return Attempt(settings, job_id, worker_id).run()
+    except DatabaseUnavailable as e:
+        # the job was published already, so the dispatcher would not send it again: retry here
+        log.warning("job %s: database unavailable (%s); retrying in %ss", job_id, e, CLAIM_RETRY_S)
+        raise self.retry(exc=e, countdown=CLAIM_RETRY_S) from e
+
+
+class Attempt:
+    """One attempt at one job by one worker process."""
+
+    def __init__(self, settings: Settings, job_id: str, worker_id: str) -> None:
+        self.settings, self.job_id, self.worker_id = settings, job_id, worker_id
+        self.db_url = settings.db_url
+        self.out_dir = settings.work_path / job_id
+
+    def run(self) -> str:
+        spec_data = self._claim()
+        if spec_data is None:
+            log.info("job %s: nothing to claim (finished, cancelled or taken)", self.job_id)
+            return "skipped"
+        try:
+            spec = parse_spec(spec_data)  # the API validated it; the engine's version may differ
+        except SpecError as e:
+            return self._fail(e.type, str(e))
+        renewer = LeaseRenewer(
+            self.db_url,
+            self.job_id,
+            self.worker_id,
+            lease_s=self.settings.lease_s,
+            cancel_grace_s=self.settings.cancel_grace_s,
+        ).start()
+        try:
+            return self._execute(spec)
+        finally:
+            renewer.stop()
+
+    def _claim(self) -> dict[str, Any] | None:
+        try:
+            with session_scope(self.db_url) as session:
+                job = claim(session, self.job_id, self.worker_id, self.settings.lease_s)
+                spec = None if job is None else dict(job.spec)
+                attempt = None if job is None else job.attempt
+        except OperationalError as e:  # connection refused, database locked: not the job's fault
+            raise DatabaseUnavailable(str(e).splitlines()[0]) from e
+        if spec is not None:
+            log.info("job %s: attempt %s on %s", self.job_id, attempt, self.worker_id)
+        return spec
+
+    def _execute(self, spec: JobSpec) -> str:
+        sink = DbSink(self.db_url, self.job_id, self.worker_id)
+        try:
+            from core.runner import run_job as run_engine
+
+            report = run_engine(
+                spec,
+                self.out_dir,
+                data_root=self.settings.data_path,
+                device=self.settings.device,
+                sink=sink,
+            )
+            return self._succeed(report, sink)
+        except CancelledError as e:
+            if sink.lease_lost:
+                log.warning("job %s: stopped, this worker lost its lease", self.job_id)
+                return "lost"
+            return self._end("cancelled", ("starting", "running", "cancelling"), "cancelled", str(e))
+        except DistilleryError as e:
+            return self._fail(e.type, str(e))
+        except SoftTimeLimitExceeded:
+            limit = self.settings.task_time_limit_s
+            return self._fail("timeout", f"the attempt ran past its time limit ({limit}s)")
+        except Exception as e:
+            log.exception("job %s: unexpected error", self.job_id)
+            return self._fail("internal", f"{type(e).__name__}: {e}")
+
+    # ---------------------------------------------------------------- endings
+
+    def _succeed(self, report: dict[str, Any], sink: DbSink) -> str:
+        rows = self._upload(report.get("artifacts", {}))
+        progress = {**(sink.last_progress or {}), "fraction": 1.0, "eta_s": 0.0}
+        with session_scope(self.db_url) as session:
+            moved = transition(
+                session,
+                self.job_id,
+                OWNED,
+                "succeeded",
+                actor=self.worker_id,
+                message="succeeded",
+                lease_owner=self.worker_id,
+                report=_json_safe(report),
+                progress=progress,
+                finished_at=utcnow(),
+            )
+            if moved:  # in the same transaction: a job is never succeeded without its artifacts
+                session.add_all(rows)
+        if moved:
+            log.info("job %s: succeeded with %d artifact(s)", self.job_id, len(rows))
+            return "succeeded"
+        # asked to cancel while the last steps ran, or the lease was lost meanwhile
+        return self._end("cancelled", ("cancelling",), "cancelled", "cancelled as the run finished")
+
+    def _upload(self, artifacts: dict[str, str]) -> list[Artifact]:
+        store = open_store(self.settings.artifacts_location)
+        root = self.out_dir.resolve()
+        names = [Path(rel).name for rel in artifacts.values()]
+        rows = []
+        for name, rel in artifacts.items():
+            path = (self.out_dir / rel).resolve()
+            if not path.is_file() or not path.is_relative_to(root):
+                log.warning("job %s: artifact %s (%s) is missing", self.job_id, name, rel)
+                continue
+            # two stages both write model.safetensors: keep the stage in those names
+            filename = path.name if names.count(path.name) == 1 else "-".join(Path(rel).parts[-2:])
+            stored = store.put(f"{self.job_id}/{filename}", path)
+            rows.append(
+                Artifact(
+                    job_id=self.job_id,
+                    name=name,
+                    filename=filename,
+                    size=stored.size,
+                    sha256=stored.sha256,
+                    location=stored.location,
+                )
+            )
+        return rows
+
+    def _fail(self, error_type: str, message: str) -> str:
+        log.warning("job %s: failed (%s): %s", self.job_id, error_type, message)
+        moved = self._end("failed", OWNED, error_type, message)
+        if moved != "failed":  # a cancel request came first: the user's intent wins
+            return self._end("cancelled", ("cancelling",), "cancelled", message)
+        return moved
+
+    def _end(self, target: str, sources: tuple[str, ...], error_type: str, message: str) -> str:
+        """Move the job to a terminal state if this worker still holds it; returns the outcome."""
+        with session_scope(self.db_url) as session:
+            moved = transition(
+                session,
+                self.job_id,
+                sources,
+                target,
+                actor=self.worker_id,
+                message=message.splitlines()[0] if message else target,
+                lease_owner=self.worker_id,
+                error={"type": error_type, "message": message},
+                finished_at=utcnow(),
+            )
+        if not moved:
+            log.warning("job %s: not moved to %s (no longer held by this worker)", self.job_id, target)
+            return "lost"
+        return target
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN and infinities are not JSON (PostgreSQL refuses them): store them as null."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    return value
