@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from api.problems import not_found
 from store.artifacts import ArtifactStore, open_store
-from store.db import open_session
+from store.db import session_scope
 from store.models import Job
 from store.settings import Settings
 
@@ -58,15 +58,9 @@ SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 
 
 def get_session(state: StateDep) -> Iterator[Session]:
-    session = open_session(state.settings.db_url)
-    try:
+    """One session per request, committed when the route returns, rolled back if it raises."""
+    with session_scope(state.settings.db_url) as session:
         yield session
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
-    finally:
-        session.close()
 
 
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]

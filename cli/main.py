@@ -37,6 +37,12 @@ def _settings(home: Path | None) -> Settings:
     return Settings()
 
 
+def _serve_api(host: str, port: int) -> None:
+    import uvicorn
+
+    uvicorn.run("api.app:create_app", factory=True, host=host, port=port, log_level="info")
+
+
 def _migrate(settings: Settings) -> None:
     from store.db import migrate
 
@@ -58,11 +64,8 @@ def api(
     home: Home = None,
 ) -> None:
     """Run the HTTP API (and the dispatcher that hands queued jobs to the workers)."""
-    import uvicorn
-
-    settings = _settings(home)
-    _migrate(settings)
-    uvicorn.run("api.app:create_app", factory=True, host=host, port=port, log_level="info")
+    _migrate(_settings(home))
+    _serve_api(host, port)
 
 
 @app.command()
@@ -93,8 +96,6 @@ def serve(
     home: Home = None,
 ) -> None:
     """The embedded default: API + one worker process, SQLite and a file-based broker under HOME."""
-    import uvicorn
-
     settings = _settings(home)
     _migrate(settings)
     typer.echo(
@@ -103,7 +104,7 @@ def serve(
     )
     worker_proc = subprocess.Popen([sys.executable, "-m", "cli.main", "worker"], env=os.environ.copy())
     try:
-        uvicorn.run("api.app:create_app", factory=True, host=host, port=port, log_level="info")
+        _serve_api(host, port)
     finally:
         worker_proc.send_signal(signal.SIGTERM)
         try:

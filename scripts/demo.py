@@ -23,7 +23,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-console = Console()
+console = Console(width=None if sys.stdout.isatty() else 120)  # logs and CI: no wrapping at 80
 
 
 def free_port(preferred: int) -> int:

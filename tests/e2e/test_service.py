@@ -173,3 +173,52 @@ def test_a_job_submitted_while_the_broker_is_down_runs_when_it_is_back(
     finally:
         service.stop()
         broker.terminate()
+
+
+def test_uploaded_teacher_and_dataset_feed_a_job(service: Service, tmp_path: Path) -> None:
+    """The paths the upload routes return are the ones the workers read."""
+    import io
+
+    import numpy as np
+
+    from core.models import build_classifier
+
+    service.start_api()
+    service.start_worker()
+    data = load_dataset(parse_spec(TINY_JOB).data, tmp_path, seed=0)
+    archive = io.BytesIO()
+    np.savez(
+        archive,
+        x_train=data.train.x.numpy(),
+        y_train=data.train.y.numpy(),
+        x_test=data.test.x.numpy(),
+        y_test=data.test.y.numpy(),
+    )
+    r = httpx.post(
+        f"{service.url}/v1/datasets", files={"file": ("mnist1d-small.npz", archive.getvalue())}, timeout=60
+    )
+    assert r.status_code == 201, r.text
+    dataset_path = r.json()["path"]
+
+    torch.manual_seed(0)
+    teacher = build_classifier(parse_spec(TINY_JOB).teacher.model, data, tmp_path).eval()
+    buffer = io.BytesIO()
+    torch.jit.save(torch.jit.trace(teacher, data.test.x[:4]), buffer)
+    r = httpx.post(f"{service.url}/v1/models", files={"file": ("teacher.pt", buffer.getvalue())}, timeout=60)
+    assert r.status_code == 201, r.text
+    model_path = r.json()["path"]
+
+    spec = {
+        **TINY_JOB,
+        "data": {"kind": "npz", "path": dataset_path},
+        "teacher": {"model": {"kind": "torchscript", "path": model_path}},
+    }
+    done = service.wait_for(submit(service, spec)["id"])
+    assert done["status"] == "succeeded", (done["error"], service.all_logs())
+    assert done["report"]["teacher"]["source"] == "checkpoint"
+    assert done["report"]["dataset"]["kind"] == "npz" and done["report"]["dataset"]["test_size"] == len(
+        data.test
+    )
+    with torch.inference_mode():
+        expected = (teacher(data.test.x).argmax(1) == data.test.y).double().mean().item()
+    assert done["report"]["teacher"]["test_top1"] == pytest.approx(expected)
