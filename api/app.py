@@ -21,7 +21,7 @@ from fastapi.openapi.utils import get_openapi
 from api.deps import AppState, BrokerCheck, Publish
 from api.limits import BodyLimitMiddleware, LimitFor
 from api.problems import install_handlers
-from api.routes import artifacts, catalog, events, health, jobs, metrics, uploads
+from api.routes import artifacts, catalog, events, health, jobs, metrics, pool, uploads
 from api.telemetry import ApiMetrics, MetricsMiddleware
 from core.spec import JobSpec
 from store.settings import Settings, get_settings
@@ -141,7 +141,7 @@ def create_app(
     app.state.distillery = state
     app.state.telemetry = ApiMetrics(settings.db_url)
     install_handlers(app)
-    for module in (jobs, metrics, events, artifacts, catalog, health):
+    for module in (jobs, metrics, events, artifacts, catalog, pool, health):
         app.include_router(module.router)
     app.include_router(uploads.router)
     app.include_router(uploads.read_router)

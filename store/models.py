@@ -148,3 +148,18 @@ class Upload(Base):
     details: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     owner: Mapped[str] = mapped_column(String(100), default="anonymous")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Worker(Base):
+    """A worker process of the pool (one per GPU), as its heartbeats describe it."""
+
+    __tablename__ = "workers"
+
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)  # the Celery node name
+    host: Mapped[str] = mapped_column(String(200))
+    gpu_type: Mapped[str] = mapped_column(String(64))  # the queue it serves (besides gpu.any)
+    devices: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)  # name, memory, utilization
+    status: Mapped[str] = mapped_column(String(16), default="online", index=True)  # online | lost | offline
+    current_job_id: Mapped[str | None] = mapped_column(String(32))
+    started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    last_heartbeat_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 from store.db import session_scope
 from store.jobs import mark_published, reap_expired, to_publish
+from store.pool import mark_lost
 from store.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -47,9 +48,16 @@ def dispatch_once(db_url: str, publish_fn: PublishFn, limit: int = 100) -> int:
     return published
 
 
-def reap_once(db_url: str) -> list[str]:
-    """Jobs with an expired lease: back to ``retrying``, or ``failed``/``cancelled`` (store.jobs)."""
+def reap_once(db_url: str, worker_timeout_s: float | None = None) -> list[str]:
+    """Jobs with an expired lease: back to ``retrying``, or ``failed``/``cancelled`` (store.jobs).
+
+    With ``worker_timeout_s``, workers silent that long are marked lost first, which ends their
+    leases at once: their jobs are reaped in the same pass.
+    """
     with session_scope(db_url) as session:
+        if worker_timeout_s is not None:
+            for worker_id in mark_lost(session, worker_timeout_s):
+                log.warning("worker %s lost: no heartbeat for %ss", worker_id, worker_timeout_s)
         reaped = reap_expired(session)
     for job_id in reaped:
         log.warning("reaped job %s: its worker stopped renewing the lease", job_id)
@@ -82,7 +90,7 @@ class Dispatcher:
         """One pass; errors are logged, never raised, so a database hiccup does not end the loop."""
         url = self.settings.db_url
         try:
-            reap_once(url)
+            reap_once(url, self.settings.worker_timeout_s)
         except Exception:
             log.exception("reaper pass failed")
         try:

@@ -13,11 +13,14 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import socket
+from collections.abc import Callable
 from multiprocessing.process import BaseProcess
 
 from store.settings import Settings
 from worker.celery_app import make_celery, worker_queues
 from worker.dispatcher import run_dispatcher
+from worker.heartbeat import run_heartbeat
 
 log = logging.getLogger(__name__)
 
@@ -54,14 +57,16 @@ def worker_argv(
     return argv
 
 
-def start_dispatcher_process(settings: Settings) -> BaseProcess:
-    """A dispatcher beside the worker, in a process of its own (see ``run_dispatcher``)."""
-    ctx = multiprocessing.get_context("spawn")  # nothing of this process (connections) carried over
-    proc = ctx.Process(
-        target=run_dispatcher, args=(settings, os.getpid()), name="distillery-dispatcher", daemon=True
-    )
+def _beside(target: Callable[..., None], *args: object, name: str) -> BaseProcess:
+    """A helper process beside the worker's parent; spawned, so no connection is carried over."""
+    proc = multiprocessing.get_context("spawn").Process(target=target, args=args, name=name, daemon=True)
     proc.start()
     return proc
+
+
+def start_dispatcher_process(settings: Settings) -> BaseProcess:
+    """A dispatcher beside the worker (see ``run_dispatcher``)."""
+    return _beside(run_dispatcher, settings, os.getpid(), name="distillery-dispatcher")
 
 
 def start_worker(
@@ -76,10 +81,14 @@ def start_worker(
     if gpu is not None:
         os.environ["CUDA_VISIBLE_DEVICES"] = gpu  # the child sees exactly one GPU, as cuda:0
     app = make_celery(settings)
-    helper = start_dispatcher_process(settings) if dispatcher else None
+    host = hostname or socket.gethostname()
+    node = node_name(settings, gpu=gpu, hostname=host)
+    helpers = [_beside(run_heartbeat, settings, node, os.getpid(), name="distillery-heartbeat")]
+    if dispatcher:
+        helpers.append(start_dispatcher_process(settings))
     try:
-        app.worker_main(worker_argv(settings, gpu=gpu, hostname=hostname, loglevel=loglevel))
+        app.worker_main(worker_argv(settings, gpu=gpu, hostname=host, loglevel=loglevel))
     finally:
-        if helper is not None:
-            helper.terminate()
+        for helper in helpers:
+            helper.terminate()  # the heartbeat signs the worker off on its way out
             helper.join(timeout=5)

@@ -222,3 +222,43 @@ def test_uploaded_teacher_and_dataset_feed_a_job(service: Service, tmp_path: Pat
     with torch.inference_mode():
         expected = (teacher(data.test.x).argmax(1) == data.test.y).double().mean().item()
     assert done["report"]["teacher"]["test_top1"] == pytest.approx(expected)
+
+
+def test_the_pool_shows_workers_and_a_silent_one_is_lost_and_its_job_requeued(service: Service) -> None:
+    """Detection is bounded by DISTILLERY_WORKER_TIMEOUT_S + one heartbeat + one dispatcher pass."""
+    timeout_s, heartbeat_s, dispatch_s = 4.0, 1.0, 0.5
+    service.env |= {
+        "DISTILLERY_LEASE_S": "600",  # long: only the missing heartbeats can free the job
+        "DISTILLERY_HEARTBEAT_S": str(heartbeat_s),
+        "DISTILLERY_WORKER_TIMEOUT_S": str(timeout_s),
+    }
+    service.start_api()
+    first = service.start_worker()
+    job = submit(service, {**TINY_JOB, "distill": {"epochs": 60, "batch_size": 50}})
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        pool = httpx.get(f"{service.url}/v1/pool", timeout=10).json()
+        busy = [w for w in pool["workers"] if w["status"] == "online" and w["job"]]
+        if busy and busy[0]["job"]["id"] == job["id"] and busy[0]["job"]["status"] == "running":
+            break
+        time.sleep(0.3)
+    else:
+        raise AssertionError(f"no online worker showed the job: {pool}\n{service.all_logs()}")
+    assert busy[0]["devices"] and pool["queues"] == [{"queue": "any", "queued": 0, "running": 1}]
+
+    service.kill(first, signal.SIGKILL)
+    killed = time.monotonic()
+    while time.monotonic() - killed < 60:
+        status = httpx.get(f"{service.url}/v1/jobs/{job['id']}", timeout=10).json()["status"]
+        if status in ("retrying", "queued"):
+            break
+        time.sleep(0.2)
+    detected = time.monotonic() - killed
+    assert status in ("retrying", "queued"), service.all_logs()
+    assert detected < timeout_s + heartbeat_s + dispatch_s + 3.0, f"requeued after {detected:.1f}s"
+    workers = httpx.get(f"{service.url}/v1/pool", timeout=10).json()["workers"]
+    assert [w["status"] for w in workers] == ["lost"]
+
+    service.start_worker()
+    done = service.wait_for(job["id"], timeout=300)
+    assert done["status"] == "succeeded" and done["attempt"] == 2, service.all_logs()

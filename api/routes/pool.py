@@ -1,0 +1,59 @@
+"""The GPU pool: each worker and its devices, the job it runs, and the queue per team and GPU type."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter
+from pydantic import BaseModel
+
+from api.deps import SessionDep
+from store.pool import pool_view
+
+router = APIRouter(prefix="/v1", tags=["pool"])
+
+
+class JobBrief(BaseModel):
+    id: str
+    name: str
+    owner: str
+    status: str
+    progress: dict[str, Any] | None
+
+
+class WorkerOut(BaseModel):
+    id: str
+    host: str
+    gpu_type: str
+    status: str  # online | lost | offline
+    devices: list[dict[str, Any]]  # name, memory_mb, memory_used_mb, utilization (%) where known
+    started_at: datetime
+    last_heartbeat_at: datetime
+    job: JobBrief | None
+
+
+class QueueCount(BaseModel):
+    queued: int
+    running: int
+
+
+class TeamQueue(QueueCount):
+    team: str
+
+
+class GpuQueue(QueueCount):
+    queue: str
+
+
+class PoolOut(BaseModel):
+    workers: list[WorkerOut]
+    teams: list[TeamQueue]
+    queues: list[GpuQueue]
+
+
+@router.get("/pool", response_model=PoolOut, summary="Workers, GPUs, what runs where, the queues")
+def get_pool(session: SessionDep) -> dict[str, Any]:
+    """Workers report every `DISTILLERY_HEARTBEAT_S` seconds; one silent for
+    `DISTILLERY_WORKER_TIMEOUT_S` is `lost`, and the job it held goes back to the queue."""
+    return pool_view(session)

@@ -1,0 +1,105 @@
+"""The pool: heartbeats register workers, silence marks them lost and frees their jobs at once."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import psycopg
+import pytest
+from sqlalchemy.orm import Session
+
+from store.db import migrate, session_scope
+from store.jobs import claim, reap_expired
+from store.models import Job, Worker, utcnow
+from store.pool import heartbeat, mark_lost, pool_view, sign_off
+
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
+GPU = [{"index": 0, "name": "NVIDIA H100", "memory_mb": 81559.0, "memory_used_mb": 1.0, "utilization": 0.0}]
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'pool.db'}"
+        migrate(url)
+        yield url
+        return
+    name = f"distillery_pool_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    migrate(url)
+    yield url
+    from store.db import get_engine
+
+    get_engine(url).dispose()
+    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def add_job(session: Session, team: str, queue: str = "any") -> str:
+    job = Job(name="j", spec={}, team=team, queue=queue)
+    session.add(job)
+    session.flush()
+    return job.id
+
+
+def test_heartbeat_registers_and_reports_the_held_job(db_url: str) -> None:
+    with session_scope(db_url) as session:
+        job_id = add_job(session, "vision")
+        assert claim(session, job_id, "distillery-h100@gpu1:4242", lease_s=60) is not None
+        heartbeat(session, "distillery-h100@gpu1", host="gpu1", gpu_type="h100", devices=GPU)
+        heartbeat(session, "distillery-any@cpu1", host="cpu1", gpu_type="any", devices=[{"name": "cpu"}])
+    with session_scope(db_url) as session:
+        view = pool_view(session)
+    by_id = {w["id"]: w for w in view["workers"]}
+    gpu = by_id["distillery-h100@gpu1"]
+    assert gpu["status"] == "online" and gpu["devices"] == GPU and gpu["job"]["id"] == job_id
+    assert by_id["distillery-any@cpu1"]["job"] is None
+    assert view["teams"] == [{"team": "vision", "queued": 0, "running": 1}]
+
+
+def test_queue_counts_per_team_and_gpu_type(db_url: str) -> None:
+    with session_scope(db_url) as session:
+        for team, queue in [("a", "any"), ("a", "any"), ("a", "h100"), ("b", "any")]:
+            add_job(session, team, queue)
+    with session_scope(db_url) as session:
+        view = pool_view(session)
+    assert view["teams"] == [
+        {"team": "a", "queued": 3, "running": 0},
+        {"team": "b", "queued": 1, "running": 0},
+    ]
+    assert view["queues"] == [
+        {"queue": "any", "queued": 3, "running": 0},
+        {"queue": "h100", "queued": 1, "running": 0},
+    ]
+
+
+def test_a_silent_worker_is_lost_and_its_job_requeued_in_the_same_pass(db_url: str) -> None:
+    with session_scope(db_url) as session:
+        job_id = add_job(session, "vision")
+        claim(session, job_id, "distillery-any@gpu1:7", lease_s=3600)  # a long lease: only silence frees it
+        heartbeat(session, "distillery-any@gpu1", host="gpu1", gpu_type="any", devices=GPU)
+        heartbeat(session, "distillery-any@gpu2", host="gpu2", gpu_type="any", devices=GPU)
+    later = utcnow() + timedelta(seconds=31)
+    with session_scope(db_url) as session:
+        session.get(Worker, "distillery-any@gpu2").last_heartbeat_at = later  # type: ignore[union-attr]
+    with session_scope(db_url) as session:
+        assert mark_lost(session, timeout_s=30, now=later) == ["distillery-any@gpu1"]
+        assert reap_expired(session, now=later) == [job_id]
+    with session_scope(db_url) as session:
+        assert session.get(Job, job_id).status == "retrying"  # type: ignore[union-attr]
+        statuses = {w["id"]: w["status"] for w in pool_view(session)["workers"]}
+    assert statuses == {"distillery-any@gpu1": "lost", "distillery-any@gpu2": "online"}
+
+
+def test_sign_off_and_coming_back(db_url: str) -> None:
+    with session_scope(db_url) as session:
+        heartbeat(session, "w@h", host="h", gpu_type="any", devices=GPU)
+        sign_off(session, "w@h")
+        assert session.get(Worker, "w@h").status == "offline"  # type: ignore[union-attr]
+        heartbeat(session, "w@h", host="h", gpu_type="any", devices=GPU)
+        assert session.get(Worker, "w@h").status == "online"  # type: ignore[union-attr]
