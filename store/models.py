@@ -161,5 +161,6 @@ class Worker(Base):
     devices: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)  # name, memory, utilization
     status: Mapped[str] = mapped_column(String(16), default="online", index=True)  # online | lost | offline
     current_job_id: Mapped[str | None] = mapped_column(String(32))
+    idle_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # None while it holds a job
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     last_heartbeat_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -33,7 +33,8 @@ def heartbeat(
         worker = Worker(id=worker_id, host=host, gpu_type=gpu_type, started_at=now)
         session.add(worker)
     elif worker.status != "online":
-        worker.started_at = now
+        worker.started_at, worker.idle_since = now, None
+    worker.idle_since = None if current else (worker.idle_since or now)
     worker.devices, worker.status, worker.current_job_id = devices, "online", current
     worker.last_heartbeat_at = now
     session.flush()
@@ -65,6 +66,31 @@ def mark_lost(session: Session, timeout_s: float, now: datetime | None = None) -
             add_event(session, job.id, "log", f"worker {worker.id} lost: no heartbeat for {timeout_s:.0f}s")
     session.flush()
     return [w.id for w in silent]
+
+
+def stranded(session: Session, older_than_s: float, now: datetime | None = None) -> list[Job]:
+    """Queued jobs whose broker message was probably lost (a broker restarted without persistence).
+
+    A job published ``older_than_s`` ago is stranded when a worker of its queue has sat idle all
+    that time: with the message in the broker, that worker would have taken it within seconds.
+    Republishing is safe (a duplicate delivery finds nothing to claim), and this rule keeps a
+    busy pool with a long queue from being flooded with duplicates.
+    """
+    cutoff = (now or utcnow()) - timedelta(seconds=older_than_s)
+    idle_types = session.scalars(
+        select(Worker.gpu_type).where(
+            Worker.status == "online", Worker.idle_since.is_not(None), Worker.idle_since < cutoff
+        )
+    ).all()
+    if not idle_types:
+        return []
+    queues = {*idle_types, "any"}  # every worker also serves gpu.any
+    stmt = (
+        select(Job)
+        .where(Job.status == "queued", Job.published_at < cutoff, Job.queue.in_(queues))
+        .order_by(Job.priority.desc(), Job.created_at)
+    )
+    return list(session.scalars(stmt))
 
 
 def pool_view(session: Session) -> dict[str, Any]:

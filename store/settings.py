@@ -31,6 +31,11 @@ class Settings(BaseSettings):
     )
     max_attempts: int = Field(3, ge=1, description="Runs of a job before a lost worker fails it.")
     dispatch_interval_s: float = Field(2.0, gt=0, description="How often queued jobs are (re)published.")
+    republish_after_s: float = Field(
+        300.0,
+        gt=0,
+        description="Republish a queued job that a matching idle worker has not taken for this long.",
+    )
     heartbeat_s: float = Field(5.0, gt=0, description="How often a worker reports to the pool view.")
     worker_timeout_s: float = Field(30.0, gt=0, description="Silence after which a worker is marked lost.")
     cancel_grace_s: float = Field(30.0, gt=0, description="Cooperative cancellation before termination.")

@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from store.db import session_scope
 from store.jobs import mark_published, reap_expired, to_publish
-from store.pool import mark_lost
+from store.pool import mark_lost, stranded
 from store.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -24,15 +24,30 @@ log = logging.getLogger(__name__)
 PublishFn = Callable[[str, str], None]  # (job_id, job.queue) -> None; raises if the broker is down
 
 
-def dispatch_once(db_url: str, publish_fn: PublishFn, limit: int = 100) -> int:
+def dispatch_once(
+    db_url: str, publish_fn: PublishFn, limit: int = 100, republish_after_s: float | None = None
+) -> int:
     """Publish jobs waiting for the broker; returns how many were published.
+
+    With ``republish_after_s``, queued jobs whose message the broker seems to have lost
+    (``store.pool.stranded``) are published again too.
 
     Each job is marked in its own transaction right after its publish, so a crash in between
     only causes a duplicate delivery. The first failed publish ends the pass: the broker is
     most likely down, and the remaining jobs wait for the next one.
     """
     with session_scope(db_url) as session:
-        pending = [(job.id, job.queue) for job in to_publish(session, limit)]
+        jobs = to_publish(session, limit)
+        if republish_after_s is not None:
+            lost = stranded(session, republish_after_s)
+            for job in lost:
+                log.warning(
+                    "job %s: queued %ss with a matching worker idle; publishing it again",
+                    job.id,
+                    republish_after_s,
+                )
+            jobs += lost
+        pending = [(job.id, job.queue) for job in jobs]
     published = 0
     for job_id, queue in pending:
         try:
@@ -94,7 +109,7 @@ class Dispatcher:
         except Exception:
             log.exception("reaper pass failed")
         try:
-            dispatch_once(url, self.publish_fn)
+            dispatch_once(url, self.publish_fn, republish_after_s=self.settings.republish_after_s)
         except Exception:
             log.exception("dispatcher pass failed")
 

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 from store.db import migrate, session_scope
 from store.jobs import claim, reap_expired
 from store.models import Job, Worker, utcnow
-from store.pool import heartbeat, mark_lost, pool_view, sign_off
+from store.pool import heartbeat, mark_lost, pool_view, sign_off, stranded
 
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 GPU = [{"index": 0, "name": "NVIDIA H100", "memory_mb": 81559.0, "memory_used_mb": 1.0, "utilization": 0.0}]
@@ -103,3 +103,24 @@ def test_sign_off_and_coming_back(db_url: str) -> None:
         assert session.get(Worker, "w@h").status == "offline"  # type: ignore[union-attr]
         heartbeat(session, "w@h", host="h", gpu_type="any", devices=GPU)
         assert session.get(Worker, "w@h").status == "online"  # type: ignore[union-attr]
+
+
+def test_a_job_is_stranded_only_while_a_matching_worker_sits_idle(db_url: str) -> None:
+    now = utcnow()
+    with session_scope(db_url) as session:
+        old = add_job(session, "a")
+        fresh = add_job(session, "a")
+        other = add_job(session, "a", queue="h100")
+        for job_id, age in ((old, 600), (fresh, 10), (other, 600)):
+            session.get(Job, job_id).published_at = now - timedelta(seconds=age)  # type: ignore[union-attr]
+        heartbeat(session, "w@h", host="h", gpu_type="any", devices=GPU)
+    with session_scope(db_url) as session:
+        assert stranded(session, 300, now=now) == []  # the worker has only just become idle
+        session.get(Worker, "w@h").idle_since = now - timedelta(seconds=400)  # type: ignore[union-attr]
+    with session_scope(db_url) as session:
+        # an idle "any" worker does not serve gpu.h100; the fresh job may still be on its way
+        assert [j.id for j in stranded(session, 300, now=now)] == [old]
+        claim(session, old, "w@h:1", lease_s=60)
+        heartbeat(session, "w@h", host="h", gpu_type="any", devices=GPU)  # busy again
+        assert session.get(Worker, "w@h").idle_since is None  # type: ignore[union-attr]
+        assert stranded(session, 300, now=now) == []

@@ -150,3 +150,29 @@ def test_dispatcher_survives_errors(deployment: Deployment, caplog: Any) -> None
     )
     dispatcher.tick()  # logged, not raised
     assert "failed" in caplog.text
+
+
+def test_a_message_the_broker_lost_is_published_again(deployment: Deployment) -> None:
+    """A queued job, published long ago, with a matching worker idle all that time: published again."""
+    from store.models import Worker
+    from store.pool import heartbeat
+
+    dep = deployment
+    drain(dep, "any")
+    job_id = insert_job(dep.db_url, TINY)
+    assert dispatch_once(dep.db_url, dep.publish) == 1
+    drain(dep, "any")  # the broker loses the message
+    with session_scope(dep.db_url) as session:
+        heartbeat(session, "w@h", host="h", gpu_type="any", devices=[{"name": "cpu"}])
+    assert dispatch_once(dep.db_url, dep.publish, republish_after_s=300) == 0  # not idle long enough yet
+    with session_scope(dep.db_url) as session:
+        long_ago = utcnow() - timedelta(seconds=600)
+        session.get(Job, job_id).published_at = long_ago  # type: ignore[union-attr]
+        session.get(Worker, "w@h").idle_since = long_ago  # type: ignore[union-attr]
+    assert dispatch_once(dep.db_url, dep.publish, republish_after_s=300) == 1
+    assert queued_messages(dep, "any") == 1
+    published = get_job(dep.db_url, job_id).published_at
+    assert published is not None and published.replace(tzinfo=None) > long_ago.replace(
+        tzinfo=None
+    )  # SQLite: naive
+    assert dispatch_once(dep.db_url, dep.publish, republish_after_s=300) == 0  # once per period

@@ -26,6 +26,7 @@ def upgrade() -> None:
         sa.Column("devices", sa.JSON(), nullable=False),
         sa.Column("status", sa.String(length=16), nullable=False),
         sa.Column("current_job_id", sa.String(length=32), nullable=True),
+        sa.Column("idle_since", sa.DateTime(timezone=True), nullable=True),
         sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("last_heartbeat_at", sa.DateTime(timezone=True), nullable=False),
         sa.PrimaryKeyConstraint("id"),
