@@ -21,6 +21,7 @@ from core.augment import build_augmenter
 from core.data import load_dataset, load_inputs
 from core.data.base import DataSplits
 from core.errors import SpecError
+from core.files import atomic_write_text
 from core.losses import Objective, SourceConsistencyTerm
 from core.models import build_classifier, load_weights, save_weights
 from core.report import build_report, write_report
@@ -63,7 +64,7 @@ class JobRun:
         text = self.spec.model_dump_json(indent=2)
         if path.exists() and json.loads(path.read_text()) != json.loads(text):
             raise SpecError(f"{self.out} holds the output of a different spec; choose another --out")
-        path.write_text(text)
+        atomic_write_text(path, text)
 
     def _load_data(self, spec: Any) -> DataSplits:
         data = load_dataset(spec, self.data_root, self.spec.seed)
@@ -112,7 +113,7 @@ class JobRun:
                 plan, model, objective, train, (val.val.x, val.val.y), stage_dir / "ckpt", augment, fwd
             )
             save_weights(model, weights)
-            done.write_text(json.dumps(asdict(result)))
+            atomic_write_text(done, json.dumps(asdict(result)))  # the stage's done marker: never half-written
         objective.close()
         model.eval()
         self.results[name] = result
