@@ -3,19 +3,15 @@
 from __future__ import annotations
 
 import math
-from bisect import bisect_left
 from collections.abc import Sequence
-from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from api.schemas import ArtifactOut, EventOut, JobError, JobLinks, JobOut, MetricOut, Priority
-from store.jobs import queue_position
+from store.jobs import queue_position, queue_positions
 from store.models import Artifact, Job, JobEvent, Metric
 
-WAITING = ("queued", "retrying")
 PRIORITIES: dict[str, int] = {"low": -1, "normal": 0, "high": 1}
 
 
@@ -64,27 +60,6 @@ def job_out(session: Session, job: Job, *, position: int | None = None, known: b
             self=path, metrics=f"{path}/metrics", artifacts=f"{path}/artifacts", events=f"{path}/events"
         ),
     )
-
-
-def queue_positions(session: Session, jobs: Sequence[Job]) -> dict[str, int]:
-    """``store.jobs.queue_position`` for a page of jobs in one query per queue, not one per job."""
-    waiting = [j for j in jobs if j.status in WAITING]
-    positions: dict[str, int] = {}
-    for queue in {j.queue for j in waiting}:
-        rows = session.execute(
-            select(Job.priority, Job.created_at).where(Job.status.in_(WAITING), Job.queue == queue)
-        ).all()
-        # Same order as queue_position: higher priority first, then older first; ties share a place.
-        keys = sorted((-p, _utc(c)) for p, c in rows)
-        for job in waiting:
-            if job.queue == queue:
-                positions[job.id] = bisect_left(keys, (-job.priority, _utc(job.created_at))) + 1
-    return positions
-
-
-def _utc(value: datetime) -> datetime:
-    # SQLite returns naive datetimes while rows made in this process carry UTC: compare alike.
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value
 
 
 def jobs_out(session: Session, jobs: Sequence[Job]) -> list[JobOut]:
