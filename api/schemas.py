@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, Field
+
+from store.models import as_utc
 
 JobStatus = Literal[
     "queued", "starting", "running", "succeeded", "failed", "cancelling", "cancelled", "retrying"
@@ -13,12 +15,7 @@ JobStatus = Literal[
 Priority = Literal["low", "normal", "high"]
 
 
-def _as_utc(value: datetime) -> datetime:
-    # SQLite hands back naive datetimes; every stored time is UTC.
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-UTCDateTime = Annotated[datetime, AfterValidator(_as_utc)]
+UTCDateTime = Annotated[datetime, AfterValidator(as_utc)]
 
 
 class JobError(BaseModel):

@@ -14,13 +14,13 @@ from __future__ import annotations
 import math
 from bisect import bisect_left
 from collections.abc import Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
-from store.models import TERMINAL, Job, JobEvent, Metric, utcnow
+from store.models import TERMINAL, Job, JobEvent, Metric, as_utc, utcnow
 
 WAITING = ("queued", "retrying")
 
@@ -297,13 +297,8 @@ def queue_positions(session: Session, jobs: Sequence[Job]) -> dict[str, int]:
             select(Job.priority, Job.created_at).where(Job.status.in_(WAITING), Job.queue == queue)
         ).all()
         # Same order as queue_position: higher priority first, then older first; ties share a place.
-        keys = sorted((-p, _utc(c)) for p, c in rows)
+        keys = sorted((-p, as_utc(c)) for p, c in rows)
         for job in waiting:
             if job.queue == queue:
-                positions[job.id] = bisect_left(keys, (-job.priority, _utc(job.created_at))) + 1
+                positions[job.id] = bisect_left(keys, (-job.priority, as_utc(job.created_at))) + 1
     return positions
-
-
-def _utc(value: datetime) -> datetime:
-    # SQLite returns naive datetimes while rows made in this process carry UTC: compare alike.
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value

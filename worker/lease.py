@@ -12,23 +12,17 @@ import logging
 import os
 import threading
 from collections.abc import Callable
-from datetime import UTC, datetime
 
 from sqlalchemy.exc import SQLAlchemyError
 
 from store.db import session_scope
 from store.jobs import renew_lease, transition
-from store.models import Job, utcnow
+from store.models import Job, as_utc, utcnow
 
 log = logging.getLogger(__name__)
 
 HELD = ("starting", "running", "cancelling")  # states in which a worker holds a job's lease
 EXIT_CANCELLED = 75  # the child's exit status after a forced cancellation
-
-
-def _aware(moment: datetime) -> datetime:
-    # SQLite returns naive datetimes; every stored time is UTC
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 class LeaseRenewer:
@@ -101,5 +95,5 @@ class LeaseRenewer:
     def _overdue(self, job: Job) -> bool:
         if job.status != "cancelling" or job.cancel_requested_at is None:
             return False
-        waited = (utcnow() - _aware(job.cancel_requested_at)).total_seconds()
+        waited = (utcnow() - as_utc(job.cancel_requested_at)).total_seconds()
         return waited > self.cancel_grace_s
