@@ -1,0 +1,43 @@
+"""Named locks held until the end of a transaction, the same way on SQLite and PostgreSQL.
+
+Taking a lock is an ``UPDATE`` of its row: PostgreSQL locks that row until the transaction ends,
+and SQLite takes its database-wide write lock. Either way a second session taking the same lock
+waits (SQLite: up to the busy timeout) until the first commits or rolls back, so a check-then-act
+inside the lock (count a team's jobs, then add one) cannot race. Take a lock first in a
+transaction, before reading what it protects.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from store.models import Lock, Team, utcnow
+
+DISPATCH = "dispatch"  # one scheduler pass at a time hands jobs to the pool
+
+
+def hold(session: Session, name: str) -> None:
+    """Take the lock ``name`` (made on first use) until the session's transaction ends."""
+    if _touch(session, name):
+        return
+    try:
+        with session.begin_nested():
+            session.add(Lock(name=name, at=utcnow()))
+    except IntegrityError:
+        pass  # another session made it first: take it as usual
+    _touch(session, name)
+
+
+def hold_team(session: Session, team: str) -> bool:
+    """Take the lock of a team's row (its admission of new jobs); False if there is no such team."""
+    stmt = update(Team).where(Team.name == team).values(name=Team.name)
+    return bool(session.execute(stmt.execution_options(synchronize_session=False)).rowcount)  # type: ignore[attr-defined]
+
+
+def _touch(session: Session, name: str) -> bool:
+    stmt = (
+        update(Lock).where(Lock.name == name).values(at=utcnow()).execution_options(synchronize_session=False)
+    )
+    return bool(session.execute(stmt).rowcount)  # type: ignore[attr-defined]
