@@ -21,9 +21,11 @@ from fastapi.openapi.utils import get_openapi
 from api.deps import AppState, BrokerCheck, Publish
 from api.limits import BodyLimitMiddleware, LimitFor
 from api.problems import install_handlers
-from api.routes import artifacts, catalog, events, health, jobs, metrics, pool, uploads
+from api.routes import admin, artifacts, catalog, events, health, jobs, metrics, pool, uploads
 from api.telemetry import ApiMetrics, MetricsMiddleware
 from core.spec import JobSpec
+from store.db import session_scope
+from store.identity import ensure_admin
 from store.settings import Settings, get_settings
 
 DEFAULT_BODY_LIMIT = jobs.MAX_SPEC_BYTES
@@ -35,6 +37,11 @@ TAGS = [
     {"name": "artifacts", "description": "Students, reports and weights of finished jobs, with checksums."},
     {"name": "uploads", "description": "Teacher models and datasets for specs to name."},
     {"name": "catalog", "description": "What a job spec can name, and its JSON Schema."},
+    {"name": "pool", "description": "The GPU workers, what runs where, and the queue per team."},
+    {
+        "name": "access",
+        "description": "Teams, users and API tokens (admins), who you are, and the audit trail.",
+    },
     {"name": "health", "description": "Liveness, readiness and Prometheus metrics."},
 ]
 
@@ -114,12 +121,16 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        if settings.admin_token is not None:
+            with session_scope(settings.db_url) as session:
+                ensure_admin(session, settings.admin_token.get_secret_value())
         dispatcher = None
         if run_dispatcher:
             from worker.dispatcher import Dispatcher
 
             dispatcher = Dispatcher(settings, state.publish)
             dispatcher.start()
+            state.wake_dispatcher = dispatcher.wake
         try:
             yield
         finally:
@@ -132,8 +143,9 @@ def create_app(
         summary="Knowledge-distillation jobs on a shared GPU pool.",
         description=(
             "Submit a distillation job spec, follow it (polling with ETags, incremental metrics, "
-            "or Server-Sent Events), and download the student. Errors are RFC 9457 "
-            "`application/problem+json`; a bad spec names each offending field."
+            "or Server-Sent Events), and download the student. Every `/v1` route needs an API "
+            "token (`Authorization: Bearer <token>`); a team sees its own jobs only. Errors are "
+            "RFC 9457 `application/problem+json`; a bad spec names each offending field."
         ),
         openapi_tags=TAGS,
         lifespan=lifespan,
@@ -141,7 +153,7 @@ def create_app(
     app.state.distillery = state
     app.state.telemetry = ApiMetrics(settings.db_url)
     install_handlers(app)
-    for module in (jobs, metrics, events, artifacts, catalog, pool, health):
+    for module in (jobs, metrics, events, artifacts, catalog, pool, admin, health):
         app.include_router(module.router)
     app.include_router(uploads.router)
     app.include_router(uploads.read_router)

@@ -1,5 +1,5 @@
-"""Request dependencies: the application's state, one database session per request, the job
-named in the path, and the caller.
+"""Request dependencies: the application's state and one database session per request (the
+caller and the job named in the path are in ``api.auth``).
 
 The session is committed when the route returns and before the response is sent (scope
 "function"), so a client never sees a success that was not persisted; routes that must order a
@@ -11,15 +11,15 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
-from fastapi import Depends, Path, Request
+from fastapi import Depends, Request
 from sqlalchemy.orm import Session
 
-from api.problems import not_found
+if TYPE_CHECKING:
+    from api.auth import RateLimiter
 from store.artifacts import ArtifactStore, open_store
 from store.db import session_scope
-from store.models import Job
 from store.settings import Settings
 
 Publish = Callable[[str, str], None]
@@ -34,11 +34,19 @@ class AppState:
     settings: Settings
     publish: Publish
     check_broker: BrokerCheck
+    wake_dispatcher: Callable[[], None] = lambda: None
+    """Asks the in-process dispatcher (if any) for a pass now: a new job need not wait a tick."""
 
     @cached_property
     def artifacts(self) -> ArtifactStore:
         # Lazily: an S3 store imports boto3 and builds a client, which most requests never need.
         return open_store(self.settings.artifacts_location)
+
+    @cached_property
+    def rate_limiter(self) -> RateLimiter:
+        from api.auth import RateLimiter
+
+        return RateLimiter(self.settings)
 
 
 def get_state(request: Request) -> AppState:
@@ -64,21 +72,3 @@ def get_session(state: StateDep) -> Iterator[Session]:
 
 
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]
-
-
-def get_owner() -> str:
-    """The caller. Authentication is not built yet: everyone is "anonymous"."""
-    return "anonymous"
-
-
-OwnerDep = Annotated[str, Depends(get_owner)]
-
-
-def get_job(job_id: Annotated[str, Path(max_length=64)], session: SessionDep) -> Job:
-    job = session.get(Job, job_id)
-    if job is None:
-        raise not_found("job", job_id)
-    return job
-
-
-JobDep = Annotated[Job, Depends(get_job)]

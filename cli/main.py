@@ -3,6 +3,7 @@
 distill run SPEC --out DIR     a job on this machine, no service (core/)
 distill serve                  the embedded service: API + one worker, SQLite, no servers to install
 distill api | worker | migrate the parts separately, for the real deployment
+distill admin ...              teams, users and API tokens (on the database)
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Annotated
 
 import typer
 
+from cli import admin as admin_cli
 from core import cli as engine
 from store.settings import Settings
 
@@ -25,6 +27,7 @@ app = typer.Typer(
 app.command("run")(engine.run)
 app.command("validate")(engine.validate)
 app.command("schema")(engine.schema)
+app.add_typer(admin_cli.app, name="admin")
 
 Home = Annotated[
     Path | None, typer.Option(help="Data directory [env DISTILLERY_HOME, default ~/.distillery].")
@@ -64,7 +67,9 @@ def api(
     home: Home = None,
 ) -> None:
     """Run the HTTP API (and the dispatcher that hands queued jobs to the workers)."""
-    _migrate(_settings(home))
+    settings = _settings(home)
+    _migrate(settings)
+    _token_hint(settings)
     _serve_api(host, port)
 
 
@@ -89,6 +94,23 @@ def worker(
     start_worker(settings, gpu=gpu, dispatcher=dispatcher)
 
 
+def _token_hint(settings: Settings) -> None:
+    """Every /v1 route needs a token: say how to get the first one."""
+    from store.db import session_scope
+    from store.identity import any_token
+
+    if settings.admin_token is not None:
+        typer.echo("  admin token: the value of DISTILLERY_ADMIN_TOKEN")
+        return
+    with session_scope(settings.db_url) as session:
+        if any_token(session):
+            return
+    typer.echo(
+        "  no API token yet: `distill admin bootstrap` prints an admin token\n"
+        "  (or set DISTILLERY_ADMIN_TOKEN before starting); see README, 'Operating the pool'"
+    )
+
+
 @app.command()
 def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
@@ -102,6 +124,7 @@ def serve(
         f"Distillery on http://{host}:{port}  (API docs: /docs)\n"
         f"  data: {settings.resolved_home()}\n  database: {settings.db_url}\n  broker: {settings.broker}"
     )
+    _token_hint(settings)
     worker_proc = subprocess.Popen([sys.executable, "-m", "cli.main", "worker"], env=os.environ.copy())
     try:
         _serve_api(host, port)

@@ -32,7 +32,7 @@ def hold(session: Session, name: str) -> None:
 
 def hold_team(session: Session, team: str) -> bool:
     """Take the lock of a team's row (its admission of new jobs); False if there is no such team."""
-    stmt = update(Team).where(Team.name == team).values(name=Team.name)
+    stmt = update(Team).where(Team.name == team).values(max_queued=Team.max_queued)  # a no-op write
     return bool(session.execute(stmt.execution_options(synchronize_session=False)).rowcount)  # type: ignore[attr-defined]
 
 

@@ -137,6 +137,7 @@ def _job_brief(job: Job | None) -> dict[str, Any] | None:
         "id": job.id,
         "name": job.name,
         "owner": job.owner,
+        "team": job.team,
         "status": job.status,
         "progress": job.progress,
     }

@@ -10,7 +10,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -41,6 +41,17 @@ class Settings(BaseSettings):
     cancel_grace_s: float = Field(30.0, gt=0, description="Cooperative cancellation before termination.")
     task_time_limit_s: int = Field(7 * 24 * 3600, gt=0, description="Hard limit for one attempt.")
     max_upload_bytes: int = Field(512 * 1024 * 1024, gt=0)
+    admin_token: SecretStr | None = Field(
+        None, description="At start-up, make sure an admin token with this value exists (first use)."
+    )
+    rate_limit: str = Field(
+        "1200/minute", description="Requests per token (limits' syntax: '20/second', '1200/minute')."
+    )
+    rate_limit_storage: str | None = Field(
+        None,
+        description="Where request counts live (memory://, redis://...); default: the broker's Redis, "
+        "else this process's memory.",
+    )
     device: str = Field("auto", description="The worker's device: auto, cpu, cuda, cuda:N.")
     gpu_type: str = Field("any", description="The queue this worker serves (its GPU type).")
 
@@ -54,6 +65,13 @@ class Settings(BaseSettings):
     @property
     def broker(self) -> str:
         return self.broker_url or f"sqla+sqlite:///{self.resolved_home() / 'broker.db'}"
+
+    @property
+    def rate_limit_store(self) -> str:
+        """Shared between API processes when the broker is Redis, so a limit holds across them."""
+        if self.rate_limit_storage:
+            return self.rate_limit_storage
+        return self.broker if self.broker.startswith(("redis://", "rediss://")) else "memory://"
 
     @property
     def artifacts_location(self) -> str:

@@ -13,12 +13,13 @@ from fastapi import APIRouter, Header, Path
 from fastapi.responses import Response, StreamingResponse
 from sqlalchemy import select
 
-from api.deps import JobDep, SessionDep, StateDep
+from api.auth import CallerDep, JobDep
+from api.deps import SessionDep, StateDep
 from api.problems import Problem, ProblemError, not_found
 from api.schemas import ArtifactList
 from api.views import artifact_out
 from store.artifacts import ChecksumError, iter_verified
-from store.models import Artifact
+from store.models import Artifact, Job
 
 log = logging.getLogger(__name__)
 
@@ -76,13 +77,15 @@ def download_artifact(
     artifact_id: Annotated[str, Path(max_length=64)],
     session: SessionDep,
     state: StateDep,
+    caller: CallerDep,
     if_none_match: Annotated[str | None, Header(alias="If-None-Match")] = None,
 ) -> Any:
     """The file with `Content-Length`, `ETag: "<sha256>"`, `Digest: sha-256=<base64>` and
     `X-Checksum-SHA256: <hex>`. It is checked while it streams: a file that no longer matches
     its checksum is cut short, so the client sees a failed download rather than bad bytes."""
     artifact = session.get(Artifact, artifact_id)
-    if artifact is None:
+    job = session.get(Job, artifact.job_id) if artifact is not None else None
+    if artifact is None or job is None or job.deleted_at is not None or not caller.sees(job.team):
         raise not_found("artifact", artifact_id)
     tag = f'"{artifact.sha256}"'
     if if_none_match and tag in {t.strip().removeprefix("W/") for t in if_none_match.split(",")}:

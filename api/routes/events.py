@@ -9,7 +9,8 @@ the source of truth; a worker on another machine writes it) and sends:
 - ``event: job`` with the whole job whenever its version changes;
 - a ``: ping`` comment when idle, so proxies keep the connection open.
 
-It ends once the job is finished (after sending its final state), or if the job is deleted.
+It ends once the job is finished (after sending its final state), or with ``event: deleted`` if
+the job is deleted or the caller's token revoked meanwhile.
 """
 
 from __future__ import annotations
@@ -26,12 +27,14 @@ from fastapi.sse import KEEPALIVE_COMMENT, EventSourceResponse, format_sse_event
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from api.auth import CallerDep, JobDep
 from api.cursors import decode_row_cursor
-from api.deps import AppState, JobDep, SessionDep, StateDep
+from api.deps import AppState, SessionDep, StateDep
 from api.problems import Problem
 from api.schemas import EventOut, EventPage, JobOut
 from api.views import event_out, job_out
 from store.db import session_scope
+from store.identity import token_valid
 from store.models import TERMINAL, Job, JobEvent
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -53,12 +56,13 @@ def _events_after(session: Session, job_id: str, after: int, limit: int) -> list
 
 
 def _poll(
-    state: AppState, job_id: str, seen_version: int | None, after: int
+    state: AppState, job_id: str, seen_version: int | None, after: int, token_id: str
 ) -> tuple[JobOut | None, list[EventOut], bool] | None:
-    """(the job if its version changed, new events, finished); None once the job is gone."""
+    """(the job if its version changed, new events, finished); None once the job is gone or
+    the stream's token has been revoked (revocation ends open streams too)."""
     with session_scope(state.settings.db_url) as session:
         job = session.get(Job, job_id)
-        if job is None:
+        if job is None or job.deleted_at is not None or not token_valid(session, token_id):
             return None
         changed = job_out(session, job) if job.version != seen_version else None
         # Events after the job: a state change commits its event with the row, so every event
@@ -68,12 +72,12 @@ def _poll(
         return changed, events, job.status in TERMINAL and len(events) < BATCH
 
 
-async def stream(state: AppState, job_id: str, after: int) -> AsyncIterator[bytes]:
+async def stream(state: AppState, job_id: str, after: int, token_id: str) -> AsyncIterator[bytes]:
     yield format_sse_event(retry=RETRY_MS)
     version: int | None = None
     last_sent = time.monotonic()
     while True:
-        polled = await run_in_threadpool(_poll, state, job_id, version, after)
+        polled = await run_in_threadpool(_poll, state, job_id, version, after, token_id)
         if polled is None:
             yield format_sse_event(event="deleted", data_str=json.dumps({"id": job_id}))
             return
@@ -111,6 +115,7 @@ async def stream(state: AppState, job_id: str, after: int) -> AsyncIterator[byte
 )
 def job_events(
     job: JobDep,
+    caller: CallerDep,
     session: SessionDep,
     state: StateDep,
     request: Request,
@@ -133,4 +138,4 @@ def job_events(
             items=items, next_cursor=str(items[-1].id if items else start), has_more=len(rows) > limit
         )
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}  # no proxy buffering
-    return EventSourceResponse(stream(state, job.id, start), headers=headers)
+    return EventSourceResponse(stream(state, job.id, start, caller.token_id), headers=headers)

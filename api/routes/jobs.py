@@ -5,29 +5,37 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import posixpath
+from collections.abc import Iterator
 from email.message import Message
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
-from sqlalchemy import delete, or_, select
+from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from api.auth import CallerDep, JobDep, WriterDep
 from api.cursors import decode_job_cursor, encode_job_cursor
-from api.deps import JobDep, OwnerDep, SessionDep, StateDep
+from api.deps import SessionDep, StateDep
 from api.problems import FieldError, Problem, ProblemError, invalid
 from api.schemas import JobOut, JobPage, JobStatus
 from api.validation import validate_spec
 from api.views import PRIORITIES, etag, job_out, job_path, jobs_out
 from core.spec import JobSpec
-from store.jobs import add_event, mark_published, request_cancel
-from store.models import TERMINAL, Artifact, IdempotencyKey, Job
+from store.audit import cancel, soft_delete
+from store.identity import Caller
+from store.jobs import add_event
+from store.models import TERMINAL, IdempotencyKey, Job, Upload
+from store.quotas import QuotaExceeded, admit_job
 
 log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 MAX_SPEC_BYTES = 1 << 20
+UPLOADS = "uploads"  # the folder of uploaded models and datasets under the data root
+PATH_FIELDS = ("path", "folder", "checkpoint")  # the spec's fields that name files under the data root
 _PROBLEMS: dict[int | str, dict[str, Any]] = {
     404: {"model": Problem, "description": "No such job."},
     409: {"model": Problem, "description": "The job's state does not allow this."},
@@ -81,10 +89,44 @@ def _replay(session: Session, owner: str, key: str, request_hash: str) -> Job | 
     return session.get(Job, record.job_id)
 
 
-def _new_job(session: Session, spec: JobSpec, owner: str, max_attempts: int) -> Job:
+def _uploads_named(value: Any, field: str = "") -> Iterator[tuple[str, str]]:
+    """(field, path) for every string of a spec that names an uploaded file."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _uploads_named(item, f"{field}.{key}" if field else str(key))
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from _uploads_named(item, f"{field}.{i}")
+    elif (
+        isinstance(value, str)
+        and field.rsplit(".", 1)[-1] in PATH_FIELDS
+        and _normal(value).split("/")[0] == UPLOADS
+    ):
+        yield field, value
+
+
+def _normal(path: str) -> str:
+    return posixpath.normpath(path.replace("\\", "/"))
+
+
+def _check_uploads(session: Session, spec: JobSpec, caller: Caller) -> None:
+    """A spec may name its own team's uploads only: another team's is as absent as a missing one."""
+    errors = []
+    for field, path in _uploads_named(spec.model_dump(mode="json")):
+        upload = session.scalar(select(Upload).where(Upload.path == _normal(path)))
+        if upload is None or not caller.sees(upload.team):
+            errors.append(FieldError(field=field, message=f"no upload {path!r} (upload it first)"))
+    if errors:
+        raise ProblemError(
+            422, "the spec names uploads that do not exist", kind="invalid-spec", errors=errors
+        )
+
+
+def _new_job(session: Session, spec: JobSpec, caller: Caller, max_attempts: int) -> Job:
     job = Job(
         name=spec.name,
-        owner=owner,
+        owner=caller.user,
+        team=caller.team,
         spec=spec.model_dump(mode="json"),
         status="queued",
         queue=spec.resources.gpu_type,
@@ -93,20 +135,15 @@ def _new_job(session: Session, spec: JobSpec, owner: str, max_attempts: int) -> 
     )
     session.add(job)
     session.flush()
-    add_event(session, job.id, "submitted", f"queued on {job.queue}", actor=owner, to_status="queued")
+    add_event(
+        session,
+        job.id,
+        "submitted",
+        f"submitted by {caller.user} ({caller.team}), queued on {job.queue}",
+        actor=caller.user,
+        to_status="queued",
+    )
     return job
-
-
-def _publish(session: Session, state: StateDep, job: Job) -> None:
-    """After the commit: a broker outage leaves the job queued for the dispatcher, never lost."""
-    try:
-        state.publish(job.id, job.queue)
-    except Exception:
-        log.warning("broker unavailable: job %s stays queued for the dispatcher", job.id, exc_info=True)
-        return
-    mark_published(session, job.id)
-    session.commit()
-    session.refresh(job)
 
 
 def _accepted(response: Response, session: Session, job: Job) -> JobOut:
@@ -121,6 +158,7 @@ def _accepted(response: Response, session: Session, job: Job) -> JobOut:
     response_model=JobOut,
     summary="Submit a job",
     responses={
+        409: {"model": Problem, "description": "The team's queue is full or its storage quota used up."},
         413: {"model": Problem, "description": "The spec is larger than 1 MiB."},
         415: {"model": Problem, "description": "Not application/json."},
         422: {"model": Problem, "description": "Invalid spec, each problem naming its field."},
@@ -136,22 +174,29 @@ def submit_job(
     body: JsonBody,
     session: SessionDep,
     state: StateDep,
-    owner: OwnerDep,
+    caller: WriterDep,
     response: Response,
     idempotency_key: IdempotencyKeyHeader = None,
 ) -> JobOut:
-    """Validate the spec, store the job (queued), then hand its id to the broker.
+    """Validate the spec and store the job for the caller's team: it waits (`queued`) until the
+    scheduler gives it a GPU (`queue_position` and `waiting` say where it stands and why).
 
     The answer is `202 Accepted` with `Location: /v1/jobs/{id}`. With an `Idempotency-Key`, a
     retry with the same body gets the same job back (`Idempotent-Replayed: true`), and the same
-    key with another body is refused (422).
+    key with another body is refused (422). A team with `max_queued` jobs waiting gets `409`.
     """
     spec = validate_spec(body)
     request_hash = _request_hash(body)
+    owner = caller.user
     if idempotency_key and (job := _replay(session, owner, idempotency_key, request_hash)):
         response.headers["Idempotent-Replayed"] = "true"
         return _accepted(response, session, job)
-    job = _new_job(session, spec, owner, state.settings.max_attempts)
+    _check_uploads(session, spec, caller)
+    try:
+        admit_job(session, caller.team)  # holds the team's lock until the commit below
+    except QuotaExceeded as e:
+        raise ProblemError(409, str(e), kind=e.kind) from None
+    job = _new_job(session, spec, caller, state.settings.max_attempts)
     if idempotency_key:
         session.add(
             IdempotencyKey(owner=owner, key=idempotency_key, request_hash=request_hash, job_id=job.id)
@@ -165,23 +210,34 @@ def submit_job(
             response.headers["Idempotent-Replayed"] = "true"
             return _accepted(response, session, job)
         raise
-    _publish(session, state, job)
+    state.wake_dispatcher()
     return _accepted(response, session, job)
 
 
 @router.get("", response_model=JobPage, summary="List jobs, newest first")
 def list_jobs(
     session: SessionDep,
+    caller: CallerDep,
     status: Annotated[list[JobStatus] | None, Query(description="Repeat to match any of several.")] = None,
     owner: Annotated[str | None, Query(max_length=100)] = None,
-    team: Annotated[str | None, Query(max_length=100)] = None,
+    team: Annotated[
+        str | None, Query(max_length=100, description="Admins: one team's jobs (others see their own).")
+    ] = None,
     name: Annotated[str | None, Query(max_length=100, description="Substring, case-insensitive.")] = None,
     cursor: Annotated[
         str | None, Query(max_length=500, description="`next_cursor` of the previous page.")
     ] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> JobPage:
-    stmt = select(Job).order_by(Job.created_at.desc(), Job.id.desc()).limit(limit + 1)
+    """Your team's jobs (an admin's: every team's, or `team`'s)."""
+    stmt = (
+        select(Job)
+        .where(Job.deleted_at.is_(None))
+        .order_by(Job.created_at.desc(), Job.id.desc())
+        .limit(limit + 1)
+    )
+    if not caller.is_admin:
+        stmt = stmt.where(Job.team == caller.team)
     if status:
         stmt = stmt.where(Job.status.in_(status))
     if owner is not None:
@@ -230,12 +286,12 @@ def get_job(
 @router.post(
     "/{job_id}/cancel", status_code=202, response_model=JobOut, summary="Cancel a job", responses=_PROBLEMS
 )
-def cancel_job(job: JobDep, session: SessionDep, owner: OwnerDep, response: Response) -> JobOut:
+def cancel_job(job: JobDep, session: SessionDep, caller: WriterDep, response: Response) -> JobOut:
     """A waiting job is cancelled at once; a running one moves to `cancelling` until its worker
     stops. Cancelling a finished job is a `409`."""
     if job.status in TERMINAL:
         raise ProblemError(409, f"job {job.id} is already {job.status}", kind="job-finished")
-    updated = request_cancel(session, job.id, actor=owner)
+    updated = cancel(session, job.id, actor=caller.user)
     if updated is None or updated.status not in ("cancelling", "cancelled"):
         # It finished between our read and the cancel.
         status = updated.status if updated else "gone"
@@ -251,14 +307,15 @@ def cancel_job(job: JobDep, session: SessionDep, owner: OwnerDep, response: Resp
     responses=_PROBLEMS,
     response_class=Response,
 )
-def delete_job(job: JobDep, session: SessionDep, state: StateDep) -> Response:
-    """Removes the job, its events, metrics and artifacts (files included). Live jobs are refused
+def delete_job(job: JobDep, session: SessionDep, state: StateDep, caller: WriterDep) -> Response:
+    """Removes the job's metrics and artifacts (files included); the job is gone from the API
+    (`404`), but its events stay as the audit trail (`GET /v1/audit`). Live jobs are refused
     with `409`: cancel them first."""
     if job.status not in TERMINAL:
         raise ProblemError(409, f"job {job.id} is {job.status}: cancel it first", kind="job-live")
-    locations = list(session.scalars(select(Artifact.location).where(Artifact.job_id == job.id)))
-    # Terminal states never change, so the condition only guards against a concurrent delete.
-    session.execute(delete(Job).where(Job.id == job.id, Job.status.in_(TERMINAL)))
+    locations = soft_delete(session, job.id, actor=caller.user)
+    if locations is None:  # a concurrent delete won
+        raise ProblemError(404, f"job {job.id!r} does not exist", kind="not-found")
     session.commit()
     # Files go after the commit: a failed commit must not leave rows pointing at deleted files.
     for location in locations:

@@ -9,8 +9,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query
 from sqlalchemy import select
 
+from api.auth import JobDep
 from api.cursors import decode_row_cursor
-from api.deps import JobDep, SessionDep
+from api.deps import SessionDep
 from api.problems import Problem
 from api.schemas import MetricPage
 from api.views import metric_out

@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import APIRouter
 from pydantic import BaseModel
 
+from api.auth import CallerDep
 from api.deps import SessionDep
 from store.pool import pool_view
 
@@ -15,9 +16,12 @@ router = APIRouter(prefix="/v1", tags=["pool"])
 
 
 class JobBrief(BaseModel):
-    id: str
-    name: str
-    owner: str
+    """Another team's job shows its team and status only."""
+
+    id: str | None
+    name: str | None
+    owner: str | None
+    team: str | None
     status: str
     progress: dict[str, Any] | None
 
@@ -53,7 +57,16 @@ class PoolOut(BaseModel):
 
 
 @router.get("/pool", response_model=PoolOut, summary="Workers, GPUs, what runs where, the queues")
-def get_pool(session: SessionDep) -> dict[str, Any]:
+def get_pool(session: SessionDep, caller: CallerDep) -> dict[str, Any]:
     """Workers report every `DISTILLERY_HEARTBEAT_S` seconds; one silent for
-    `DISTILLERY_WORKER_TIMEOUT_S` is `lost`, and the job it held goes back to the queue."""
-    return pool_view(session)
+    `DISTILLERY_WORKER_TIMEOUT_S` is `lost`, and the job it held goes back to the queue.
+    Everyone sees the whole pool and every team's queue; another team's job shows only its
+    team and status."""
+    view = pool_view(session)
+    for worker in view["workers"]:
+        job = worker["job"]
+        if job is not None and not caller.sees(job["team"]):
+            worker["job"] = {"team": job["team"], "status": job["status"]} | dict.fromkeys(
+                ("id", "name", "owner", "progress")
+            )
+    return view

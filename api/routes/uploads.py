@@ -24,14 +24,17 @@ from pydantic import TypeAdapter
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from api.deps import OwnerDep, SessionDep, SettingsDep
+from api.auth import CallerDep, WriterDep, get_caller
+from api.deps import SessionDep, SettingsDep
 from api.model_formats import ModelFormatError, check_safetensors, check_torchscript, looks_like_zip
 from api.problems import Problem, ProblemError, invalid, not_found
 from api.schemas import UploadList, UploadOut
 from api.validation import validate_with
 from core.npz_format import NpzFormatError, check_npz
 from core.spec import ArchitectureSpec
+from store.identity import Caller
 from store.models import Upload, new_id
+from store.quotas import QuotaExceeded, admit_upload
 from store.settings import Settings
 
 CHUNK = 1 << 20
@@ -46,10 +49,13 @@ def require_multipart(request: Request) -> None:
         raise ProblemError(415, "send the file as multipart/form-data", kind="unsupported-media-type")
 
 
-router = APIRouter(tags=["uploads"], dependencies=[Depends(require_multipart)])
+# the caller first: a request without a token is a 401 whatever its body
+router = APIRouter(tags=["uploads"], dependencies=[Depends(get_caller), Depends(require_multipart)])
 read_router = APIRouter(tags=["uploads"])
 
 _PROBLEMS: dict[int | str, dict[str, Any]] = {
+    403: {"model": Problem, "description": "Viewers cannot upload."},
+    409: {"model": Problem, "description": "The team's storage quota would be exceeded."},
     413: {"model": Problem, "description": "Larger than the upload limit."},
     415: {"model": Problem, "description": "Not multipart/form-data."},
     422: {"model": Problem, "description": "Not a valid file of that format."},
@@ -155,7 +161,7 @@ def upload_model(
     file: Annotated[UploadFile, File(description="A TorchScript archive or safetensors weights.")],
     session: SessionDep,
     settings: SettingsDep,
-    owner: OwnerDep,
+    caller: WriterDep,
     response: Response,
     format_: Annotated[
         Literal["torchscript", "safetensors"] | None,
@@ -183,8 +189,10 @@ def upload_model(
             size=received.size,
             sha256=received.sha256,
             details=details,
-            owner=owner,
+            owner=caller.user,
+            team=caller.team,
         )
+        _admit(session, caller, received.size)
         _store(session, settings, received, upload)
     response.headers["Location"] = f"/v1/models/{upload_id}"
     return _out(upload)
@@ -197,7 +205,7 @@ def upload_dataset(
     file: Annotated[UploadFile, File(description="An .npz archive: x_train, y_train, x_test, y_test.")],
     session: SessionDep,
     settings: SettingsDep,
-    owner: OwnerDep,
+    caller: WriterDep,
     response: Response,
 ) -> UploadOut:
     """A dataset for `data: {kind: npz, path}`: arrays `x_train`, `y_train`, `x_test`, `y_test`
@@ -220,40 +228,52 @@ def upload_dataset(
             size=received.size,
             sha256=received.sha256,
             details=summary,
-            owner=owner,
+            owner=caller.user,
+            team=caller.team,
         )
+        _admit(session, caller, received.size)
         _store(session, settings, received, upload)
     response.headers["Location"] = f"/v1/datasets/{upload_id}"
     return _out(upload)
 
 
-def _list(session: Session, kind: str) -> UploadList:
-    rows = session.scalars(select(Upload).where(Upload.kind == kind).order_by(Upload.created_at.desc()))
-    return UploadList(items=[_out(u) for u in rows])
+def _admit(session: Session, caller: Caller, size: int) -> None:
+    """The team's storage quota, checked (under the team's lock) once the size is known."""
+    try:
+        admit_upload(session, caller.team, size)
+    except QuotaExceeded as e:
+        raise ProblemError(409, str(e), kind=e.kind) from None
 
 
-def _one(session: Session, kind: str, upload_id: str) -> UploadOut:
+def _list(session: Session, kind: str, caller: Caller) -> UploadList:
+    stmt = select(Upload).where(Upload.kind == kind).order_by(Upload.created_at.desc())
+    if not caller.is_admin:
+        stmt = stmt.where(Upload.team == caller.team)
+    return UploadList(items=[_out(u) for u in session.scalars(stmt)])
+
+
+def _one(session: Session, kind: str, upload_id: str, caller: Caller) -> UploadOut:
     upload = session.get(Upload, upload_id)
-    if upload is None or upload.kind != kind:
+    if upload is None or upload.kind != kind or not caller.sees(upload.team):
         raise not_found(kind, upload_id)
     return _out(upload)
 
 
-@read_router.get("/v1/models", response_model=UploadList, summary="Uploaded teachers")
-def list_models(session: SessionDep) -> UploadList:
-    return _list(session, "model")
+@read_router.get("/v1/models", response_model=UploadList, summary="Your team's uploaded teachers")
+def list_models(session: SessionDep, caller: CallerDep) -> UploadList:
+    return _list(session, "model", caller)
 
 
 @read_router.get("/v1/models/{upload_id}", response_model=UploadOut, summary="An uploaded teacher")
-def get_model(upload_id: str, session: SessionDep) -> UploadOut:
-    return _one(session, "model", upload_id)
+def get_model(upload_id: str, session: SessionDep, caller: CallerDep) -> UploadOut:
+    return _one(session, "model", upload_id, caller)
 
 
-@read_router.get("/v1/datasets", response_model=UploadList, summary="Uploaded datasets")
-def list_datasets(session: SessionDep) -> UploadList:
-    return _list(session, "dataset")
+@read_router.get("/v1/datasets", response_model=UploadList, summary="Your team's uploaded datasets")
+def list_datasets(session: SessionDep, caller: CallerDep) -> UploadList:
+    return _list(session, "dataset", caller)
 
 
 @read_router.get("/v1/datasets/{upload_id}", response_model=UploadOut, summary="An uploaded dataset")
-def get_dataset(upload_id: str, session: SessionDep) -> UploadOut:
-    return _one(session, "dataset", upload_id)
+def get_dataset(upload_id: str, session: SessionDep, caller: CallerDep) -> UploadOut:
+    return _one(session, "dataset", upload_id, caller)

@@ -1,0 +1,109 @@
+"""Who is calling: bearer tokens, roles, and a rate limit per token (DESIGN.md §5).
+
+Every ``/v1`` route depends on ``get_caller``: no token or an unknown or revoked one is a ``401``
+(with ``WWW-Authenticate: Bearer``), a token over its rate is a ``429`` with ``Retry-After``.
+Revocation is checked on every request (one indexed lookup), so it takes effect at once on every
+API process. ``WriterDep`` adds the role check for submit, cancel, delete and uploads (viewers
+only read); ``AdminDep`` guards teams, users and tokens.
+
+The rate limit uses the ``limits`` package's moving window, counted in Redis when the broker is
+Redis (shared by every API process) and in memory otherwise (the embedded default: one process).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from functools import cached_property
+from typing import Annotated
+
+from fastapi import Depends, Path, Request
+from limits import RateLimitItem, parse, storage, strategies
+
+from api.deps import SessionDep, StateDep
+from api.problems import ProblemError, not_found
+from store.identity import Caller, authenticate
+from store.models import Job
+from store.settings import Settings
+
+BEARER = "Bearer"
+
+
+class RateLimiter:
+    """``settings.rate_limit`` requests per token in any moving window of that length."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.item: RateLimitItem = parse(settings.rate_limit)
+        self.url = settings.rate_limit_store
+
+    @cached_property
+    def _limiter(self) -> strategies.MovingWindowRateLimiter:
+        return strategies.MovingWindowRateLimiter(storage.storage_from_string(self.url))
+
+    def retry_after(self, key: str) -> int | None:
+        """Counts one request for ``key``; None if allowed, else the seconds to wait."""
+        if self._limiter.hit(self.item, "token", key):
+            return None
+        reset = self._limiter.get_window_stats(self.item, "token", key).reset_time
+        return max(1, math.ceil(reset - time.time()))
+
+
+def _unauthorized(detail: str) -> ProblemError:
+    return ProblemError(401, detail, kind="unauthorized", headers={"WWW-Authenticate": BEARER})
+
+
+def get_caller(request: Request, session: SessionDep, state: StateDep) -> Caller:
+    header = request.headers.get("authorization")
+    if not header:
+        raise _unauthorized("send an API token: Authorization: Bearer <token>")
+    scheme, _, secret = header.partition(" ")
+    if scheme.lower() != BEARER.lower() or not secret.strip():
+        raise _unauthorized("the Authorization header must be 'Bearer <token>'")
+    caller = authenticate(session, secret.strip())
+    if caller is None:
+        raise _unauthorized("this token is unknown or has been revoked")
+    wait = state.rate_limiter.retry_after(caller.token_id)
+    if wait is not None:
+        raise ProblemError(
+            429,
+            f"more than {state.settings.rate_limit} requests with this token; retry in {wait} s",
+            kind="rate-limited",
+            headers={"Retry-After": str(wait)},
+        )
+    request.state.caller = caller
+    return caller
+
+
+CallerDep = Annotated[Caller, Depends(get_caller)]
+
+
+def get_writer(caller: CallerDep) -> Caller:
+    if not caller.can_write:
+        raise ProblemError(
+            403,
+            f"{caller.user} is a {caller.role}: viewers can read but not change jobs or uploads",
+            kind="forbidden",
+        )
+    return caller
+
+
+def get_admin(caller: CallerDep) -> Caller:
+    if not caller.is_admin:
+        raise ProblemError(403, "only an admin can manage teams, users and tokens", kind="forbidden")
+    return caller
+
+
+WriterDep = Annotated[Caller, Depends(get_writer)]
+AdminDep = Annotated[Caller, Depends(get_admin)]
+
+
+def get_job(job_id: Annotated[str, Path(max_length=64)], session: SessionDep, caller: CallerDep) -> Job:
+    """The job in the path, if the caller may see it: another team's job is a 404 (its existence
+    is not revealed), as is a deleted one (its row stays for the audit trail)."""
+    job = session.get(Job, job_id)
+    if job is None or job.deleted_at is not None or not caller.sees(job.team):
+        raise not_found("job", job_id)
+    return job
+
+
+JobDep = Annotated[Job, Depends(get_job)]

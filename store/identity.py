@@ -1,0 +1,176 @@
+"""Identities: teams, users with a role, and bearer tokens stored only as hashes.
+
+A token is ``dst_`` + 43 random URL-safe characters (256 bits). With that much entropy a single
+SHA-256 is the right hash: nothing to brute-force, and a lookup is one indexed equality, so every
+request can check revocation in the database (a revoked token is refused at once, on every API
+process). Functions take a session and never commit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from contextlib import suppress
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from store.models import ROLES, ApiToken, Team, User, as_utc, utcnow
+
+TOKEN_PREFIX = "dst_"
+ADMIN = "admin"  # the user and the team DISTILLERY_ADMIN_TOKEN and `distill admin bootstrap` make
+LAST_USED_EVERY = timedelta(minutes=1)  # how stale `last_used_at` may get (saves a write per request)
+
+
+class AlreadyExists(Exception):
+    pass
+
+
+class NotFound(LookupError):
+    pass
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who makes a request: the user of the token, their team and role."""
+
+    user: str
+    team: str
+    role: str
+    token_id: str
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == "admin"
+
+    @property
+    def can_write(self) -> bool:
+        """Submit, cancel, delete, upload: members and admins; viewers only read."""
+        return self.role in ("admin", "member")
+
+    def sees(self, team: str | None) -> bool:
+        """Admins see every team; everyone else their own team only."""
+        return self.is_admin or team == self.team
+
+
+def hash_token(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def new_secret() -> str:
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
+
+
+def _add(session: Session, row: object, what: str) -> None:
+    try:
+        with session.begin_nested():
+            session.add(row)
+    except IntegrityError:
+        raise AlreadyExists(what) from None
+
+
+def create_team(
+    session: Session,
+    name: str,
+    *,
+    max_running: int | None = None,
+    max_queued: int | None = None,
+    max_storage_bytes: int | None = None,
+) -> Team:
+    if session.get(Team, name) is not None:
+        raise AlreadyExists(f"team {name!r} exists")
+    team = Team(
+        name=name, max_running=max_running, max_queued=max_queued, max_storage_bytes=max_storage_bytes
+    )
+    _add(session, team, f"team {name!r} exists")
+    return team
+
+
+def create_user(session: Session, name: str, *, team: str, role: str) -> User:
+    if role not in ROLES:
+        raise ValueError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
+    if session.get(Team, team) is None:
+        raise NotFound(f"no team {team!r}")
+    if session.get(User, name) is not None:
+        raise AlreadyExists(f"user {name!r} exists")
+    user = User(name=name, team=team, role=role)
+    _add(session, user, f"user {name!r} exists")
+    return user
+
+
+def create_token(
+    session: Session, user: str, *, label: str = "", secret: str | None = None
+) -> tuple[ApiToken, str]:
+    """A new token for ``user``; the secret is returned here and never again."""
+    if session.get(User, user) is None:
+        raise NotFound(f"no user {user!r}")
+    secret = secret or new_secret()
+    token = ApiToken(user=user, token_hash=hash_token(secret), label=label)
+    _add(session, token, "this token exists already")
+    return token, secret
+
+
+def revoke_token(session: Session, token_id: str) -> ApiToken:
+    token = session.get(ApiToken, token_id)
+    if token is None:
+        raise NotFound(f"no token {token_id!r}")
+    if token.revoked_at is None:
+        token.revoked_at = utcnow()
+    session.flush()
+    return token
+
+
+def authenticate(session: Session, secret: str) -> Caller | None:
+    """The caller a token stands for; None for an unknown or revoked token."""
+    row = session.execute(
+        select(ApiToken, User)
+        .join(User, User.name == ApiToken.user)
+        .where(ApiToken.token_hash == hash_token(secret), ApiToken.revoked_at.is_(None))
+    ).first()
+    if row is None:
+        return None
+    token, user = row.tuple()
+    now = utcnow()
+    if token.last_used_at is None or now - as_utc(token.last_used_at) > LAST_USED_EVERY:
+        token.last_used_at = now
+    return Caller(user=user.name, team=user.team, role=user.role, token_id=token.id)
+
+
+def token_valid(session: Session, token_id: str) -> bool:
+    token = session.get(ApiToken, token_id, populate_existing=True)
+    return token is not None and token.revoked_at is None
+
+
+def ensure_admin_user(session: Session) -> None:
+    """The ``admin`` team and user (role admin), unless they exist."""
+    if session.get(Team, ADMIN) is None:
+        with suppress(AlreadyExists):  # another API process made it at the same moment
+            create_team(session, ADMIN)
+    if session.get(User, ADMIN) is None:
+        with suppress(AlreadyExists):
+            create_user(session, ADMIN, team=ADMIN, role="admin")
+
+
+def ensure_admin(session: Session, secret: str) -> ApiToken:
+    """Make sure an admin token with this value exists and works (``DISTILLERY_ADMIN_TOKEN``).
+
+    Creates the ``admin`` team and user if missing; a revoked token with this value is revived,
+    because the operator who set the variable asked for it to work.
+    """
+    ensure_admin_user(session)
+    token = session.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(secret)))
+    if token is None:
+        try:
+            token, _ = create_token(session, ADMIN, label="DISTILLERY_ADMIN_TOKEN", secret=secret)
+        except AlreadyExists:  # another process made it at the same moment
+            token = session.scalars(select(ApiToken).where(ApiToken.token_hash == hash_token(secret))).one()
+    token.revoked_at = None
+    session.flush()
+    return token
+
+
+def any_token(session: Session) -> bool:
+    return session.scalar(select(ApiToken.id).where(ApiToken.revoked_at.is_(None)).limit(1)) is not None
