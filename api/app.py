@@ -10,14 +10,16 @@ imports Celery until the default publisher first runs.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 from fastapi.openapi.utils import get_openapi
 
+from api.auth import get_caller
 from api.deps import AppState, BrokerCheck, Publish
 from api.limits import BodyLimitMiddleware, LimitFor
 from api.problems import install_handlers
@@ -27,6 +29,8 @@ from core.spec import JobSpec
 from store.db import session_scope
 from store.identity import ensure_admin
 from store.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
 
 DEFAULT_BODY_LIMIT = jobs.MAX_SPEC_BYTES
 MULTIPART_SLACK = 64 * 1024  # part headers and boundaries around an upload of the maximum size
@@ -122,8 +126,11 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         if settings.admin_token is not None:
-            with session_scope(settings.db_url) as session:
-                ensure_admin(session, settings.admin_token.get_secret_value())
+            try:
+                with session_scope(settings.db_url) as session:
+                    ensure_admin(session, settings.admin_token.get_secret_value())
+            except Exception as e:  # the first request with that token makes it (api.auth)
+                log.warning("could not make sure the admin token exists yet: %s", e)
         dispatcher = None
         if run_dispatcher:
             from worker.dispatcher import Dispatcher
@@ -153,10 +160,14 @@ def create_app(
     app.state.distillery = state
     app.state.telemetry = ApiMetrics(settings.db_url)
     install_handlers(app)
-    for module in (jobs, metrics, events, artifacts, catalog, pool, admin, health):
-        app.include_router(module.router)
-    app.include_router(uploads.router)
-    app.include_router(uploads.read_router)
+    # Every /v1 route needs a token, checked before anything reads the body or the path.
+    authenticated = [Depends(get_caller)]
+    for router in (
+        jobs.router, metrics.router, events.router, artifacts.router, catalog.router, pool.router,
+        admin.router, uploads.router, uploads.read_router,
+    ):  # fmt: skip
+        app.include_router(router, dependencies=authenticated)
+    app.include_router(health.router)
     # Added last = outermost: sizes are checked before anything reads the body, and the
     # metrics see every answer, 413s included.
     app.add_middleware(BodyLimitMiddleware, limit_for=_limit_for(settings))

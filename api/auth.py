@@ -12,6 +12,7 @@ Redis (shared by every API process) and in memory otherwise (the embedded defaul
 
 from __future__ import annotations
 
+import hmac
 import math
 import time
 from functools import cached_property
@@ -22,7 +23,7 @@ from limits import RateLimitItem, parse, storage, strategies
 
 from api.deps import SessionDep, StateDep
 from api.problems import ProblemError, not_found
-from store.identity import Caller, authenticate
+from store.identity import Caller, authenticate, ensure_admin
 from store.models import Job
 from store.settings import Settings
 
@@ -52,6 +53,11 @@ def _unauthorized(detail: str) -> ProblemError:
     return ProblemError(401, detail, kind="unauthorized", headers={"WWW-Authenticate": BEARER})
 
 
+def _is_admin_token(settings: Settings, secret: str) -> bool:
+    wanted = settings.admin_token
+    return wanted is not None and hmac.compare_digest(wanted.get_secret_value().encode(), secret.encode())
+
+
 def get_caller(request: Request, session: SessionDep, state: StateDep) -> Caller:
     header = request.headers.get("authorization")
     if not header:
@@ -59,7 +65,12 @@ def get_caller(request: Request, session: SessionDep, state: StateDep) -> Caller
     scheme, _, secret = header.partition(" ")
     if scheme.lower() != BEARER.lower() or not secret.strip():
         raise _unauthorized("the Authorization header must be 'Bearer <token>'")
-    caller = authenticate(session, secret.strip())
+    secret = secret.strip()
+    caller = authenticate(session, secret)
+    if caller is None and _is_admin_token(state.settings, secret):
+        # the start-up could not make it (the database was down then): make it now
+        ensure_admin(session, secret, revive=False)
+        caller = authenticate(session, secret)
     if caller is None:
         raise _unauthorized("this token is unknown or has been revoked")
     wait = state.rate_limiter.retry_after(caller.token_id)

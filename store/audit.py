@@ -80,4 +80,4 @@ def audit_trail(
         stmt = stmt.where(JobEvent.actor == actor)
     if job_id is not None:
         stmt = stmt.where(JobEvent.job_id == job_id)
-    return [AuditEntry(event, name, team) for event, name, team in session.execute(stmt).tuples()]
+    return [AuditEntry(event, name, team) for event, name, team in session.execute(stmt)]

@@ -132,7 +132,7 @@ def authenticate(session: Session, secret: str) -> Caller | None:
     ).first()
     if row is None:
         return None
-    token, user = row.tuple()
+    token, user = row
     now = utcnow()
     if token.last_used_at is None or now - as_utc(token.last_used_at) > LAST_USED_EVERY:
         token.last_used_at = now
@@ -154,11 +154,12 @@ def ensure_admin_user(session: Session) -> None:
             create_user(session, ADMIN, team=ADMIN, role="admin")
 
 
-def ensure_admin(session: Session, secret: str) -> ApiToken:
-    """Make sure an admin token with this value exists and works (``DISTILLERY_ADMIN_TOKEN``).
+def ensure_admin(session: Session, secret: str, *, revive: bool = True) -> ApiToken:
+    """Make sure an admin token with this value exists (``DISTILLERY_ADMIN_TOKEN``).
 
-    Creates the ``admin`` team and user if missing; a revoked token with this value is revived,
-    because the operator who set the variable asked for it to work.
+    Creates the ``admin`` team and user if missing. At start-up (``revive``) a revoked token with
+    this value works again, because the operator who set the variable asked for it; between
+    start-ups a revocation holds.
     """
     ensure_admin_user(session)
     token = session.scalar(select(ApiToken).where(ApiToken.token_hash == hash_token(secret)))
@@ -167,7 +168,8 @@ def ensure_admin(session: Session, secret: str) -> ApiToken:
             token, _ = create_token(session, ADMIN, label="DISTILLERY_ADMIN_TOKEN", secret=secret)
         except AlreadyExists:  # another process made it at the same moment
             token = session.scalars(select(ApiToken).where(ApiToken.token_hash == hash_token(secret))).one()
-    token.revoked_at = None
+    if revive:
+        token.revoked_at = None
     session.flush()
     return token
 

@@ -5,13 +5,12 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Response
 
-from api.auth import get_caller
 from core.catalog import catalog
 from core.spec import spec_schema
 
-router = APIRouter(prefix="/v1", tags=["catalog"], dependencies=[Depends(get_caller)])
+router = APIRouter(prefix="/v1", tags=["catalog"])
 
 
 @cache

@@ -20,6 +20,7 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from store.db import get_engine, migrate
 from store.settings import Settings
+from tests.api.support import ADMIN_TOKEN, Member, new_member
 
 PG_ADMIN = os.environ.get("DISTILLERY_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -75,7 +76,7 @@ def make_settings(home: Path, db_url: str, **values: Any) -> Settings:
         broker_url="memory://",
         artifacts_url=str(home / "artifacts"),
         data_root=home / "data",
-        **values,
+        **({"admin_token": ADMIN_TOKEN, "rate_limit": "100000/minute"} | values),
     )
 
 
@@ -90,7 +91,14 @@ def broker() -> FakeBroker:
 
 
 @pytest.fixture
-def client(settings: Settings, broker: FakeBroker) -> Iterator[TestClient]:
+def member(db_url: str) -> Member:
+    """A member of a team of their own, with a token (each test gets a new team)."""
+    return new_member(db_url)
+
+
+@pytest.fixture
+def client(settings: Settings, broker: FakeBroker, member: Member) -> Iterator[TestClient]:
+    """The API as ``member`` sees it."""
     app = create_app(settings, publish=broker.publish, run_dispatcher=False, check_broker=lambda: None)
-    with TestClient(app) as test_client:
+    with TestClient(app, headers=member.headers) as test_client:
         yield test_client

@@ -3,11 +3,16 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from store.db import session_scope
+from store.identity import create_team, create_token, create_user
 from store.jobs import transition
-from store.models import Job
+from store.models import Job, Team
+
+ADMIN_TOKEN = "dst_test-admin-token"  # DISTILLERY_ADMIN_TOKEN of the tests' apps
+ADMIN = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 # A valid spec that would be cheap to run; the API never runs it.
 TINY: dict[str, Any] = {
@@ -60,3 +65,29 @@ def assert_problem(response: Any, status: int) -> dict[str, Any]:
     body: dict[str, Any] = response.json()
     assert body["status"] == status and body["title"] and body["type"]
     return body
+
+
+@dataclass(frozen=True)
+class Member:
+    user: str
+    team: str
+    role: str
+    token: str
+    token_id: str
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+
+def new_member(db_url: str, *, team: str | None = None, role: str = "member", **limits: Any) -> Member:
+    """A user with a token, in ``team`` (made, with ``limits``, unless it exists)."""
+    team = team or unique("team")
+    user = unique(role)
+    with session_scope(db_url) as session:
+        if session.get(Team, team) is None:
+            create_team(session, team, **limits)
+        create_user(session, user, team=team, role=role)
+        token, secret = create_token(session, user)
+        token_id = token.id
+    return Member(user=user, team=team, role=role, token=secret, token_id=token_id)

@@ -94,11 +94,14 @@ def test_openapi_documents_the_api(client: TestClient) -> None:
         "/v1/jobs", "/v1/jobs/{job_id}", "/v1/jobs/{job_id}/metrics", "/v1/jobs/{job_id}/events",
         "/v1/jobs/{job_id}/cancel", "/v1/jobs/{job_id}/artifacts", "/v1/artifacts/{artifact_id}",
         "/v1/models", "/v1/datasets", "/v1/catalog", "/v1/spec/schema", "/healthz", "/readyz", "/metrics",
+        "/v1/pool", "/v1/teams", "/v1/users", "/v1/tokens", "/v1/tokens/{token_id}", "/v1/me", "/v1/audit",
     ):  # fmt: skip
         assert path in paths, path
     body = paths["/v1/jobs"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert body == {"$ref": "#/components/schemas/JobSpec"}
     components = schema["components"]["schemas"]
     assert "JobSpec" in components and "KDLoss" in components and "JobOut" in components
-    assert {t["name"] for t in schema["tags"]} == {"jobs", "artifacts", "uploads", "catalog", "health"}
+    assert {t["name"] for t in schema["tags"]} == {
+        "jobs", "artifacts", "uploads", "catalog", "pool", "access", "health"
+    }  # fmt: skip
     assert client.get("/docs").status_code == 200

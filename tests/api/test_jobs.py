@@ -12,9 +12,10 @@ from api.app import create_app
 from store.artifacts import LocalStore
 from store.db import session_scope
 from store.models import Artifact, JobEvent, Metric
+from store.pool import heartbeat
 from store.settings import Settings
 from tests.api.conftest import FakeBroker, make_settings
-from tests.api.support import assert_problem, job_row, move, spec, unique
+from tests.api.support import Member, assert_problem, job_row, move, spec, unique
 
 CONTRACT = {
     "id", "name", "status", "attempt", "max_attempts", "queue", "priority", "queue_position",
@@ -30,7 +31,7 @@ def submit(client: TestClient, **changes: object) -> dict:
 
 
 def test_submit_answers_202_with_location_and_the_job(
-    client: TestClient, broker: FakeBroker, settings: Settings
+    client: TestClient, broker: FakeBroker, settings: Settings, member: Member
 ) -> None:
     name = unique()
     response = client.post("/v1/jobs", json=spec(name=name, resources={"gpu_type": "t4", "priority": "high"}))
@@ -40,7 +41,8 @@ def test_submit_answers_202_with_location_and_the_job(
     assert set(job) >= CONTRACT
     assert job["name"] == name and job["status"] == "queued" and job["attempt"] == 0
     assert job["queue"] == "t4" and job["priority"] == "high" and job["queue_position"] == 1
-    assert job["max_attempts"] == settings.max_attempts and job["owner"] == "anonymous"
+    assert job["max_attempts"] == settings.max_attempts
+    assert job["owner"] == member.user and job["team"] == member.team
     assert job["progress"] is None and job["error"] is None and job["report"] is None
     assert job["spec"]["distill"]["epochs"] == 3 and job["spec"]["spec_version"] == 1  # normalized
     assert job["links"] == {
@@ -50,32 +52,22 @@ def test_submit_answers_202_with_location_and_the_job(
         "events": f"/v1/jobs/{job['id']}/events",
     }
     assert job["created_at"].endswith(("Z", "+00:00"))
-    assert broker.published == [(job["id"], "t4")]
+    # it waits in the database for the scheduler: the broker hears of it once a GPU is free
+    assert broker.published == []
     row = job_row(settings.db_url, job["id"])
-    assert row is not None and row.published_at is not None and row.priority == 1
+    assert row is not None and row.published_at is None and row.priority == 1
     assert response.headers["etag"] == f'"{job["version"]}"'
     history = client.get(f"/v1/jobs/{job['id']}/events", params={"format": "json"}).json()["items"]
     assert [e["kind"] for e in history] == ["submitted"]
 
 
-def test_broker_down_at_submit_keeps_the_job_queued_for_the_dispatcher(
-    client: TestClient, broker: FakeBroker, settings: Settings
-) -> None:
-    broker.down = True
-    job = submit(client, name=unique())
-    assert job["status"] == "queued"
-    row = job_row(settings.db_url, job["id"])
-    assert row is not None and row.status == "queued" and row.published_at is None
-    assert client.get(f"/v1/jobs/{job['id']}").status_code == 200
-
-
-def test_idempotency_key_same_body_same_job_other_body_422(client: TestClient, broker: FakeBroker) -> None:
+def test_idempotency_key_same_body_same_job_other_body_422(client: TestClient) -> None:
     key, body = unique("key"), spec(name=unique())
     first = client.post("/v1/jobs", json=body, headers={"Idempotency-Key": key})
     again = client.post("/v1/jobs", json=dict(reversed(body.items())), headers={"Idempotency-Key": key})
     assert first.status_code == again.status_code == 202
     assert again.json()["id"] == first.json()["id"] and again.headers["idempotent-replayed"] == "true"
-    assert broker.ids() == [first.json()["id"]]  # published once
+    assert len(client.get("/v1/jobs", params={"name": body["name"]}).json()["items"]) == 1  # stored once
     other = client.post("/v1/jobs", json=spec(name=unique()), headers={"Idempotency-Key": key})
     problem = assert_problem(other, 422)
     assert problem["errors"][0]["field"] == "Idempotency-Key"
@@ -96,7 +88,7 @@ def test_get_job_etag_and_304(client: TestClient, settings: Settings) -> None:
     assert changed.json()["status"] == "starting" and changed.json()["queue_position"] is None
 
 
-def test_list_filters_and_cursor_paging(client: TestClient, settings: Settings) -> None:
+def test_list_filters_and_cursor_paging(client: TestClient, settings: Settings, member: Member) -> None:
     tag = unique("batch")
     ids = [submit(client, name=f"{tag}-{i}")["id"] for i in range(5)]
     move(settings.db_url, ids[0], "starting", "running", "succeeded", finished_at=None)
@@ -117,7 +109,8 @@ def test_list_filters_and_cursor_paging(client: TestClient, settings: Settings) 
     assert len(both.json()["items"]) == 5
     assert client.get("/v1/jobs", params={"name": tag, "owner": "someone-else"}).json()["items"] == []
     assert client.get("/v1/jobs", params={"name": tag, "team": "vision"}).json()["items"] == []
-    assert len(client.get("/v1/jobs", params={"name": tag, "owner": "anonymous"}).json()["items"]) == 5
+    assert len(client.get("/v1/jobs", params={"name": tag, "owner": member.user}).json()["items"]) == 5
+    assert len(client.get("/v1/jobs", params={"name": tag, "team": member.team}).json()["items"]) == 5
     assert_problem(client.get("/v1/jobs", params={"status": "sleeping"}), 422)
     assert_problem(client.get("/v1/jobs", params={"limit": 201}), 422)
     assert_problem(client.get("/v1/jobs", params={"cursor": "not-a-cursor"}), 422)
@@ -156,8 +149,8 @@ def test_cancel_queued_running_and_finished(client: TestClient, settings: Settin
     assert_problem(client.post("/v1/jobs/nope/cancel"), 404)
 
 
-def test_delete_finished_job_removes_rows_and_files(
-    client: TestClient, settings: Settings, tmp_path: Path
+def test_delete_finished_job_removes_rows_and_files_and_keeps_the_audit_trail(
+    client: TestClient, settings: Settings, tmp_path: Path, member: Member
 ) -> None:
     job = submit(client, name=unique())
     assert_problem(client.delete(f"/v1/jobs/{job['id']}"), 409)  # live: cancel first
@@ -180,11 +173,17 @@ def test_delete_finished_job_removes_rows_and_files(
     assert client.delete(f"/v1/jobs/{job['id']}").status_code == 204
     assert_problem(client.get(f"/v1/jobs/{job['id']}"), 404)
     assert not file.exists()
+    assert_problem(client.get(f"/v1/jobs/{job['id']}/metrics"), 404)
+    assert job["id"] not in {j["id"] for j in client.get("/v1/jobs").json()["items"]}
     with session_scope(settings.db_url) as session:
-        for model in (Artifact, JobEvent, Metric):
+        for model in (Artifact, Metric):
             count = session.scalar(select(func.count()).select_from(model).where(model.job_id == job["id"]))
             assert count == 0, model
+        kinds = session.scalars(select(JobEvent.kind).where(JobEvent.job_id == job["id"])).all()
+        assert kinds[0] == "submitted" and kinds[-1] == "deleted"  # the events stay: the audit trail
     assert_problem(client.delete(f"/v1/jobs/{job['id']}"), 404)
+    trail = client.get("/v1/audit", params={"job_id": job["id"]}).json()["items"]
+    assert [(e["kind"], e["actor"]) for e in trail] == [("submitted", member.user), ("deleted", member.user)]
 
 
 def test_unknown_job_is_a_404_problem(client: TestClient) -> None:
@@ -193,14 +192,22 @@ def test_unknown_job_is_a_404_problem(client: TestClient) -> None:
         assert "nope" in body["detail"] and body["instance"] == path
 
 
-def test_the_dispatcher_publishes_what_the_broker_missed(db_url: str, tmp_path: Path) -> None:
-    """With the lifespan's dispatcher running: a job submitted while the broker is down is
-    published once it is back."""
+def test_the_dispatcher_hands_a_job_over_once_a_worker_and_the_broker_are_there(
+    db_url: str, tmp_path: Path, member: Member
+) -> None:
+    """With the lifespan's dispatcher running: a job waits while no worker serves its GPU type,
+    and while the broker is down; it is published once both are there."""
     settings = make_settings(tmp_path, db_url, dispatch_interval_s=0.1)
     broker = FakeBroker(down=True)
+    gpu = unique("gpu")  # a GPU type of this test's own: other tests' jobs wait for other workers
     app = create_app(settings, publish=broker.publish, check_broker=lambda: None)
-    with TestClient(app) as client:
-        job = submit(client, name=unique())
+    with TestClient(app, headers=member.headers) as client:
+        job = submit(client, name=unique(), resources={"gpu_type": gpu})
+        waiting = client.get(f"/v1/jobs/{job['id']}").json()
+        assert waiting["waiting"]["reason"] == "no_worker" and gpu in waiting["waiting"]["message"]
+        with session_scope(settings.db_url) as session:
+            heartbeat(session, unique("worker"), host="gpu-box", gpu_type=gpu, devices=[])
+        time.sleep(0.5)  # several dispatcher passes, each failing to reach the broker
         assert broker.published == []
         broker.down = False
         deadline = time.monotonic() + 10

@@ -20,7 +20,7 @@ from store.db import session_scope
 from store.jobs import record_metrics, touch
 from store.settings import Settings
 from tests.api.conftest import FakeBroker
-from tests.api.support import assert_problem, move, spec, unique
+from tests.api.support import Member, assert_problem, move, spec, unique
 
 
 def submit(client: TestClient) -> str:
@@ -159,8 +159,8 @@ def read_sse(response: httpx.Response, deadline: float) -> Iterator[tuple[str, s
             ident = line[4:]
 
 
-def test_sse_follows_a_job_to_its_end(server: str, settings: Settings) -> None:
-    with httpx.Client(base_url=server, timeout=10) as http:
+def test_sse_follows_a_job_to_its_end(server: str, settings: Settings, member: Member) -> None:
+    with httpx.Client(base_url=server, timeout=10, headers=member.headers) as http:
         job_id = http.post("/v1/jobs", json=spec(name=unique())).json()["id"]
 
         def worker() -> None:

@@ -17,7 +17,7 @@ from api.app import create_app
 from store.settings import Settings
 from tests.api.conftest import FakeBroker, make_settings
 from tests.api.npz_cases import BAD_NPZ, npz_bytes
-from tests.api.support import assert_problem
+from tests.api.support import Member, assert_problem
 
 
 @pytest.fixture(scope="module")
@@ -121,10 +121,10 @@ def test_garbage_safetensors_refused(client: TestClient, tmp_path: Path, mangle:
     assert message in body["detail"]
 
 
-def test_oversized_uploads_are_413(db_url: str, tmp_path: Path, broker: FakeBroker) -> None:
+def test_oversized_uploads_are_413(db_url: str, tmp_path: Path, broker: FakeBroker, member: Member) -> None:
     settings = make_settings(tmp_path, db_url, max_upload_bytes=1000)
     app = create_app(settings, publish=broker.publish, run_dispatcher=False, check_broker=lambda: None)
-    with TestClient(app) as client:
+    with TestClient(app, headers=member.headers) as client:
         # within the request's slack for multipart framing, but the file itself is too big
         assert_problem(post_model(client, b"x" * 5000), 413)
         # a declared length far past the limit is refused before reading
