@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -100,6 +101,22 @@ def show(client: httpx.Client, job: dict, home: Path) -> None:  # type: ignore[t
     console.print(f"downloaded the student to {target}: sha256 {'matches' if ok else 'DOES NOT MATCH'}")
 
 
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def member_token(admin: httpx.Client, *, user: str, team: str) -> str:
+    """A new token for ``user`` of ``team``, both made on first use (a 409 means they exist)."""
+    for path, body in (("/v1/teams", {"name": team}), ("/v1/users", {"name": user, "team": team})):
+        r = admin.post(path, json=body)
+        if r.status_code not in (201, 409):
+            sys.exit(f"{path} refused ({r.status_code}): {r.text}")
+    r = admin.post("/v1/tokens", json={"user": user, "label": "make demo"})
+    if r.status_code != 201:
+        sys.exit(f"/v1/tokens refused ({r.status_code}): {r.text}")
+    return str(r.json()["token"])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--spec", default="examples/mnist1d.yaml")
@@ -109,7 +126,8 @@ def main() -> None:
     args = parser.parse_args()
     home = Path(args.home).resolve()
     port = free_port(args.port)
-    env = {**os.environ, "DISTILLERY_HOME": str(home)}
+    admin_token = f"dst_{secrets.token_urlsafe(32)}"  # this run's admin (DISTILLERY_ADMIN_TOKEN)
+    env = {**os.environ, "DISTILLERY_HOME": str(home), "DISTILLERY_ADMIN_TOKEN": admin_token}
     console.print(f"starting the embedded service on port {port} (data in {home})")
     distill = str(Path(sys.executable).with_name("distill"))
     home.mkdir(parents=True, exist_ok=True)
@@ -118,20 +136,26 @@ def main() -> None:
         [distill, "serve", "--port", str(port)], env=env, stdout=log, stderr=log, start_new_session=True
     )
     try:
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
-            wait_ready(client, server)
+        url = f"http://127.0.0.1:{port}"
+        with httpx.Client(base_url=url, timeout=30, headers=bearer(admin_token)) as admin:
+            wait_ready(admin, server)
+            token = member_token(admin, user="demo", team="demo")
+        with httpx.Client(base_url=url, timeout=30, headers=bearer(token)) as client:
             spec = yaml.safe_load(Path(args.spec).read_text())
             r = client.post("/v1/jobs", json=spec)
             if r.status_code != 202:
                 sys.exit(f"submission refused ({r.status_code}): {r.text}")
             job_id = r.json()["id"]
-            console.print(f"submitted {args.spec} as job {job_id} ({r.headers['Location']})")
+            console.print(
+                f"submitted {args.spec} as user demo (team demo): job {job_id} ({r.headers['Location']})"
+            )
             job = follow(client, job_id)
             if job["status"] != "succeeded":
                 sys.exit(f"job {job['status']}: {job.get('error')}")
             show(client, job, home)
             if args.keep_serving:
-                console.print(f"the service keeps running on http://127.0.0.1:{port} (Ctrl-C to stop)")
+                console.print(f"the service keeps running on {url} (Ctrl-C to stop); token of user demo:")
+                console.print(token, soft_wrap=True)
                 server.wait()
     except KeyboardInterrupt:
         pass

@@ -50,10 +50,39 @@ class Service:
     port: int = field(default_factory=free_port)
     api: subprocess.Popen[bytes] | None = None
     workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    tokens: dict[str, str] = field(default_factory=dict)  # user -> token
+    _clients: dict[str, httpx.Client] = field(default_factory=dict)
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def admin(self) -> httpx.Client:
+        """The API as the admin of DISTILLERY_ADMIN_TOKEN."""
+        return self.client(self.env["DISTILLERY_ADMIN_TOKEN"])
+
+    @property
+    def http(self) -> httpx.Client:
+        """The API as ``e2e-user``, a member of team ``e2e`` (made when the API starts)."""
+        return self.client(self.tokens["e2e-user"])
+
+    def client(self, token: str) -> httpx.Client:
+        if token not in self._clients:
+            headers = {"Authorization": f"Bearer {token}"}
+            self._clients[token] = httpx.Client(base_url=self.url, headers=headers, timeout=30)
+        return self._clients[token]
+
+    def add_member(self, user: str, team: str, **limits: int) -> httpx.Client:
+        """A user in ``team`` (made with ``limits`` unless it exists), and the API as them."""
+        admin = self.admin
+        if admin.get(f"/v1/teams/{team}").status_code == 404:
+            assert admin.post("/v1/teams", json={"name": team, **limits}).status_code == 201
+        assert admin.post("/v1/users", json={"name": user, "team": team}).status_code == 201
+        made = admin.post("/v1/tokens", json={"user": user})
+        assert made.status_code == 201, made.text
+        self.tokens[user] = made.json()["token"]
+        return self.client(self.tokens[user])
 
     def _spawn(self, *args: str, log: str) -> subprocess.Popen[bytes]:
         out = (self.home / log).open("ab")
@@ -69,6 +98,8 @@ class Service:
             assert self.api.poll() is None, self.logs("api.log")
             try:
                 if httpx.get(f"{self.url}/healthz", timeout=2).status_code == 200:
+                    if "e2e-user" not in self.tokens:
+                        self.add_member("e2e-user", "e2e")
                     return
             except httpx.TransportError:
                 pass
@@ -90,6 +121,8 @@ class Service:
                 proc.wait(timeout=10)
 
     def stop(self) -> None:
+        for client in self._clients.values():
+            client.close()
         for proc in [*self.workers, *([self.api] if self.api else [])]:
             self.kill(proc, signal.SIGTERM)
 
@@ -105,7 +138,7 @@ class Service:
     ) -> dict[str, Any]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            job = httpx.get(f"{self.url}/v1/jobs/{job_id}", timeout=10).json()
+            job = self.http.get(f"/v1/jobs/{job_id}", timeout=10).json()
             if job["status"] in statuses:
                 return job  # type: ignore[no-any-return]
             time.sleep(0.5)
@@ -118,6 +151,7 @@ def base_env(home: Path, **extra: str) -> dict[str, str]:
         "DISTILLERY_HOME": str(home),
         "DISTILLERY_DEVICE": "cpu",
         "DISTILLERY_DISPATCH_INTERVAL_S": "0.5",
+        "DISTILLERY_ADMIN_TOKEN": f"dst_e2e-admin-{uuid.uuid4().hex}",
         "PYTHONUNBUFFERED": "1",
         **extra,
     }

@@ -15,7 +15,6 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import torch
 
@@ -25,7 +24,7 @@ from tests.e2e.conftest import TINY_JOB, Service, base_env, free_port
 
 
 def submit(service: Service, spec: dict[str, Any], **headers: str) -> dict[str, Any]:
-    r = httpx.post(f"{service.url}/v1/jobs", json=spec, headers=headers, timeout=30)
+    r = service.http.post("/v1/jobs", json=spec, headers=headers, timeout=30)
     assert r.status_code == 202, r.text
     assert r.headers["Location"] == f"/v1/jobs/{r.json()['id']}"
     return r.json()  # type: ignore[no-any-return]
@@ -36,7 +35,7 @@ def all_metrics(service: Service, job_id: str) -> list[dict[str, Any]]:
     cursor = None
     while True:
         params = {"limit": 500, **({"after": cursor} if cursor else {})}
-        page = httpx.get(f"{service.url}/v1/jobs/{job_id}/metrics", params=params, timeout=30).json()
+        page = service.http.get(f"/v1/jobs/{job_id}/metrics", params=params, timeout=30).json()
         items += page["items"]
         if not page["items"] or not page.get("next_cursor"):
             return items
@@ -60,12 +59,12 @@ def test_a_job_runs_end_to_end(service: Service, tmp_path: Path) -> None:
     assert {("teacher", 5), ("baseline", 4), ("student", 4)} <= stages
     assert all({"stage", "epoch", "step", "name", "value"} <= set(m) for m in metrics)
 
-    items = httpx.get(f"{service.url}/v1/jobs/{job['id']}/artifacts", timeout=30).json()["items"]
+    items = service.http.get(f"/v1/jobs/{job['id']}/artifacts", timeout=30).json()["items"]
     by_name = {a["name"]: a for a in items}
     assert {"student_torchscript", "student_safetensors", "report"} <= set(by_name)
     student = by_name["student_torchscript"]
     assert student["filename"] == report["artifacts"]["student_torchscript"]
-    r = httpx.get(f"{service.url}{student['url']}", timeout=60)
+    r = service.http.get(f"{student['url']}", timeout=60)
     assert r.status_code == 200 and len(r.content) == student["size"]
     assert hashlib.sha256(r.content).hexdigest() == student["sha256"]
     path = tmp_path / "student.pt"
@@ -86,7 +85,7 @@ def test_a_killed_worker_resumes_from_its_checkpoint(service: Service) -> None:
     job = submit(service, spec)
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:  # let it reach the middle of distillation
-        progress = httpx.get(f"{service.url}/v1/jobs/{job['id']}", timeout=10).json()["progress"] or {}
+        progress = service.http.get(f"/v1/jobs/{job['id']}", timeout=10).json()["progress"] or {}
         if progress.get("stage") == "student" and progress.get("epoch", 0) >= 5:
             break
         time.sleep(0.2)
@@ -102,9 +101,7 @@ def test_a_killed_worker_resumes_from_its_checkpoint(service: Service) -> None:
     keys = Counter((m["stage"], m["epoch"], m["step"], m["name"]) for m in metrics)
     assert max(keys.values()) == 1, "a replayed epoch duplicated metric rows"
     assert {e for s, e, _, n in keys if s == "student" and n == "val/top1"} == set(range(1, 61))
-    history = httpx.get(
-        f"{service.url}/v1/jobs/{job['id']}/events", params={"format": "json"}, timeout=10
-    ).json()
+    history = service.http.get(f"/v1/jobs/{job['id']}/events", params={"format": "json"}, timeout=10).json()
     messages = " ".join(e["message"] for e in history["items"])
     assert "retry" in messages and "resumed student after epoch" in messages, messages
 
@@ -124,9 +121,7 @@ def test_duplicate_deliveries_run_a_job_once(service: Service) -> None:
     publish(make_celery(Settings(**fields)), job["id"], "any")  # a second message for the same job
     done = service.wait_for(job["id"])
     assert done["status"] == "succeeded" and done["attempt"] == 1
-    history = httpx.get(
-        f"{service.url}/v1/jobs/{job['id']}/events", params={"format": "json"}, timeout=10
-    ).json()
+    history = service.http.get(f"/v1/jobs/{job['id']}/events", params={"format": "json"}, timeout=10).json()
     claims = [e for e in history["items"] if e.get("to_status") == "starting"]
     assert len(claims) == 1
 
@@ -166,7 +161,7 @@ def test_a_job_submitted_while_the_broker_is_down_runs_when_it_is_back(
         broker.wait(timeout=10)
         job = submit(service, TINY_JOB)  # accepted and stored although nothing can be published
         time.sleep(2)
-        assert httpx.get(f"{service.url}/v1/jobs/{job['id']}", timeout=10).json()["status"] == "queued"
+        assert service.http.get(f"/v1/jobs/{job['id']}", timeout=10).json()["status"] == "queued"
         broker = start_redis()
         done = service.wait_for(job["id"], timeout=240)
         assert done["status"] == "succeeded", service.all_logs()
@@ -194,8 +189,8 @@ def test_uploaded_teacher_and_dataset_feed_a_job(service: Service, tmp_path: Pat
         x_test=data.test.x.numpy(),
         y_test=data.test.y.numpy(),
     )
-    r = httpx.post(
-        f"{service.url}/v1/datasets", files={"file": ("mnist1d-small.npz", archive.getvalue())}, timeout=60
+    r = service.http.post(
+        "/v1/datasets", files={"file": ("mnist1d-small.npz", archive.getvalue())}, timeout=60
     )
     assert r.status_code == 201, r.text
     dataset_path = r.json()["path"]
@@ -204,7 +199,7 @@ def test_uploaded_teacher_and_dataset_feed_a_job(service: Service, tmp_path: Pat
     teacher = build_classifier(parse_spec(TINY_JOB).teacher.model, data, tmp_path).eval()
     buffer = io.BytesIO()
     torch.jit.save(torch.jit.trace(teacher, data.test.x[:4]), buffer)
-    r = httpx.post(f"{service.url}/v1/models", files={"file": ("teacher.pt", buffer.getvalue())}, timeout=60)
+    r = service.http.post("/v1/models", files={"file": ("teacher.pt", buffer.getvalue())}, timeout=60)
     assert r.status_code == 201, r.text
     model_path = r.json()["path"]
 
@@ -237,7 +232,7 @@ def test_the_pool_shows_workers_and_a_silent_one_is_lost_and_its_job_requeued(se
     job = submit(service, {**TINY_JOB, "distill": {"epochs": 60, "batch_size": 50}})
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
-        pool = httpx.get(f"{service.url}/v1/pool", timeout=10).json()
+        pool = service.http.get("/v1/pool", timeout=10).json()
         busy = [w for w in pool["workers"] if w["status"] == "online" and w["job"]]
         if busy and busy[0]["job"]["id"] == job["id"] and busy[0]["job"]["status"] == "running":
             break
@@ -249,14 +244,14 @@ def test_the_pool_shows_workers_and_a_silent_one_is_lost_and_its_job_requeued(se
     service.kill(first, signal.SIGKILL)
     killed = time.monotonic()
     while time.monotonic() - killed < 60:
-        status = httpx.get(f"{service.url}/v1/jobs/{job['id']}", timeout=10).json()["status"]
+        status = service.http.get(f"/v1/jobs/{job['id']}", timeout=10).json()["status"]
         if status in ("retrying", "queued"):
             break
         time.sleep(0.2)
     detected = time.monotonic() - killed
     assert status in ("retrying", "queued"), service.all_logs()
     assert detected < timeout_s + heartbeat_s + dispatch_s + 3.0, f"requeued after {detected:.1f}s"
-    workers = httpx.get(f"{service.url}/v1/pool", timeout=10).json()["workers"]
+    workers = service.http.get("/v1/pool", timeout=10).json()["workers"]
     assert [w["status"] for w in workers] == ["lost"]
 
     service.start_worker()
