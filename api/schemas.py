@@ -23,6 +23,18 @@ class JobError(BaseModel):
     message: str
 
 
+class Waiting(BaseModel):
+    """Where a job that has not started stands, and why it waits."""
+
+    position: int = Field(description="1-based place in its GPU-type queue, in the scheduler's order.")
+    reason: Literal["dispatched", "dispatching", "no_worker", "team_limit", "pool_busy"] = Field(
+        description="dispatched: handed to a worker; dispatching: a GPU is free for it; no_worker: "
+        "no online worker has its GPU type; team_limit: its team runs max_running jobs; pool_busy: "
+        "every matching GPU is busy."
+    )
+    message: str
+
+
 class JobLinks(BaseModel):
     self: str
     metrics: str
@@ -41,6 +53,7 @@ class JobOut(BaseModel):
     queue: str = Field(description="The GPU-type queue the job waits in.")
     priority: Priority
     queue_position: int | None = Field(description="1-based place in its queue while waiting, else null.")
+    waiting: Waiting | None = Field(description="Why it has not started yet; null once it has.")
     progress: dict[str, Any] | None = Field(
         description="{stage, epoch, epochs, fraction, eta_s} while running."
     )

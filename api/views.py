@@ -8,9 +8,9 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from api.schemas import ArtifactOut, EventOut, JobError, JobLinks, JobOut, MetricOut, Priority
-from store.jobs import queue_position, queue_positions
+from api.schemas import ArtifactOut, EventOut, JobError, JobLinks, JobOut, MetricOut, Priority, Waiting
 from store.models import Artifact, Job, JobEvent, Metric
+from store.scheduler import Wait, waits
 
 PRIORITIES: dict[str, int] = {"low": -1, "normal": 0, "high": 1}
 
@@ -33,9 +33,11 @@ def _error(value: dict[str, Any] | None) -> JobError | None:
     return JobError(type=str(value.get("type", "internal")), message=str(value.get("message", "")))
 
 
-def job_out(session: Session, job: Job, *, position: int | None = None, known: bool = False) -> JobOut:
-    """``position`` may be precomputed (``known``) for a page of jobs; else it is queried."""
+def job_out(session: Session, job: Job, *, wait: Wait | None = None, known: bool = False) -> JobOut:
+    """``wait`` may be precomputed (``known``) for a page of jobs; else it is queried."""
     path = job_path(job.id)
+    if not known:
+        wait = waits(session, [job]).get(job.id)
     return JobOut(
         id=job.id,
         name=job.name,
@@ -44,7 +46,8 @@ def job_out(session: Session, job: Job, *, position: int | None = None, known: b
         max_attempts=job.max_attempts,
         queue=job.queue,
         priority=priority_name(job.priority),
-        queue_position=position if known else queue_position(session, job),
+        queue_position=wait.position if wait else None,
+        waiting=Waiting(position=wait.position, reason=wait.reason, message=wait.message) if wait else None,
         progress=job.progress,
         error=_error(job.error),
         report=job.report,
@@ -63,8 +66,8 @@ def job_out(session: Session, job: Job, *, position: int | None = None, known: b
 
 
 def jobs_out(session: Session, jobs: Sequence[Job]) -> list[JobOut]:
-    positions = queue_positions(session, jobs)
-    return [job_out(session, j, position=positions.get(j.id), known=True) for j in jobs]
+    known = waits(session, jobs)
+    return [job_out(session, j, wait=known.get(j.id), known=True) for j in jobs]
 
 
 def metric_out(row: Metric | Any) -> MetricOut:

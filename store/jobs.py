@@ -12,15 +12,14 @@ cannot both win: the loser's update matches no row.
 from __future__ import annotations
 
 import math
-from bisect import bisect_left
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from store.models import TERMINAL, Job, JobEvent, Metric, as_utc, utcnow
+from store.models import TERMINAL, Job, JobEvent, Metric, utcnow
 
 WAITING = ("queued", "retrying")
 
@@ -163,19 +162,13 @@ def record_metrics(
 # ---------------------------------------------------------------- the dispatcher's side
 
 
-def to_publish(session: Session, limit: int = 100) -> list[Job]:
-    """Jobs waiting for the broker: queued or retrying, never published (or not since their retry)."""
-    stmt = (
-        select(Job)
-        .where(Job.status.in_(("queued", "retrying")), Job.published_at.is_(None))
-        .order_by(Job.priority.desc(), Job.created_at)
-        .limit(limit)
-    )
-    return list(session.scalars(stmt))
-
-
 def mark_published(session: Session, job_id: str) -> None:
-    """After a successful publish; a retrying job becomes queued again."""
+    """After a successful publish: the job holds a slot of the pool (``store.scheduler``).
+
+    A retrying job becomes queued again. The dispatcher calls it in the transaction that holds
+    ``store.locks.DISPATCH``, so the next pass sees the slot taken; for a job published again
+    (its message was lost) it only moves ``published_at``.
+    """
     job = session.get(Job, job_id, populate_existing=True)
     if job is None:
         return
@@ -266,39 +259,3 @@ def request_cancel(session: Session, job_id: str, actor: str | None = None) -> J
         cancel_requested_at=now,
     )
     return session.get(Job, job_id)
-
-
-def queue_position(session: Session, job: Job) -> int | None:
-    """1-based place among the live queued jobs of the same queue, by priority then age."""
-    if job.status not in WAITING:
-        return None
-    ahead = (
-        select(func.count())
-        .select_from(Job)
-        .where(
-            Job.status.in_(("queued", "retrying")),
-            Job.queue == job.queue,
-            Job.id != job.id,
-            or_(
-                Job.priority > job.priority,
-                and_(Job.priority == job.priority, Job.created_at < job.created_at),
-            ),
-        )
-    )
-    return int(session.scalar(ahead) or 0) + 1
-
-
-def queue_positions(session: Session, jobs: Sequence[Job]) -> dict[str, int]:
-    """``queue_position`` for a page of jobs in one query per queue, not one per job."""
-    waiting = [j for j in jobs if j.status in WAITING]
-    positions: dict[str, int] = {}
-    for queue in {j.queue for j in waiting}:
-        rows = session.execute(
-            select(Job.priority, Job.created_at).where(Job.status.in_(WAITING), Job.queue == queue)
-        ).all()
-        # Same order as queue_position: higher priority first, then older first; ties share a place.
-        keys = sorted((-p, as_utc(c)) for p, c in rows)
-        for job in waiting:
-            if job.queue == queue:
-                positions[job.id] = bisect_left(keys, (-job.priority, as_utc(job.created_at))) + 1
-    return positions

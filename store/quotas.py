@@ -13,11 +13,10 @@ from dataclasses import dataclass
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from store.jobs import WAITING
 from store.locks import hold_team
 from store.models import Artifact, Job, Team, Upload
-
-WAITING = ("queued", "retrying")
-OCCUPYING = ("starting", "running", "cancelling")
+from store.pool import HELD
 
 
 class QuotaExceeded(Exception):
@@ -38,13 +37,13 @@ class Usage:
 def usage(session: Session, team: str) -> Usage:
     rows = session.execute(
         select(Job.status, func.count())
-        .where(Job.team == team, Job.status.in_((*WAITING, *OCCUPYING)))
+        .where(Job.team == team, Job.status.in_((*WAITING, *HELD)))
         .group_by(Job.status)
     ).all()
     counts = {status: int(n) for status, n in rows}
     return Usage(
         queued=sum(counts.get(s, 0) for s in WAITING),
-        running=sum(counts.get(s, 0) for s in OCCUPYING),
+        running=sum(counts.get(s, 0) for s in HELD),
         storage_bytes=storage_used(session, team),
     )
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -54,6 +54,32 @@ class Settings(BaseSettings):
     )
     device: str = Field("auto", description="The worker's device: auto, cpu, cuda, cuda:N.")
     gpu_type: str = Field("any", description="The queue this worker serves (its GPU type).")
+
+    @field_validator("admin_token", mode="before")
+    @classmethod
+    def _no_empty_admin_token(cls, value: object) -> object:
+        # `DISTILLERY_ADMIN_TOKEN=` (compose passes an unset variable as empty) means none
+        return None if value == "" else value
+
+    @field_validator("admin_token")
+    @classmethod
+    def _long_admin_token(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError(
+                "the admin token must be at least 16 characters (`distill admin bootstrap` makes one)"
+            )
+        return value
+
+    @field_validator("rate_limit")
+    @classmethod
+    def _rate_limit_parses(cls, value: str) -> str:
+        from limits import parse
+
+        try:
+            parse(value)
+        except ValueError:
+            raise ValueError(f"{value!r} is not a rate such as '20/second' or '1200/minute'") from None
+        return value
 
     def resolved_home(self) -> Path:
         return self.home.expanduser().resolve()

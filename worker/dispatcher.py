@@ -1,9 +1,15 @@
-"""Publishes committed jobs to the broker and reaps jobs whose worker was lost (DESIGN.md §4).
+"""Hands waiting jobs to the pool as it has room, and reaps jobs whose worker was lost (DESIGN.md §4).
 
-Commit first, publish second: the API commits a job row, then publishes its id. If that publish
-fails (broker down), the row stays ``queued`` with no ``published_at`` and the dispatcher publishes
-it on a later pass; jobs the reaper sends back to ``retrying`` are republished the same way.
-Publishing twice is harmless: a duplicate delivery finds nothing to claim. Torch-free.
+Jobs wait in the database, not in the broker: the API commits a ``queued`` row, and a dispatcher
+pass publishes it once a worker can take it, in the fair-share order of ``store.scheduler``, so no
+team can fill the pool ahead of the others. Several dispatchers may run (one per API process, one
+beside a worker): a pass holds ``store.locks.DISPATCH`` from its plan until its marks are
+committed, so two passes never give away the same slot.
+
+Publish first, mark second, commit at the end of the pass: a crash before the commit only sends
+that pass's jobs again later (a duplicate delivery finds nothing to claim), and a publish that
+fails (broker down) leaves its job waiting and ends the pass. Dispatched jobs whose message the
+broker lost are published again (``store.pool.stranded``). Torch-free.
 """
 
 from __future__ import annotations
@@ -15,8 +21,10 @@ import time
 from collections.abc import Callable
 
 from store.db import session_scope
-from store.jobs import mark_published, reap_expired, to_publish
+from store.jobs import mark_published, reap_expired
+from store.locks import DISPATCH, hold
 from store.pool import mark_lost, stranded
+from store.scheduler import plan
 from store.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -27,40 +35,55 @@ PublishFn = Callable[[str, str], None]  # (job_id, job.queue) -> None; raises if
 def dispatch_once(
     db_url: str, publish_fn: PublishFn, limit: int = 100, republish_after_s: float | None = None
 ) -> int:
-    """Publish jobs waiting for the broker; returns how many were published.
+    """Hand the jobs the pool has room for to the broker; returns how many messages were sent.
 
-    With ``republish_after_s``, queued jobs whose message the broker seems to have lost
-    (``store.pool.stranded``) are published again too.
+    The lock is held while publishing: a broker that is slow to fail (a few seconds at most,
+    ``worker.celery_app.PUBLISH_TIMEOUT_S``) delays other passes and, on SQLite, other writers,
+    but a slot is never counted free by one pass while another is handing it over.
 
-    Each job is marked in its own transaction right after its publish, so a crash in between
-    only causes a duplicate delivery. The first failed publish ends the pass: the broker is
-    most likely down, and the remaining jobs wait for the next one.
+    With ``republish_after_s``, dispatched jobs whose message the broker seems to have lost
+    (``store.pool.stranded``) are published again too (they hold their slot already).
     """
+    sent = 0
+    broker_up = True
     with session_scope(db_url) as session:
-        jobs = to_publish(session, limit)
-        if republish_after_s is not None:
-            lost = stranded(session, republish_after_s)
-            for job in lost:
-                log.warning(
-                    "job %s: queued %ss with a matching worker idle; publishing it again",
-                    job.id,
-                    republish_after_s,
-                )
-            jobs += lost
-        pending = [(job.id, job.queue) for job in jobs]
-    published = 0
+        hold(session, DISPATCH)  # first, before reading what it protects
+        for job in plan(session, limit):
+            try:
+                publish_fn(job.id, job.queue)
+            except Exception as e:
+                log.warning("could not publish job %s (%s); it waits for the next pass", job.id, e)
+                broker_up = False
+                break
+            mark_published(session, job.id)
+            sent += 1
+    if sent:
+        log.info("handed %d job(s) to the pool", sent)
+    if republish_after_s is not None and broker_up:
+        sent += _republish_stranded(db_url, publish_fn, republish_after_s)
+    return sent
+
+
+def _republish_stranded(db_url: str, publish_fn: PublishFn, older_than_s: float) -> int:
+    """Each job marked in its own transaction right after its publish: at worst a duplicate."""
+    with session_scope(db_url) as session:
+        pending = [(job.id, job.queue) for job in stranded(session, older_than_s)]
+    sent = 0
     for job_id, queue in pending:
+        log.warning(
+            "job %s: dispatched %ss ago with a matching worker idle; publishing it again",
+            job_id,
+            older_than_s,
+        )
         try:
             publish_fn(job_id, queue)
         except Exception as e:
-            log.warning("could not publish job %s (%s); will retry on the next pass", job_id, e)
+            log.warning("could not publish job %s again (%s); will retry on the next pass", job_id, e)
             break
         with session_scope(db_url) as session:
             mark_published(session, job_id)
-        published += 1
-    if published:
-        log.info("published %d job(s)", published)
-    return published
+        sent += 1
+    return sent
 
 
 def reap_once(db_url: str, worker_timeout_s: float | None = None) -> list[str]:
@@ -80,12 +103,17 @@ def reap_once(db_url: str, worker_timeout_s: float | None = None) -> list[str]:
 
 
 class Dispatcher:
-    """Runs the reaper, then the dispatcher, every ``settings.dispatch_interval_s``, in a thread."""
+    """Runs the reaper, then the dispatcher, every ``settings.dispatch_interval_s``, in a thread.
+
+    ``wake()`` runs a pass at once (after a submit has committed, or a job has ended) instead of
+    at the end of the interval.
+    """
 
     def __init__(self, settings: Settings, publish_fn: PublishFn) -> None:
         self.settings = settings
         self.publish_fn = publish_fn
         self._stop = threading.Event()
+        self._wake = threading.Event()
         self._thread: threading.Thread | None = None
 
     def start(self) -> Dispatcher:
@@ -97,9 +125,14 @@ class Dispatcher:
 
     def stop(self, timeout: float = 10.0) -> None:
         self._stop.set()
+        self._wake.set()
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
+
+    def wake(self) -> None:
+        """Ask for a pass now; cheap and safe from any thread, several wakes make one pass."""
+        self._wake.set()
 
     def tick(self) -> None:
         """One pass; errors are logged, never raised, so a database hiccup does not end the loop."""
@@ -115,8 +148,10 @@ class Dispatcher:
 
     def _loop(self) -> None:
         while not self._stop.is_set():
+            # cleared before the pass: a wake that arrives during it asks for another one
+            self._wake.clear()
             self.tick()
-            self._stop.wait(self.settings.dispatch_interval_s)
+            self._wake.wait(self.settings.dispatch_interval_s)
 
 
 def run_dispatcher(settings: Settings, parent_pid: int | None = None) -> None:

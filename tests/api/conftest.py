@@ -7,8 +7,6 @@ queues rather than assume empty tables.
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,11 +16,10 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from store.db import get_engine, migrate
+from store.db import migrate
 from store.settings import Settings
 from tests.api.support import ADMIN_TOKEN, Member, new_member
-
-PG_ADMIN = os.environ.get("DISTILLERY_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+from tests.databases import fresh_postgres
 
 
 @dataclass
@@ -43,20 +40,8 @@ class FakeBroker:
 
 @pytest.fixture(scope="module")
 def postgres_url() -> Iterator[str]:
-    psycopg = pytest.importorskip("psycopg")
-    try:
-        admin = psycopg.connect(PG_ADMIN, autocommit=True, connect_timeout=3)
-    except Exception as e:
-        pytest.skip(f"PostgreSQL not reachable: {e}")
-    name = f"distillery_api_{uuid.uuid4().hex[:12]}"
-    admin.execute(f'CREATE DATABASE "{name}"')
-    url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    try:
+    with fresh_postgres("distillery_api") as url:
         yield url
-    finally:
-        get_engine(url).dispose()
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.close()
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])

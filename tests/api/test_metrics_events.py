@@ -193,7 +193,7 @@ def test_sse_follows_a_job_to_its_end(server: str, settings: Settings, member: M
     assert all(ident == str(e["id"]) for e, ident in events)
 
     # Reconnecting with Last-Event-ID resumes after it, and a finished job's stream ends at once.
-    with httpx.Client(base_url=server, timeout=5) as http:
+    with httpx.Client(base_url=server, timeout=5, headers=member.headers) as http:
         last = str(events[1][0]["id"])
         with http.stream("GET", f"/v1/jobs/{job_id}/events", headers={"Last-Event-ID": last}) as response:
             again = list(read_sse(response, time.monotonic() + 10))

@@ -22,9 +22,11 @@ def test_the_api_runs_without_importing_torch(tmp_path: Path) -> None:
 
         url = "sqlite:///{tmp_path}/d.db"
         migrate(url)
-        settings = Settings(home="{tmp_path}", database_url=url, broker_url="memory://")
+        settings = Settings(
+            home="{tmp_path}", database_url=url, broker_url="memory://", admin_token="dst_admin-of-this-test"
+        )
         app = create_app(settings)  # the default (Celery) publisher, made on first use
-        with TestClient(app) as client:
+        with TestClient(app, headers={{"Authorization": "Bearer dst_admin-of-this-test"}}) as client:
             assert client.get("/v1/catalog").status_code == 200
             assert client.get("/v1/spec/schema").status_code == 200
             assert client.post("/v1/jobs", json={{"name": "x"}}).status_code == 202

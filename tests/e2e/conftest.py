@@ -106,8 +106,8 @@ class Service:
             time.sleep(0.3)
         raise AssertionError("the API did not start:\n" + self.logs("api.log"))
 
-    def start_worker(self) -> subprocess.Popen[bytes]:
-        proc = self._spawn("worker", log=f"worker{len(self.workers)}.log")
+    def start_worker(self, *args: str) -> subprocess.Popen[bytes]:
+        proc = self._spawn("worker", *args, log=f"worker{len(self.workers)}.log")
         self.workers.append(proc)
         return proc
 

@@ -2,42 +2,16 @@
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
 from datetime import timedelta
-from pathlib import Path
 
-import psycopg
-import pytest
 from sqlalchemy.orm import Session
 
-from store.db import migrate, session_scope
+from store.db import session_scope
 from store.jobs import claim, reap_expired
 from store.models import Job, Worker, utcnow
 from store.pool import heartbeat, mark_lost, pool_view, sign_off, stranded
 
-PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 GPU = [{"index": 0, "name": "NVIDIA H100", "memory_mb": 81559.0, "memory_used_mb": 1.0, "utilization": 0.0}]
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'pool.db'}"
-        migrate(url)
-        yield url
-        return
-    name = f"distillery_pool_{uuid.uuid4().hex[:10]}"
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'CREATE DATABASE "{name}"')
-    url = f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    migrate(url)
-    yield url
-    from store.db import get_engine
-
-    get_engine(url).dispose()
-    with psycopg.connect(PG_ADMIN, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def add_job(session: Session, team: str, queue: str = "any") -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -18,9 +19,10 @@ from sqlalchemy import func, select
 
 from core.spec import parse_spec
 from store.db import session_scope
-from store.models import Job, JobEvent, Metric
+from store.models import Job, JobEvent, Metric, Worker, as_utc, utcnow
 from store.settings import Settings
 from worker.celery_app import DistilleryCelery, make_celery, publish
+from worker.main import node_name
 
 ROOT = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
@@ -132,10 +134,24 @@ def metric_keys(db_url: str, job_id: str) -> tuple[int, int]:
         return int(rows or 0), int(distinct or 0)
 
 
+def _node(settings: Settings, extra: tuple[str, ...]) -> str:
+    """The node name ``python -m worker`` with these arguments registers in the pool."""
+    args = dict(zip(extra[::2], extra[1::2], strict=False))  # only --flag value pairs matter here
+    if "--gpu-type" in args:
+        settings = settings.model_copy(update={"gpu_type": args["--gpu-type"]})
+    return node_name(settings, gpu=args.get("--gpu"), hostname=args.get("--hostname") or socket.gethostname())
+
+
 class WorkerProcess:
     """A real ``python -m worker`` (Celery prefork pool) in its own process group."""
 
     def __init__(self, deployment: Deployment, log_path: Path, *extra: str) -> None:
+        # the dispatcher hands jobs only to workers online in the pool: ready means registered too
+        self.db_url, self.node, self.spawned_at = (
+            deployment.db_url,
+            _node(deployment.settings, extra),
+            utcnow(),
+        )
         env = {**os.environ, **deployment.env, "OMP_NUM_THREADS": "1"}
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
         self.log_path = log_path
@@ -156,10 +172,20 @@ class WorkerProcess:
         def ready() -> bool:
             if self.proc.poll() is not None:
                 raise AssertionError(f"the worker exited ({self.proc.returncode}):\n{self.log()[-3000:]}")
-            return " ready." in self.log()
+            return " ready." in self.log() and self.registered()
 
-        wait_until(ready, timeout, "the worker to be ready")
+        wait_until(ready, timeout, "the worker to be ready and registered in the pool")
         return self
+
+    def registered(self) -> bool:
+        """Its heartbeat has reached the database since it was started."""
+        with session_scope(self.db_url) as session:
+            worker = session.get(Worker, self.node)
+            return (
+                worker is not None
+                and worker.status == "online"
+                and as_utc(worker.last_heartbeat_at) >= self.spawned_at
+            )
 
     def kill(self, sig: signal.Signals = signal.SIGKILL) -> None:
         """Signal the whole group (the parent and the child that trains)."""

@@ -1,4 +1,8 @@
-"""The dispatcher (commit first, publish later) and the reaper, on both deployments."""
+"""The dispatcher (jobs wait in the database until the pool has room) and the reaper, on both deployments.
+
+The module's tests share a database: each starts from an empty pool (no job waiting or running,
+no worker online) and registers the workers it needs.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +11,11 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from sqlalchemy import update
 
 from store.db import session_scope
-from store.models import Job, utcnow
+from store.models import LIVE, Job, Worker, utcnow
+from store.pool import heartbeat
 from tests.worker.support import TINY, Deployment, get_job, insert_job, wait_until
 from worker.celery_app import make_celery, publish, queue_name
 from worker.dispatcher import Dispatcher, dispatch_once, reap_once
@@ -32,9 +38,25 @@ def unreachable_broker(dep: Deployment) -> str:
     return "redis://127.0.0.1:1/0"  # nothing listens there
 
 
+@pytest.fixture(autouse=True)
+def empty_pool(deployment: Deployment) -> None:
+    """Earlier tests' jobs and workers are not this test's business."""
+    with session_scope(deployment.db_url) as session:
+        session.execute(update(Job).where(Job.status.in_(LIVE)).values(status="cancelled"))
+        session.execute(update(Worker).values(status="offline"))
+    drain(deployment, "any", "a100")
+
+
+def online(dep: Deployment, *workers: tuple[str, str]) -> None:
+    """(worker id, GPU type): registered as a worker's heartbeat does it."""
+    with session_scope(dep.db_url) as session:
+        for worker_id, gpu_type in workers:
+            heartbeat(session, worker_id, host="h", gpu_type=gpu_type, devices=[{"name": "cpu"}])
+
+
 def test_publishes_each_queued_job_to_its_gpu_queue(deployment: Deployment) -> None:
     dep = deployment
-    drain(dep, "any", "a100")
+    online(dep, ("cpu@h", "any"), ("gpu@h", "a100"))
     a = insert_job(dep.db_url, TINY)
     b = insert_job(dep.db_url, TINY, queue="a100")
     assert dispatch_once(dep.db_url, dep.publish) == 2
@@ -43,16 +65,24 @@ def test_publishes_each_queued_job_to_its_gpu_queue(deployment: Deployment) -> N
     assert queued_messages(dep, "any") == 1
     assert queued_messages(dep, "a100") == 1
     assert dispatch_once(dep.db_url, dep.publish) == 0  # published once, not at every pass
-    drain(dep, "any", "a100")
+
+
+def test_jobs_wait_in_the_database_until_a_worker_is_free(deployment: Deployment) -> None:
+    dep = deployment
+    ids = [insert_job(dep.db_url, TINY) for _ in range(3)]
+    assert dispatch_once(dep.db_url, dep.publish) == 0  # no worker online: nothing to give
+    online(dep, ("w@h", "any"))
+    assert dispatch_once(dep.db_url, dep.publish) == 1  # one worker: one job, the oldest
+    assert dispatch_once(dep.db_url, dep.publish) == 0
+    assert queued_messages(dep, "any") == 1
+    assert [get_job(dep.db_url, i).published_at is not None for i in ids] == [True, False, False]
 
 
 def test_job_committed_while_the_broker_is_down_is_published_later(deployment: Deployment) -> None:
     dep = deployment
-    drain(dep, "any")
+    online(dep, ("w@h", "any"))
     down = make_celery(dep.settings.model_copy(update={"broker_url": unreachable_broker(dep)}))
     job_id = insert_job(dep.db_url, TINY)
-    with pytest.raises(Exception):  # noqa: B017  (whatever the transport raises)
-        publish(down, job_id, "any")  # what the API tries right after its commit
     assert dispatch_once(dep.db_url, lambda i, q: publish(down, i, q)) == 0
     job = get_job(dep.db_url, job_id)
     assert (job.status, job.published_at) == ("queued", None)
@@ -61,11 +91,11 @@ def test_job_committed_while_the_broker_is_down_is_published_later(deployment: D
     job = get_job(dep.db_url, job_id)
     assert job.status == "queued" and job.published_at is not None
     assert queued_messages(dep, "any") == 1
-    drain(dep, "any")
 
 
 def test_a_failed_publish_ends_the_pass(deployment: Deployment) -> None:
     dep = deployment
+    online(dep, *[(f"w{i}@h", "any") for i in range(3)])
     ids = [insert_job(dep.db_url, TINY) for _ in range(3)]
     sent: list[str] = []
 
@@ -96,6 +126,7 @@ def _live_job(dep: Deployment, status: str, attempt: int, max_attempts: int, exp
 
 def test_reaper(deployment: Deployment) -> None:
     dep = deployment
+    online(dep, ("w1@h", "any"), ("w2@h", "any"))  # one for the job still alive, one for the retry
     retry = _live_job(dep, "running", 1, 3, -5)
     exhausted = _live_job(dep, "starting", 3, 3, -5)
     cancelling = _live_job(dep, "cancelling", 1, 3, -5)
@@ -116,15 +147,13 @@ def test_reaper(deployment: Deployment) -> None:
     # the retrying job goes back to the broker and to ``queued``
     sent: list[str] = []
     dispatch_once(dep.db_url, lambda i, q: sent.append(i))
-    assert retry in sent
+    assert sent == [retry]
     assert get_job(dep.db_url, retry).status == "queued"
 
 
 def test_dispatcher_thread_reaps_and_publishes(deployment: Deployment) -> None:
     dep = deployment
-    with session_scope(dep.db_url) as session:  # earlier tests' jobs are not this test's business
-        for job in session.query(Job).filter(Job.published_at.is_(None)):
-            job.published_at = utcnow()
+    online(dep, ("w1@h", "any"), ("w2@h", "any"))
     sent: list[str] = []
     lock = threading.Lock()
 
@@ -144,6 +173,24 @@ def test_dispatcher_thread_reaps_and_publishes(deployment: Deployment) -> None:
     assert get_job(dep.db_url, expired).status == "queued"
 
 
+def test_a_wake_runs_a_pass_at_once(deployment: Deployment) -> None:
+    """After a submit the API wakes its dispatcher: the job need not wait for the interval."""
+    dep = deployment
+    online(dep, ("w1@h", "any"), ("w2@h", "any"))
+    sent: list[str] = []
+    settings = dep.settings.model_copy(update={"dispatch_interval_s": 3600.0})
+    first = insert_job(dep.db_url, TINY)
+    dispatcher = Dispatcher(settings, lambda i, q: sent.append(i)).start()
+    try:
+        wait_until(lambda: first in sent, 10, "the first pass")  # the next is an hour away
+        second = insert_job(dep.db_url, TINY)
+        dispatcher.wake()
+        wait_until(lambda: second in sent, 10, "the job published after a wake")
+    finally:
+        dispatcher.stop()
+    assert sent == [first, second]
+
+
 def test_dispatcher_survives_errors(deployment: Deployment, caplog: Any) -> None:
     dispatcher = Dispatcher(
         deployment.settings.model_copy(update={"database_url": "sqlite:////proc/x/y.db"}), print
@@ -154,16 +201,12 @@ def test_dispatcher_survives_errors(deployment: Deployment, caplog: Any) -> None
 
 def test_a_message_the_broker_lost_is_published_again(deployment: Deployment) -> None:
     """A queued job, published long ago, with a matching worker idle all that time: published again."""
-    from store.models import Worker
-    from store.pool import heartbeat
-
     dep = deployment
-    drain(dep, "any")
+    online(dep, ("w@h", "any"))
     job_id = insert_job(dep.db_url, TINY)
     assert dispatch_once(dep.db_url, dep.publish) == 1
     drain(dep, "any")  # the broker loses the message
-    with session_scope(dep.db_url) as session:
-        heartbeat(session, "w@h", host="h", gpu_type="any", devices=[{"name": "cpu"}])
+    online(dep, ("w@h", "any"))  # idle: the job still holds its slot, so nothing else is sent
     assert dispatch_once(dep.db_url, dep.publish, republish_after_s=300) == 0  # not idle long enough yet
     with session_scope(dep.db_url) as session:
         long_ago = utcnow() - timedelta(seconds=600)
