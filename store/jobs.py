@@ -172,10 +172,13 @@ def mark_published(session: Session, job_id: str) -> None:
     job = session.get(Job, job_id, populate_existing=True)
     if job is None:
         return
+    again = job.status == "queued" and job.published_at is not None
     if job.status == "retrying":
         transition(session, job_id, ("retrying",), "queued", message="requeued", published_at=utcnow())
     else:
         touch(session, job_id, published_at=utcnow())
+    what = "published again (the broker lost it)" if again else "handed to the pool"
+    add_event(session, job_id, "dispatched", f"{what}: queue gpu.{job.queue}")
 
 
 def reap_expired(session: Session, now: datetime | None = None) -> list[str]:
