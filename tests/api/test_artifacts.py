@@ -71,7 +71,7 @@ def test_corrupt_file_is_cut_short_and_missing_file_is_410(client: TestClient, s
     job_id = finished_job(client, settings)
     data = os.urandom(CHUNK + 10)
     artifact_id, path = add_artifact(settings, job_id, "student.pt", "student.pt", data)
-    path.write_bytes(b"X" + data[1:])  # same size, different bytes
+    path.write_bytes(bytes([data[0] ^ 0xFF]) + data[1:])  # same size, the first byte differs
     received = bytearray()
     # the test client re-raises the server's error
     with pytest.raises(ChecksumError), client.stream("GET", f"/v1/artifacts/{artifact_id}") as response:
