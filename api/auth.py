@@ -97,7 +97,6 @@ def get_caller(request: Request, session: SessionDep, state: StateDep) -> Caller
             kind="rate-limited",
             headers={"Retry-After": str(wait)},
         )
-    request.state.caller = caller
     return caller
 
 

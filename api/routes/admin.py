@@ -15,7 +15,7 @@ from sqlalchemy import select
 from api.auth import AdminDep, CallerDep
 from api.cursors import decode_row_cursor
 from api.deps import SessionDep
-from api.problems import FieldError, Problem, ProblemError, not_found
+from api.problems import Problem, ProblemError, invalid, not_found
 from api.schemas import UTCDateTime
 from store.audit import AUDIT_KINDS, audit_trail
 from store.identity import AlreadyExists, NotFound, create_team, create_token, create_user, revoke_token
@@ -204,12 +204,7 @@ def post_user(body: UserIn, session: SessionDep, _admin: AdminDep) -> UserOut:
     try:
         user = create_user(session, body.name, team=body.team, role=body.role)
     except NotFound:
-        raise ProblemError(
-            422,
-            f"no team {body.team!r}",
-            kind="invalid-request",
-            errors=[FieldError(field="team", message="no such team")],
-        ) from None
+        raise invalid("team", "no such team", detail=f"no team {body.team!r}") from None
     except AlreadyExists as e:
         raise ProblemError(409, str(e), kind="exists") from None
     return UserOut.model_validate(user, from_attributes=True)
@@ -231,12 +226,7 @@ def post_token(body: TokenIn, session: SessionDep, _admin: AdminDep) -> NewToken
     try:
         token, secret = create_token(session, body.user, label=body.label)
     except NotFound:
-        raise ProblemError(
-            422,
-            f"no user {body.user!r}",
-            kind="invalid-request",
-            errors=[FieldError(field="user", message="no such user")],
-        ) from None
+        raise invalid("user", "no such user", detail=f"no user {body.user!r}") from None
     session.flush()
     return NewToken(**_token_out(token).model_dump(), token=secret)
 

@@ -19,8 +19,9 @@ from api.auth import CallerDep, JobDep, WriterDep
 from api.cursors import decode_job_cursor, encode_job_cursor
 from api.deps import SessionDep, StateDep
 from api.problems import FieldError, Problem, ProblemError, invalid
+from api.routes.uploads import UPLOADS
 from api.schemas import JobOut, JobPage, JobStatus
-from api.validation import validate_spec
+from api.validation import invalid_document, validate_spec
 from api.views import PRIORITIES, etag, job_out, job_path, jobs_out
 from core.spec import JobSpec
 from store.audit import cancel, soft_delete
@@ -34,7 +35,6 @@ log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
 MAX_SPEC_BYTES = 1 << 20
-UPLOADS = "uploads"  # the folder of uploaded models and datasets under the data root
 PATH_FIELDS = ("path", "folder", "checkpoint")  # the spec's fields that name files under the data root
 _PROBLEMS: dict[int | str, dict[str, Any]] = {
     404: {"model": Problem, "description": "No such job."},
@@ -117,9 +117,7 @@ def _check_uploads(session: Session, spec: JobSpec, caller: Caller) -> None:
         if upload is None or not caller.sees(upload.team):
             errors.append(FieldError(field=field, message=f"no upload {path!r} (upload it first)"))
     if errors:
-        raise ProblemError(
-            422, "the spec names uploads that do not exist", kind="invalid-spec", errors=errors
-        )
+        raise invalid_document("spec", errors)
 
 
 def _new_job(session: Session, spec: JobSpec, caller: Caller, max_attempts: int) -> Job:

@@ -49,6 +49,8 @@ def require_multipart(request: Request) -> None:
         raise ProblemError(415, "send the file as multipart/form-data", kind="unsupported-media-type")
 
 
+UPLOADS = "uploads"  # the folder of uploaded models and datasets under the data root: what specs name
+
 router = APIRouter(tags=["uploads"], dependencies=[Depends(require_multipart)])
 read_router = APIRouter(tags=["uploads"])
 
@@ -173,7 +175,7 @@ def upload_model(
     """A teacher for `teacher.model: {kind: torchscript, path}` or, for safetensors weights,
     `teacher.model: <architecture>` with `teacher.checkpoint: path`. Pickles are refused."""
     upload_id = new_id()
-    with receive_upload(file, settings.data_path / "uploads/models", settings.max_upload_bytes) as received:
+    with receive_upload(file, settings.data_path / UPLOADS / "models", settings.max_upload_bytes) as received:
         fmt, details = _check_model(received.tmp, format_)
         arch = _architecture_of(architecture, fmt)
         if arch is not None:
@@ -184,7 +186,7 @@ def upload_model(
             kind="model",
             format=fmt,
             filename=(file.filename or "")[:300],
-            path=f"uploads/models/{upload_id}.{suffix}",
+            path=f"{UPLOADS}/models/{upload_id}.{suffix}",
             size=received.size,
             sha256=received.sha256,
             details=details,
@@ -211,7 +213,7 @@ def upload_dataset(
     (optionally `x_val`, `y_val`); inputs `(N, L)`, `(N, H, W)` or `(N, C, H, W)`, integer labels."""
     upload_id = new_id()
     limit = settings.max_upload_bytes
-    with receive_upload(file, settings.data_path / "uploads/datasets", limit) as received:
+    with receive_upload(file, settings.data_path / UPLOADS / "datasets", limit) as received:
         try:
             summary = check_npz(
                 received.tmp, label=file.filename or "the archive", max_bytes=limit * NPZ_UNPACK_FACTOR
@@ -223,7 +225,7 @@ def upload_dataset(
             kind="dataset",
             format="npz",
             filename=(file.filename or "")[:300],
-            path=f"uploads/datasets/{upload_id}.npz",
+            path=f"{UPLOADS}/datasets/{upload_id}.npz",
             size=received.size,
             sha256=received.sha256,
             details=summary,

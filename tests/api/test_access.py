@@ -38,12 +38,8 @@ def http(app: Any) -> Iterator[TestClient]:
         yield client
 
 
-def as_(member: Member) -> dict[str, str]:
-    return member.headers
-
-
 def finished_job_with_artifact(http: TestClient, settings: Settings, owner: Member, tmp_path: Path) -> dict:
-    job = http.post("/v1/jobs", json=spec(name=unique()), headers=as_(owner)).json()
+    job = http.post("/v1/jobs", json=spec(name=unique()), headers=owner.headers).json()
     move(settings.db_url, job["id"], "starting", "running", "succeeded")
     source = tmp_path / f"{job['id']}.pt"
     source.write_bytes(b"weights of " + job["id"].encode())
@@ -125,9 +121,9 @@ def test_admin_manages_teams_users_and_tokens(http: TestClient, settings: Settin
 
 def test_a_revoked_token_is_refused_at_once(http: TestClient, db_url: str) -> None:
     member = new_member(db_url)
-    assert http.get("/v1/jobs", headers=as_(member)).status_code == 200
+    assert http.get("/v1/jobs", headers=member.headers).status_code == 200
     assert http.delete(f"/v1/tokens/{member.token_id}", headers=ADMIN).status_code == 204
-    problem = assert_problem(http.get("/v1/jobs", headers=as_(member)), 401)
+    problem = assert_problem(http.get("/v1/jobs", headers=member.headers), 401)
     assert "revoked" in problem["detail"]
     assert http.delete(f"/v1/tokens/{member.token_id}", headers=ADMIN).status_code == 204  # idempotent
     assert_problem(http.delete("/v1/tokens/nope", headers=ADMIN), 404)
@@ -151,9 +147,9 @@ def test_only_admins_manage_access(http: TestClient, db_url: str) -> None:
             ("GET", "/v1/tokens", None),
             ("DELETE", f"/v1/tokens/{someone.token_id}", None),
         ):
-            assert_problem(http.request(method, path, json=body, headers=as_(someone)), 403)
+            assert_problem(http.request(method, path, json=body, headers=someone.headers), 403)
         # but they see their own team, its limits and usage
-        teams = http.get("/v1/teams", headers=as_(someone)).json()["items"]
+        teams = http.get("/v1/teams", headers=someone.headers).json()["items"]
         assert [t["name"] for t in teams] == [someone.team]
 
 
@@ -165,15 +161,15 @@ def test_two_teams_are_isolated_on_every_route(
 ) -> None:
     a, b = new_member(db_url), new_member(db_url)
     job = finished_job_with_artifact(http, settings, a, tmp_path)
-    live = http.post("/v1/jobs", json=spec(name=unique()), headers=as_(a)).json()
-    dataset = http.post("/v1/datasets", files={"file": ("d.npz", npz_bytes())}, headers=as_(a)).json()
+    live = http.post("/v1/jobs", json=spec(name=unique()), headers=a.headers).json()
+    dataset = http.post("/v1/datasets", files={"file": ("d.npz", npz_bytes())}, headers=a.headers).json()
     jid, aid = job["id"], job["artifact_id"]
 
     # team A sees all of it
     for path in (f"/v1/jobs/{jid}", f"/v1/jobs/{jid}/metrics", f"/v1/jobs/{jid}/artifacts",
                  f"/v1/artifacts/{aid}", f"/v1/datasets/{dataset['id']}"):  # fmt: skip
-        assert http.get(path, headers=as_(a)).status_code == 200, path
-    assert http.get(f"/v1/jobs/{jid}/events", params={"format": "json"}, headers=as_(a)).status_code == 200
+        assert http.get(path, headers=a.headers).status_code == 200, path
+    assert http.get(f"/v1/jobs/{jid}/events", params={"format": "json"}, headers=a.headers).status_code == 200
 
     # team B: every route answers as if none of it existed
     for method, path in (
@@ -187,23 +183,23 @@ def test_two_teams_are_isolated_on_every_route(
         ("DELETE", f"/v1/jobs/{jid}"),
         ("GET", f"/v1/datasets/{dataset['id']}"),
     ):
-        problem = assert_problem(http.request(method, path, headers=as_(b)), 404)
+        problem = assert_problem(http.request(method, path, headers=b.headers), 404)
         assert "does not exist" in problem["detail"], path
-    listed = http.get("/v1/jobs", params={"limit": 200}, headers=as_(b)).json()["items"]
+    listed = http.get("/v1/jobs", params={"limit": 200}, headers=b.headers).json()["items"]
     assert listed == []  # B has submitted nothing
-    assert http.get("/v1/jobs", params={"team": a.team}, headers=as_(b)).json()["items"] == []
-    assert http.get("/v1/datasets", headers=as_(b)).json()["items"] == []
-    assert http.get("/v1/audit", headers=as_(b)).json()["items"] == []
-    assert_problem(http.get(f"/v1/teams/{a.team}", headers=as_(b)), 404)
+    assert http.get("/v1/jobs", params={"team": a.team}, headers=b.headers).json()["items"] == []
+    assert http.get("/v1/datasets", headers=b.headers).json()["items"] == []
+    assert http.get("/v1/audit", headers=b.headers).json()["items"] == []
+    assert_problem(http.get(f"/v1/teams/{a.team}", headers=b.headers), 404)
     # B's spec cannot name A's upload, even knowing its path
     naming = spec(data={"kind": "npz", "path": dataset["path"]})
-    problem = assert_problem(http.post("/v1/jobs", json=naming, headers=as_(b)), 422)
+    problem = assert_problem(http.post("/v1/jobs", json=naming, headers=b.headers), 422)
     assert problem["errors"][0]["field"] == "data.path"
-    assert http.post("/v1/jobs", json=naming, headers=as_(a)).status_code == 202
+    assert http.post("/v1/jobs", json=naming, headers=a.headers).status_code == 202
 
     # nothing B did changed A's jobs
-    assert http.get(f"/v1/jobs/{live['id']}", headers=as_(a)).json()["status"] == "queued"
-    assert http.get(f"/v1/artifacts/{aid}", headers=as_(a)).content.startswith(b"weights of")
+    assert http.get(f"/v1/jobs/{live['id']}", headers=a.headers).json()["status"] == "queued"
+    assert http.get(f"/v1/artifacts/{aid}", headers=a.headers).content.startswith(b"weights of")
     # an admin sees every team's jobs
     assert http.get(f"/v1/jobs/{jid}", headers=ADMIN).status_code == 200
     everyone = {j["id"] for j in http.get("/v1/jobs", params={"limit": 200}, headers=ADMIN).json()["items"]}
@@ -212,7 +208,7 @@ def test_two_teams_are_isolated_on_every_route(
 
 def test_the_pool_hides_other_teams_jobs(http: TestClient, settings: Settings, db_url: str) -> None:
     a, b = new_member(db_url), new_member(db_url)
-    job = http.post("/v1/jobs", json=spec(name=unique()), headers=as_(a)).json()
+    job = http.post("/v1/jobs", json=spec(name=unique()), headers=a.headers).json()
     worker = unique("worker")
     move(settings.db_url, job["id"], "starting", set_lease=(f"{worker}:1",))
     move(settings.db_url, job["id"], "running")
@@ -220,7 +216,7 @@ def test_the_pool_hides_other_teams_jobs(http: TestClient, settings: Settings, d
         heartbeat(session, worker, host="box", gpu_type="t4", devices=[{"name": "T4"}])
 
     def seen_by(member: Member) -> dict:
-        workers = http.get("/v1/pool", headers=as_(member)).json()["workers"]
+        workers = http.get("/v1/pool", headers=member.headers).json()["workers"]
         return next(w["job"] for w in workers if w["id"] == worker)
 
     assert seen_by(a)["id"] == job["id"] and seen_by(a)["name"] == job["name"]
@@ -231,9 +227,9 @@ def test_the_pool_hides_other_teams_jobs(http: TestClient, settings: Settings, d
 def test_viewers_read_but_do_not_change(http: TestClient, settings: Settings, db_url: str) -> None:
     member = new_member(db_url)
     viewer = new_member(db_url, team=member.team, role="viewer")
-    job = http.post("/v1/jobs", json=spec(name=unique()), headers=as_(member)).json()
-    assert http.get(f"/v1/jobs/{job['id']}", headers=as_(viewer)).status_code == 200
-    assert [j["id"] for j in http.get("/v1/jobs", headers=as_(viewer)).json()["items"]] == [job["id"]]
+    job = http.post("/v1/jobs", json=spec(name=unique()), headers=member.headers).json()
+    assert http.get(f"/v1/jobs/{job['id']}", headers=viewer.headers).status_code == 200
+    assert [j["id"] for j in http.get("/v1/jobs", headers=viewer.headers).json()["items"]] == [job["id"]]
     for method, path, kwargs in (
         ("POST", "/v1/jobs", {"json": spec()}),
         ("POST", f"/v1/jobs/{job['id']}/cancel", {}),
@@ -241,9 +237,9 @@ def test_viewers_read_but_do_not_change(http: TestClient, settings: Settings, db
         ("POST", "/v1/datasets", {"files": {"file": ("d.npz", npz_bytes())}}),
         ("POST", "/v1/models", {"files": {"file": ("m.pt", b"x")}}),
     ):
-        problem = assert_problem(http.request(method, path, headers=as_(viewer), **kwargs), 403)
+        problem = assert_problem(http.request(method, path, headers=viewer.headers, **kwargs), 403)
         assert "viewer" in problem["detail"]
-    assert http.get(f"/v1/jobs/{job['id']}", headers=as_(member)).json()["status"] == "queued"
+    assert http.get(f"/v1/jobs/{job['id']}", headers=member.headers).json()["status"] == "queued"
 
 
 def test_cancel_and_delete_are_audited_with_their_actor(
@@ -251,10 +247,10 @@ def test_cancel_and_delete_are_audited_with_their_actor(
 ) -> None:
     alice = new_member(db_url)
     bob = new_member(db_url, team=alice.team)
-    job = http.post("/v1/jobs", json=spec(name=unique()), headers=as_(alice)).json()
-    assert http.post(f"/v1/jobs/{job['id']}/cancel", headers=as_(bob)).json()["status"] == "cancelled"
-    assert http.delete(f"/v1/jobs/{job['id']}", headers=as_(alice)).status_code == 204
-    trail = http.get("/v1/audit", params={"job_id": job["id"]}, headers=as_(bob)).json()["items"]
+    job = http.post("/v1/jobs", json=spec(name=unique()), headers=alice.headers).json()
+    assert http.post(f"/v1/jobs/{job['id']}/cancel", headers=bob.headers).json()["status"] == "cancelled"
+    assert http.delete(f"/v1/jobs/{job['id']}", headers=alice.headers).status_code == 204
+    trail = http.get("/v1/audit", params={"job_id": job["id"]}, headers=bob.headers).json()["items"]
     assert [(e["kind"], e["actor"], e["team"]) for e in trail] == [
         ("submitted", alice.user, alice.team),
         ("cancel", bob.user, alice.team),
@@ -294,15 +290,17 @@ def test_storage_quota_counts_artifacts_and_uploads(
 ) -> None:
     data = npz_bytes()
     member = new_member(db_url, max_storage_bytes=len(data) + 20)
-    assert http.post("/v1/datasets", files={"file": ("d.npz", data)}, headers=as_(member)).status_code == 201
-    second = http.post("/v1/datasets", files={"file": ("d.npz", data)}, headers=as_(member))
+    assert (
+        http.post("/v1/datasets", files={"file": ("d.npz", data)}, headers=member.headers).status_code == 201
+    )
+    second = http.post("/v1/datasets", files={"file": ("d.npz", data)}, headers=member.headers)
     problem = assert_problem(second, 409)
     assert problem["type"].endswith("storage-quota-exceeded") and "quota" in problem["detail"]
-    assert len(http.get("/v1/datasets", headers=as_(member)).json()["items"]) == 1  # nothing half-stored
+    assert len(http.get("/v1/datasets", headers=member.headers).json()["items"]) == 1  # nothing half-stored
     finished_job_with_artifact(http, settings, member, tmp_path)  # its 43-byte artifact fills the quota
-    usage = http.get(f"/v1/teams/{member.team}", headers=as_(member)).json()["usage"]
+    usage = http.get(f"/v1/teams/{member.team}", headers=member.headers).json()["usage"]
     assert usage["storage_bytes"] == len(data) + len(b"weights of ") + 32
-    assert_problem(http.post("/v1/jobs", json=spec(name=unique()), headers=as_(member)), 409)
+    assert_problem(http.post("/v1/jobs", json=spec(name=unique()), headers=member.headers), 409)
 
 
 @pytest.fixture
@@ -322,15 +320,15 @@ def test_rate_limit_per_token_is_429_with_retry_after(
     app = create_app(settings, publish=broker.publish, run_dispatcher=False, check_broker=lambda: None)
     busy, calm = new_member(db_url), new_member(db_url)
     with TestClient(app) as http:
-        assert [http.get("/v1/jobs", headers=as_(busy)).status_code for _ in range(3)] == [200] * 3
-        refused = http.get("/v1/jobs", headers=as_(busy))
+        assert [http.get("/v1/jobs", headers=busy.headers).status_code for _ in range(3)] == [200] * 3
+        refused = http.get("/v1/jobs", headers=busy.headers)
         problem = assert_problem(refused, 429)
         assert 1 <= int(refused.headers["retry-after"]) <= 60 and "3/minute" in problem["detail"]
-        assert http.get("/v1/jobs", headers=as_(calm)).status_code == 200  # per token
+        assert http.get("/v1/jobs", headers=calm.headers).status_code == 200  # per token
     # counted in Redis: a second API process shares the count
     other = create_app(settings, publish=broker.publish, run_dispatcher=False, check_broker=lambda: None)
     with TestClient(other) as http:
-        assert_problem(http.get("/v1/jobs", headers=as_(busy)), 429)
+        assert_problem(http.get("/v1/jobs", headers=busy.headers), 429)
 
 
 def test_admin_token_from_the_environment(db_url: str, tmp_path: Path, broker: FakeBroker) -> None:
