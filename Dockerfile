@@ -6,7 +6,8 @@
 # ---------------------------------------------------------------- api
 FROM python:3.11-slim-bookworm AS api
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 \
-    DISTILLERY_HOME=/var/lib/distillery
+    DISTILLERY_HOME=/var/lib/distillery \
+    DISTILLERY_EXAMPLES_DIR=/app/examples
 WORKDIR /app
 COPY requirements/api.txt requirements/api.txt
 RUN pip install -r requirements/api.txt

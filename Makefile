@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo run-local serve test lint format bench clean
+.PHONY: install browser vendor demo run-local serve test lint format bench clean
 
 install: $(STAMP)
 
@@ -16,6 +16,18 @@ $(STAMP): pyproject.toml requirements/torch.txt
 	$(BIN)/python -m pip install --quiet -r requirements/torch.txt
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
+
+# The dashboard's browser tests drive Debian's chromium (Playwright never downloads one).
+browser:
+	@test -x /usr/bin/chromium || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	  else echo "install Debian's chromium for the browser tests: sudo apt-get install chromium"; exit 1; fi; }
+
+# Refresh the dashboard's vendored scripts (uPlot) from the npm registry; they are committed,
+# so neither installing nor serving needs node.
+vendor:
+	api/dashboard/vendor.sh
 
 # The service end to end: start it (embedded default), submit the MNIST-1D job over HTTP,
 # follow it, print the report and where the artifacts are.
@@ -29,7 +41,7 @@ run-local: install
 serve: install
 	$(BIN)/distill serve
 
-test: install
+test: install browser
 	$(BIN)/python -m pytest -q
 
 lint: install
@@ -45,4 +57,4 @@ bench: install
 	$(BIN)/python bench/kd_step.py
 
 clean:
-	rm -rf runs .pytest_cache .mypy_cache .ruff_cache
+	rm -rf runs test-artifacts .pytest_cache .mypy_cache .ruff_cache

@@ -19,11 +19,12 @@ from typing import Any
 from fastapi import Depends, FastAPI
 from fastapi.openapi.utils import get_openapi
 
+from api import dashboard
 from api.auth import get_caller
 from api.deps import AppState, BrokerCheck, Publish
 from api.limits import BodyLimitMiddleware, LimitFor
 from api.problems import install_handlers
-from api.routes import admin, artifacts, catalog, events, health, jobs, metrics, pool, uploads
+from api.routes import admin, artifacts, catalog, events, health, jobs, metrics, pool, spec, uploads
 from api.telemetry import ApiMetrics, MetricsMiddleware
 from core.spec import JobSpec
 from store.db import session_scope
@@ -99,10 +100,10 @@ def _openapi(app: FastAPI) -> Any:
                 routes=app.routes,
                 tags=TAGS,
             )
-            spec = JobSpec.model_json_schema(ref_template="#/components/schemas/{model}")
+            job_spec = JobSpec.model_json_schema(ref_template="#/components/schemas/{model}")
             components = schema.setdefault("components", {}).setdefault("schemas", {})
-            components.update(spec.pop("$defs", {}))
-            components["JobSpec"] = spec
+            components.update(job_spec.pop("$defs", {}))
+            components["JobSpec"] = job_spec
             app.openapi_schema = schema
         return app.openapi_schema
 
@@ -163,11 +164,13 @@ def create_app(
     # Every /v1 route needs a token, checked before anything reads the body or the path.
     authenticated = [Depends(get_caller)]
     for router in (
-        jobs.router, metrics.router, events.router, artifacts.router, catalog.router, pool.router,
-        admin.router, uploads.router, uploads.read_router,
+        jobs.router, metrics.router, events.router, artifacts.router, catalog.router, spec.router,
+        pool.router, admin.router, uploads.router, uploads.read_router,
     ):  # fmt: skip
         app.include_router(router, dependencies=authenticated)
     app.include_router(health.router)
+    app.include_router(dashboard.router)
+    app.mount("/ui", dashboard.static_files(), name="ui")
     # Added last = outermost: sizes are checked before anything reads the body, and the
     # metrics see every answer, 413s included.
     app.add_middleware(BodyLimitMiddleware, limit_for=_limit_for(settings))

@@ -25,6 +25,9 @@ class Settings(BaseSettings):
     )
     data_root: Path | None = Field(None, description="Datasets and uploads; default: home/data.")
     work_dir: Path | None = Field(None, description="Jobs' working directories (checkpoints).")
+    examples_dir: Path | None = Field(
+        None, description="The example specs offered as templates; default: the project's examples/."
+    )
 
     lease_s: float = Field(
         60.0, gt=0, description="A worker's claim on a job lasts this long unless renewed."
@@ -102,6 +105,10 @@ class Settings(BaseSettings):
     @property
     def artifacts_location(self) -> str:
         return self.artifacts_url or str(self.resolved_home() / "artifacts")
+
+    @property
+    def examples_path(self) -> Path:
+        return (self.examples_dir or Path(__file__).resolve().parents[1] / "examples").expanduser()
 
     @property
     def data_path(self) -> Path:

@@ -7,10 +7,9 @@ import json
 import logging
 import posixpath
 from collections.abc import Iterator
-from email.message import Message
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Query, Response
 from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -18,7 +17,8 @@ from sqlalchemy.orm import Session
 from api.auth import CallerDep, JobDep, WriterDep
 from api.cursors import decode_job_cursor, encode_job_cursor
 from api.deps import SessionDep, StateDep
-from api.problems import FieldError, Problem, ProblemError, invalid
+from api.documents import spec_document
+from api.problems import FieldError, Problem, ProblemError
 from api.routes.uploads import UPLOADS
 from api.schemas import JobOut, JobPage, JobStatus
 from api.validation import invalid_document, validate_spec
@@ -42,22 +42,7 @@ _PROBLEMS: dict[int | str, dict[str, Any]] = {
 }
 
 
-async def json_body(request: Request) -> Any:
-    """The request's JSON document: 415 for another media type, 422 when it does not parse."""
-    message = Message()
-    message["content-type"] = request.headers.get("content-type", "")
-    if message.get_content_type() != "application/json":
-        raise ProblemError(415, "send the job spec as application/json", kind="unsupported-media-type")
-    raw = await request.body()
-    try:
-        return json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise invalid("body", f"malformed JSON: {e}") from None
-    except RecursionError:
-        raise invalid("body", "the JSON document is nested too deeply") from None
-
-
-JsonBody = Annotated[Any, Depends(json_body)]
+SpecBody = Annotated[Any, Depends(spec_document)]
 IdempotencyKeyHeader = Annotated[
     str | None,
     Header(
@@ -109,7 +94,7 @@ def _normal(path: str) -> str:
     return posixpath.normpath(path.replace("\\", "/"))
 
 
-def _check_uploads(session: Session, spec: JobSpec, caller: Caller) -> None:
+def check_uploads(session: Session, spec: JobSpec, caller: Caller) -> None:
     """A spec may name its own team's uploads only: another team's is as absent as a missing one."""
     errors = []
     for field, path in _uploads_named(spec.model_dump(mode="json")):
@@ -158,18 +143,21 @@ def _accepted(response: Response, session: Session, job: Job) -> JobOut:
     responses={
         409: {"model": Problem, "description": "The team's queue is full or its storage quota used up."},
         413: {"model": Problem, "description": "The spec is larger than 1 MiB."},
-        415: {"model": Problem, "description": "Not application/json."},
+        415: {"model": Problem, "description": "Neither application/json nor application/yaml."},
         422: {"model": Problem, "description": "Invalid spec, each problem naming its field."},
     },
     openapi_extra={
         "requestBody": {
             "required": True,
-            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/JobSpec"}}},
+            "content": {
+                kind: {"schema": {"$ref": "#/components/schemas/JobSpec"}}
+                for kind in ("application/json", "application/yaml")
+            },
         }
     },
 )
 def submit_job(
-    body: JsonBody,
+    body: SpecBody,
     session: SessionDep,
     state: StateDep,
     caller: WriterDep,
@@ -189,7 +177,7 @@ def submit_job(
     if idempotency_key and (job := _replay(session, owner, idempotency_key, request_hash)):
         response.headers["Idempotent-Replayed"] = "true"
         return _accepted(response, session, job)
-    _check_uploads(session, spec, caller)
+    check_uploads(session, spec, caller)
     try:
         admit_job(session, caller.team)  # holds the team's lock until the commit below
     except QuotaExceeded as e:
@@ -212,10 +200,16 @@ def submit_job(
     return _accepted(response, session, job)
 
 
-@router.get("", response_model=JobPage, summary="List jobs, newest first")
+@router.get(
+    "",
+    response_model=JobPage,
+    summary="List jobs, newest first",
+    responses={304: {"description": "The page is unchanged since the ETag given in If-None-Match."}},
+)
 def list_jobs(
     session: SessionDep,
     caller: CallerDep,
+    if_none_match: Annotated[str | None, Header(alias="If-None-Match")] = None,
     status: Annotated[list[JobStatus] | None, Query(description="Repeat to match any of several.")] = None,
     owner: Annotated[str | None, Query(max_length=100)] = None,
     team: Annotated[
@@ -226,8 +220,9 @@ def list_jobs(
         str | None, Query(max_length=500, description="`next_cursor` of the previous page.")
     ] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-) -> JobPage:
-    """Your team's jobs (an admin's: every team's, or `team`'s)."""
+) -> Any:
+    """Your team's jobs (an admin's: every team's, or `team`'s). The page comes with an `ETag`:
+    poll with `If-None-Match` to get `304` while nothing on it changed."""
     stmt = (
         select(Job)
         .where(Job.deleted_at.is_(None))
@@ -250,7 +245,13 @@ def list_jobs(
     jobs = list(session.scalars(stmt))
     page, more = jobs[:limit], len(jobs) > limit
     next_cursor = encode_job_cursor(page[-1].created_at, page[-1].id) if more else None
-    return JobPage(items=jobs_out(session, page), next_cursor=next_cursor)
+    body = JobPage(items=jobs_out(session, page), next_cursor=next_cursor).model_dump_json().encode()
+    # The page's own digest: it changes with any job on it, its queue place or a new job.
+    tag = f'"{hashlib.sha256(body).hexdigest()[:32]}"'
+    headers = {"ETag": tag, "Cache-Control": "no-cache"}
+    if _matches(if_none_match, tag):
+        return Response(status_code=304, headers=headers)
+    return Response(body, media_type="application/json", headers=headers)
 
 
 def _matches(if_none_match: str | None, tag: str) -> bool:

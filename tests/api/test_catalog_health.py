@@ -93,7 +93,8 @@ def test_openapi_documents_the_api(client: TestClient) -> None:
     for path in (
         "/v1/jobs", "/v1/jobs/{job_id}", "/v1/jobs/{job_id}/metrics", "/v1/jobs/{job_id}/events",
         "/v1/jobs/{job_id}/cancel", "/v1/jobs/{job_id}/artifacts", "/v1/artifacts/{artifact_id}",
-        "/v1/models", "/v1/datasets", "/v1/catalog", "/v1/spec/schema", "/healthz", "/readyz", "/metrics",
+        "/v1/models", "/v1/datasets", "/v1/catalog", "/v1/spec/schema",
+        "/v1/spec/validate", "/v1/spec/examples", "/healthz", "/readyz", "/metrics",
         "/v1/pool", "/v1/teams", "/v1/users", "/v1/tokens", "/v1/tokens/{token_id}", "/v1/me", "/v1/audit",
     ):  # fmt: skip
         assert path in paths, path

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.conftest import TINY_JOB, Service
+from tests.service import TINY_JOB, Service
 
 QUICK_JOB: dict[str, Any] = {
     **TINY_JOB,

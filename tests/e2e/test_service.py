@@ -20,7 +20,7 @@ import torch
 
 from core.data import load_dataset
 from core.spec import parse_spec
-from tests.e2e.conftest import TINY_JOB, Service, base_env, free_port
+from tests.service import TINY_JOB, Service, base_env, free_port
 
 
 def submit(service: Service, spec: dict[str, Any], **headers: str) -> dict[str, Any]:
