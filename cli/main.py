@@ -4,6 +4,8 @@ distill run SPEC --out DIR     a job on this machine, no service (core/)
 distill serve                  the embedded service: API + one worker, SQLite, no servers to install
 distill api | worker | migrate the parts separately, for the real deployment
 distill admin ...              teams, users and API tokens (on the database)
+distill login | submit | list | show | metrics | follow | cancel | delete | download | pool ...
+                               a running service, over HTTP (cli/jobs.py, docs/cli.md)
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Annotated
 import typer
 
 from cli import admin as admin_cli
+from cli import jobs as jobs_cli
 from core import cli as engine
 from store.settings import Settings
 
@@ -28,6 +31,7 @@ app.command("run")(engine.run)
 app.command("validate")(engine.validate)
 app.command("schema")(engine.schema)
 app.add_typer(admin_cli.app, name="admin")
+jobs_cli.register(app)
 
 Home = Annotated[
     Path | None, typer.Option(help="Data directory [env DISTILLERY_HOME, default ~/.distillery].")

@@ -2,14 +2,14 @@
 
     .venv/bin/python scripts/demo.py [--spec examples/mnist1d.yaml] [--home runs/demo] [--keep-serving]
 
-Everything goes through the public HTTP API, as any client would: POST /v1/jobs, polling
-GET /v1/jobs/{id} with If-None-Match, GET /v1/jobs/{id}/artifacts and a checksum-verified download.
+Everything goes through the public HTTP API: the admin API makes a team, a user and a token, and
+then the `distill` client commands, as that user, submit the job, follow it live to its report
+and download the student with its checksum verified (docs/cli.md).
 """
 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import os
 import secrets
 import signal
@@ -20,9 +20,7 @@ import time
 from pathlib import Path
 
 import httpx
-import yaml
 from rich.console import Console
-from rich.table import Table
 
 console = Console(width=None if sys.stdout.isatty() else 120)  # logs and CI: no wrapping at 80
 
@@ -50,55 +48,13 @@ def wait_ready(client: httpx.Client, server: subprocess.Popen[bytes], timeout: f
     sys.exit("the service did not become ready in time")
 
 
-def follow(client: httpx.Client, job_id: str) -> dict:  # type: ignore[type-arg]
-    etag, last_line = None, ""
-    while True:
-        r = client.get(f"/v1/jobs/{job_id}", headers={"If-None-Match": etag} if etag else {})
-        if r.status_code == 200:
-            etag, job = r.headers.get("ETag"), r.json()
-            p = job.get("progress") or {}
-            line = f"{job['status']:<10} attempt {job['attempt']}"
-            if p:
-                eta = f", eta {p['eta_s']:.0f}s" if p.get("eta_s") else ""
-                line += f"  {p['stage']} epoch {p['epoch']}/{p['epochs']}  {100 * p['fraction']:5.1f}%{eta}"
-            if line != last_line:
-                console.print(line)
-                last_line = line
-            if job["status"] in ("succeeded", "failed", "cancelled"):
-                return job  # type: ignore[no-any-return]
-        time.sleep(1.0)
-
-
-def show(client: httpx.Client, job: dict, home: Path) -> None:  # type: ignore[type-arg]
-    report = job["report"]
-    table = Table(title=report["verdict"])
-    for col in ("model", "test top-1", "params", "MACs", "CPU ms (b1)"):
-        table.add_column(col)
-    for who in ("teacher", "baseline", "student"):
-        m = report.get(who)
-        if m:
-            table.add_row(
-                who,
-                f"{m['test_top1']:.4f}",
-                f"{m['params']:,}",
-                f"{m.get('macs') or 0:,}",
-                f"{m.get('latency_ms_cpu_b1') or 0:.3f}",
-            )
-    console.print(table)
-    items = client.get(f"/v1/jobs/{job['id']}/artifacts").json()["items"]
-    console.print(f"artifacts of job {job['id']} (stored under {home / 'artifacts' / job['id']}):")
-    for a in items:
-        console.print(f"  {a['name']:<22} {a['size']:>9,} bytes  {client.base_url.join(a['url'])}")
-    student = next(a for a in items if a["name"] == "student_torchscript")
-    target = home / "downloads" / student["filename"]
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with client.stream("GET", student["url"]) as r, target.open("wb") as f:
-        digest = hashlib.sha256()
-        for chunk in r.iter_bytes():
-            digest.update(chunk)
-            f.write(chunk)
-    ok = digest.hexdigest() == student["sha256"]
-    console.print(f"downloaded the student to {target}: sha256 {'matches' if ok else 'DOES NOT MATCH'}")
+def distill_cli(*args: str, env: dict[str, str], capture: bool = False) -> str:
+    """Run ``distill ARGS``; its exit code, when not 0, ends the demo with it."""
+    distill = str(Path(sys.executable).with_name("distill"))
+    done = subprocess.run([distill, *args], env=env, stdout=subprocess.PIPE if capture else None, text=True)
+    if done.returncode != 0:
+        sys.exit(done.returncode)
+    return done.stdout or ""
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -140,23 +96,18 @@ def main() -> None:
         with httpx.Client(base_url=url, timeout=30, headers=bearer(admin_token)) as admin:
             wait_ready(admin, server)
             token = member_token(admin, user="demo", team="demo")
-        with httpx.Client(base_url=url, timeout=30, headers=bearer(token)) as client:
-            spec = yaml.safe_load(Path(args.spec).read_text())
-            r = client.post("/v1/jobs", json=spec)
-            if r.status_code != 202:
-                sys.exit(f"submission refused ({r.status_code}): {r.text}")
-            job_id = r.json()["id"]
-            console.print(
-                f"submitted {args.spec} as user demo (team demo): job {job_id} ({r.headers['Location']})"
-            )
-            job = follow(client, job_id)
-            if job["status"] != "succeeded":
-                sys.exit(f"job {job['status']}: {job.get('error')}")
-            show(client, job, home)
-            if args.keep_serving:
-                console.print(f"the service keeps running on {url} (Ctrl-C to stop); token of user demo:")
-                console.print(token, soft_wrap=True)
-                server.wait()
+        # From here on, what a member of the team would type (docs/cli.md)
+        user_env = {**os.environ, "DISTILLERY_URL": url, "DISTILLERY_TOKEN": token}
+        job_id = distill_cli("submit", args.spec, env=user_env, capture=True).strip()
+        console.print(f"submitted {args.spec} as user demo (team demo): job {job_id}")
+        console.print(f"dashboard: {url}/#/jobs/{job_id} (log in with the token of user demo)")
+        distill_cli("follow", job_id, env=user_env)  # live progress, then the report table
+        distill_cli("download", job_id, "--out", str(home / "downloads"), env=user_env)  # sha256 checked
+        console.print(f"artifacts of job {job_id} are stored under {home / 'artifacts' / job_id}")
+        if args.keep_serving:
+            console.print(f"the service keeps running on {url} (Ctrl-C to stop); token of user demo:")
+            console.print(token, soft_wrap=True)
+            server.wait()
     except KeyboardInterrupt:
         pass
     finally:

@@ -4,7 +4,9 @@
     queued | starting | running | retrying -> cancelling -> cancelled   (queued/retrying: at once)
     starting | running -> retrying -> queued                            (worker lost, attempts left)
 
-Every change bumps ``version`` (the API's ETag) and records a ``JobEvent``. A transition names
+Every change bumps ``version`` (the API's ETag) and records a ``JobEvent``; new metric rows and
+events bump it too, so a client whose conditional read gets ``304`` knows there is nothing new
+to fetch. A transition names
 the states it may leave, so two actors racing (a duplicate delivery, a reaper and a late worker)
 cannot both win: the loser's update matches no row.
 """
@@ -22,6 +24,10 @@ from sqlalchemy.orm import Session
 from store.models import TERMINAL, Job, JobEvent, Metric, utcnow
 
 WAITING = ("queued", "retrying")
+
+
+def _bump(session: Session, job_id: str) -> None:
+    session.execute(update(Job).where(Job.id == job_id).values(version=Job.version + 1))
 
 
 def add_event(
@@ -44,6 +50,7 @@ def add_event(
             to_status=to_status,
         )
     )
+    _bump(session, job_id)
 
 
 def transition(
@@ -157,6 +164,7 @@ def record_metrics(
         index_elements=["job_id", "stage", "epoch", "step", "name"], set_={"value": stmt.excluded.value}
     )
     session.execute(stmt)
+    _bump(session, job_id)
 
 
 # ---------------------------------------------------------------- the dispatcher's side

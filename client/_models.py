@@ -1,0 +1,172 @@
+"""What the API returns, as typed models (api/schemas.py is the contract).
+
+Every model accepts and keeps fields it does not know (``extra="allow"``), and nearly every field
+has a default: a newer server that adds or drops an optional field does not break this client.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, PrivateAttr
+
+TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class Progress(_Model):
+    stage: str | None = None
+    epoch: int | None = None
+    epochs: int | None = None
+    fraction: float | None = None
+    eta_s: float | None = None
+
+
+class Waiting(_Model):
+    position: int | None = None
+    reason: str | None = None
+    message: str = ""
+
+
+class JobError(_Model):
+    type: str = "internal"
+    message: str = ""
+
+
+class Job(_Model):
+    id: str
+    name: str = ""
+    status: str
+    attempt: int = 0
+    max_attempts: int | None = None
+    queue: str | None = None
+    priority: str | None = None
+    queue_position: int | None = None
+    waiting: Waiting | None = None
+    progress: Progress | None = None
+    error: JobError | None = None
+    report: dict[str, Any] | None = None
+    spec: dict[str, Any] = {}
+    owner: str | None = None
+    team: str | None = None
+    version: int | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+
+    _etag: str | None = PrivateAttr(default=None)
+
+    @property
+    def etag(self) -> str | None:
+        """The ``ETag`` it came with: pass it back to ``Client.job`` to poll cheaply."""
+        return self._etag
+
+    @property
+    def finished(self) -> bool:
+        return self.status in TERMINAL
+
+
+class JobPage(_Model):
+    items: list[Job]
+    next_cursor: str | None = None
+
+
+class Metric(_Model):
+    id: int | None = None
+    stage: str
+    epoch: int
+    step: int = 0
+    name: str
+    value: float | None = None
+
+
+class MetricPage(_Model):
+    items: list[Metric]
+    next_cursor: str | None = None
+    has_more: bool = False
+
+
+class Event(_Model):
+    id: int
+    at: datetime | None = None
+    kind: str = ""
+    from_status: str | None = None
+    to_status: str | None = None
+    message: str = ""
+    actor: str | None = None
+
+
+class EventPage(_Model):
+    items: list[Event]
+    next_cursor: str | None = None
+    has_more: bool = False
+
+
+class Artifact(_Model):
+    id: str
+    name: str
+    filename: str
+    size: int
+    sha256: str
+    url: str
+
+
+class Upload(_Model):
+    id: str
+    kind: str
+    format: str = ""
+    filename: str = ""
+    path: str
+    size: int = 0
+    sha256: str = ""
+    spec_fragment: dict[str, Any] = {}
+
+
+class Me(_Model):
+    user: str
+    team: str | None = None
+    role: str | None = None
+    token_id: str | None = None
+
+
+class PoolJob(_Model):
+    id: str | None = None
+    name: str | None = None
+    owner: str | None = None
+    team: str | None = None
+    status: str = ""
+    progress: Progress | None = None
+
+
+class Worker(_Model):
+    id: str
+    host: str = ""
+    gpu_type: str = ""
+    status: str = ""
+    devices: list[dict[str, Any]] = []
+    last_heartbeat_at: datetime | None = None
+    job: PoolJob | None = None
+
+
+class QueueCount(_Model):
+    queued: int = 0
+    running: int = 0
+
+
+class TeamQueue(QueueCount):
+    team: str
+
+
+class GpuQueue(QueueCount):
+    queue: str
+
+
+class Pool(_Model):
+    workers: list[Worker] = []
+    teams: list[TeamQueue] = []
+    queues: list[GpuQueue] = []

@@ -1,0 +1,281 @@
+"""Rich views of the client's models, for terminals: what `distill` prints.
+
+Tables and one-line summaries of jobs, reports (docs/report.md), metrics, artifacts and the pool,
+and ``LiveView``, the progress display ``Client.wait`` feeds. Importing this module needs rich;
+``import client`` alone does not.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console, RenderableType
+from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
+from rich.table import Table
+from rich.text import Text
+
+from client._models import Artifact, Event, Job, Metric, Pool
+from client._wait import Update
+
+STATUS_STYLE = {
+    "succeeded": "green",
+    "failed": "red",
+    "cancelled": "yellow",
+    "cancelling": "yellow",
+    "running": "cyan",
+    "starting": "cyan",
+    "retrying": "magenta",
+}
+
+
+def styled_status(status: str) -> str:
+    return f"[{STATUS_STYLE.get(status, 'default')}]{status}[/]"
+
+
+def age(when: datetime | None, now: datetime | None = None) -> str:
+    if when is None:
+        return "-"
+    now = now or datetime.now(UTC)
+    seconds = max(0, int((now - (when if when.tzinfo else when.replace(tzinfo=UTC))).total_seconds()))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def progress_text(job: Job) -> str:
+    """Where the job stands, in a few words: its place in the queue, stage and epoch, or result."""
+    p, report = job.progress, job.report
+    if job.waiting is not None:
+        return f"#{job.waiting.position} {job.waiting.reason or 'waiting'}"
+    if job.status == "succeeded" and report:
+        gain = report.get("kd_gain")
+        top1 = report.get("student", {}).get("test_top1")
+        return f"top-1 {_num(top1, '.3f')}" + (f" ({gain:+.3f})" if gain is not None else "")
+    if job.error is not None:
+        return job.error.type
+    if p is not None and p.stage:
+        return f"{p.stage} {p.epoch}/{p.epochs} {100 * (p.fraction or 0):.0f}%"
+    return ""
+
+
+def _num(value: Any, pattern: str) -> str:
+    return "—" if value is None else format(value, pattern)
+
+
+def report_table(report: dict[str, Any]) -> Table:
+    table = Table(caption="baseline: the student's architecture trained on labels alone")
+    for col in ("model", "test top-1", "top-5", "params", "MACs", "size (bytes)", "CPU ms b1"):
+        table.add_column(col, justify="left" if col == "model" else "right")
+    rows = [("teacher", report.get("teacher"))]
+    rows += [(f"teacher {i + 1}", t) for i, t in enumerate(report.get("teachers") or [])]
+    rows += [("baseline", report.get("baseline")), ("student", report.get("student"))]
+    for name, m in rows:
+        if m:
+            table.add_row(
+                name,
+                _num(m.get("test_top1"), ".4f"),
+                _num(m.get("test_top5"), ".4f"),
+                _num(m.get("params"), ","),
+                _num(m.get("macs"), ","),
+                _num(m.get("size_bytes"), ","),
+                _num(m.get("latency_ms_cpu_b1"), ".3f"),
+            )
+    return table
+
+
+def report_lines(report: dict[str, Any]) -> list[str]:
+    """The KD gain with its standard error, the compression ratios, post-training compression."""
+    lines = []
+    if report.get("kd_gain") is not None:
+        se = report.get("kd_gain_stderr")
+        lines.append(
+            f"KD gain (student − baseline, test top-1): {report['kd_gain']:+.4f}"
+            + (f" ± {se:.4f} (standard error)" if se is not None else "")
+        )
+    labels = {
+        "params_ratio": "fewer parameters",
+        "macs_ratio": "fewer MACs",
+        "size_ratio": "smaller",
+        "latency_speedup_cpu": "faster (CPU, batch 1)",
+    }
+    ratios = report.get("compression") or {}
+    parts = [f"{ratios[k]:.2f}x {text}" for k, text in labels.items() if ratios.get(k) is not None]
+    if parts:
+        lines.append("student vs teacher: " + ", ".join(parts))
+    for row in report.get("compressed") or []:
+        lines.append(
+            f"compressed ({row.get('kind')}): test top-1 {_num(row.get('test_top1'), '.4f')} "
+            f"({_num(row.get('top1_change'), '+.4f')}), {_num(row.get('size_bytes'), ',')} bytes"
+        )
+    total = (report.get("timing") or {}).get("total_s")
+    if total is not None:
+        lines.append(f"the job took {total:.0f} s")
+    return lines
+
+
+def print_report(console: Console, report: dict[str, Any]) -> None:
+    """The verdict, the table of models, the KD gain and the compression ratios."""
+    if report.get("verdict"):
+        console.print(Text(str(report["verdict"]), style="bold"), soft_wrap=True)
+    console.print(report_table(report))
+    for line in report_lines(report):
+        console.print(line, highlight=False, soft_wrap=True)
+
+
+def job_table(jobs: list[Job]) -> Table:
+    """One line per job: id, name, status, where it stands, owner, age."""
+    table = Table(box=None, pad_edge=False)
+    for col in ("ID", "NAME", "STATUS", "PROGRESS", "OWNER", "AGE"):
+        table.add_column(col, no_wrap=col in ("ID", "STATUS"))
+    for j in jobs:
+        status, where = styled_status(j.status), progress_text(j)
+        table.add_row(j.id, j.name, status, where, j.owner or "", age(j.created_at))
+    return table
+
+
+def local_time(when: datetime | None) -> str:
+    return when.astimezone().strftime("%Y-%m-%d %H:%M:%S %Z") if when else "-"
+
+
+def job_details(job: Job) -> Table:
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold")
+    grid.add_column()
+    rows = [
+        ("job", f"{job.id}  {job.name}"),
+        ("status", f"{styled_status(job.status)} (attempt {job.attempt}/{job.max_attempts})"),
+        ("owner", f"{job.owner} (team {job.team})"),
+        ("queue", f"{job.queue}, priority {job.priority}"),
+        ("created", f"{local_time(job.created_at)} ({age(job.created_at)} ago)"),
+    ]
+    rows += [("started", local_time(job.started_at))] if job.started_at else []
+    rows += [("finished", local_time(job.finished_at))] if job.finished_at else []
+    if job.waiting is not None:
+        rows.append(("waiting", f"#{job.waiting.position} ({job.waiting.reason}): {job.waiting.message}"))
+    if job.progress is not None and job.progress.stage and not job.finished:
+        rows.append(("progress", progress_text(job)))
+    if job.error is not None:
+        rows.append(("error", f"[red]{job.error.type}[/]: {job.error.message}"))
+    for key, value in rows:
+        grid.add_row(key, value)
+    return grid
+
+
+def metric_tables(rows: list[Metric]) -> list[Table]:
+    """One table per stage, in the order the stages ran; the last value of an epoch wins."""
+    stages: dict[str, dict[int, dict[str, float | None]]] = {}
+    names: dict[str, dict[str, None]] = {}  # insertion-ordered sets
+    for m in rows:
+        stages.setdefault(m.stage, {}).setdefault(m.epoch, {})[m.name] = m.value
+        names.setdefault(m.stage, {})[m.name] = None
+    tables = []
+    for stage, epochs in stages.items():
+        table = Table(title=stage, title_justify="left")
+        table.add_column("epoch", justify="right")
+        for metric_name in names[stage]:
+            table.add_column(metric_name, justify="right")
+        for epoch in sorted(epochs):
+            table.add_row(str(epoch), *(_num(epochs[epoch].get(n), ".4g") for n in names[stage]))
+        tables.append(table)
+    return tables
+
+
+def artifact_table(artifacts: list[Artifact], paths: dict[str, Path] | None) -> Table:
+    table = Table(
+        title="artifacts" if paths is None else "downloaded (SHA-256 verified)", title_justify="left"
+    )
+    for col in ("name", "path" if paths else "file", "bytes", "sha256"):
+        table.add_column(col, justify="right" if col == "bytes" else "left", no_wrap=col == "sha256")
+    for a in artifacts:
+        where = str(paths[a.id]) if paths else a.filename
+        table.add_row(a.name, where, f"{a.size:,}", a.sha256)
+    return table
+
+
+def pool_views(view: Pool) -> list[RenderableType]:
+    """The workers (state, GPU type, devices, job) and the queue of each team."""
+    workers = Table(title="workers", title_justify="left")
+    for col in ("worker", "state", "gpu type", "devices", "job"):
+        workers.add_column(col)
+    for w in view.workers:
+        devices = ", ".join(str(d.get("name", "?")) for d in w.devices) or "-"
+        job = "-" if w.job is None else f"{w.job.id or '(another team)'} {w.job.status}"
+        workers.add_row(w.id, styled_status(w.status), w.gpu_type, devices, job)
+    teams = Table(title="queue per team", title_justify="left")
+    for col in ("team", "queued", "running"):
+        teams.add_column(col, justify="left" if col == "team" else "right")
+    for t in view.teams:
+        teams.add_row(t.team, str(t.queued), str(t.running))
+    return [
+        workers if view.workers else "no workers have registered",
+        teams if view.teams else "no jobs queued or running",
+    ]
+
+
+class LiveView:
+    """A job as it runs: a progress bar on a terminal; on a pipe or log, a line per change (status,
+    stage, every 5%). Events (state changes, the worker's log lines) are printed as they come."""
+
+    def __init__(self, console: Console, enabled: bool = True) -> None:
+        self.console, self.enabled = console, enabled
+        self.live = enabled and console.is_terminal
+        self.bar = Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.percentage:>5.1f}%"),
+            TextColumn("eta {task.fields[eta]}"),
+            TimeElapsedColumn(),
+            console=console,
+            disable=not self.live,
+        )
+        self.task: TaskID = self.bar.add_task("submitted", total=1.0, eta="?")
+        self.last_line: tuple[str, str, int] | None = None
+        self.val_top1: dict[str, float] = {}
+
+    def __enter__(self) -> LiveView:
+        self.bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.stop()
+
+    def __call__(self, update: Update) -> None:
+        if not self.enabled:
+            return
+        for event in update.events:
+            self.console.print(event_line(event), highlight=False, markup=False)
+        self._note(update.metrics)
+        job, p = update.job, update.job.progress
+        text = self.describe(job)
+        eta = "?" if p is None or p.eta_s is None else f"{p.eta_s:.0f}s"
+        fraction = (p.fraction or 0.0) if p else 0.0
+        self.bar.update(self.task, description=text, completed=fraction, eta=eta)
+        if not self.live:
+            key = (job.status, (p.stage or "") if p else "", int(fraction * 20))
+            if key != self.last_line:
+                self.last_line = key
+                self.console.print(f"{job.status:<10} {text}  {100 * fraction:5.1f}%", highlight=False)
+
+    def _note(self, metrics: list[Metric]) -> None:
+        for m in metrics:
+            if m.name == "val/top1" and m.value is not None:
+                self.val_top1[m.stage] = m.value
+
+    def describe(self, job: Job) -> str:
+        p = job.progress
+        if job.waiting is not None:
+            return f"queued #{job.waiting.position}: {job.waiting.message or job.waiting.reason}"
+        if p is None or not p.stage or job.status not in ("running", "cancelling"):
+            return f"{job.status} (attempt {job.attempt})"
+        text = f"{p.stage} {p.epoch}/{p.epochs}"
+        if p.stage in self.val_top1:
+            text += f" val top-1 {self.val_top1[p.stage]:.3f}"
+        return text if job.status == "running" else f"cancelling, {text}"
+
+
+def event_line(event: Event) -> str:
+    when = event.at.astimezone().strftime("%H:%M:%S") if event.at else "--:--:--"
+    return f"{when} {event.kind}: {event.message}"

@@ -1,0 +1,101 @@
+"""What `distill` prints, from hand-made models (no server)."""
+
+from __future__ import annotations
+
+import io
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from rich.console import Console
+
+from client import Event, Job, Metric, Update
+from client.views import LiveView, age, metric_tables, print_report, progress_text, report_lines
+
+MODEL = {"test_top1": 0.5, "test_top5": 0.9, "params": 1000, "macs": 2000, "size_bytes": 4000}
+REPORT: dict[str, Any] = {
+    "verdict": "distillation helped: student 0.8550 vs labels-only baseline 0.6320",
+    "teacher": {**MODEL, "test_top1": 0.97, "params": 28298},
+    "teachers": [],
+    "baseline": {**MODEL, "test_top1": 0.632},
+    "student": {**MODEL, "test_top1": 0.855, "latency_ms_cpu_b1": 0.03},
+    "kd_gain": 0.223,
+    "kd_gain_stderr": 0.019,
+    "compression": {"params_ratio": 1.9, "macs_ratio": 12.9, "size_ratio": None},
+    "compressed": [{"kind": "dynamic_int8", "test_top1": 0.85, "top1_change": -0.005, "size_bytes": 9}],
+    "timing": {"total_s": 43.2},
+}
+
+
+def job(**fields: Any) -> Job:
+    return Job.model_validate({"id": "j1", "name": "tiny", "status": "running", "attempt": 1, **fields})
+
+
+def render(printer: Any) -> str:
+    buffer = io.StringIO()
+    printer(Console(file=buffer, width=120))
+    return buffer.getvalue()
+
+
+def test_the_report_shows_every_model_the_gain_and_the_ratios() -> None:
+    text = render(lambda c: print_report(c, REPORT))
+    assert REPORT["verdict"] in text
+    for row in ("teacher", "baseline", "student"):
+        assert row in text
+    assert "0.9700" in text and "28,298" in text and "0.030" in text and "—" in text  # latencies not measured
+    assert report_lines(REPORT) == [
+        "KD gain (student − baseline, test top-1): +0.2230 ± 0.0190 (standard error)",
+        "student vs teacher: 1.90x fewer parameters, 12.90x fewer MACs",
+        "compressed (dynamic_int8): test top-1 0.8500 (-0.0050), 9 bytes",
+        "the job took 43 s",
+    ]
+
+
+def test_a_job_is_summed_up_by_where_it_stands() -> None:
+    waiting = {"position": 2, "reason": "pool_busy", "message": "every matching GPU is busy"}
+    assert progress_text(job(status="queued", waiting=waiting)) == "#2 pool_busy"
+    progress = {"stage": "student", "epoch": 3, "epochs": 4, "fraction": 0.75}
+    assert progress_text(job(progress=progress)) == "student 3/4 75%"
+    assert progress_text(job(status="succeeded", report=REPORT)) == "top-1 0.855 (+0.223)"
+    failed = job(status="failed", error={"type": "diverged", "message": "NaN loss"})
+    assert progress_text(failed) == "diverged"
+    now = datetime(2030, 1, 1, tzinfo=UTC)
+    assert [age(now - timedelta(seconds=s), now) for s in (5, 125, 7300, 200000)] == ["5s", "2m", "2h", "2d"]
+
+
+def test_metrics_become_one_table_per_stage_with_epoch_rows() -> None:
+    rows = [
+        Metric(stage=stage, epoch=epoch, step=epoch, name=name, value=epoch / 10)
+        for stage in ("teacher", "student")
+        for epoch in (1, 2)
+        for name in ("train/loss", "val/top1")
+    ]
+    tables = metric_tables(rows)
+    assert [t.title for t in tables] == ["teacher", "student"]
+    assert [c.header for c in tables[1].columns] == ["epoch", "train/loss", "val/top1"]
+    assert tables[1].row_count == 2
+
+
+def test_the_live_view_prints_a_line_per_change_when_not_on_a_terminal() -> None:
+    buffer = io.StringIO()
+    console = Console(file=buffer, width=120)
+    event = Event(id=1, kind="status", message="training", at=datetime(2030, 1, 1, 12, 0, tzinfo=UTC))
+    running = job(progress={"stage": "student", "epoch": 2, "epochs": 4, "fraction": 0.5, "eta_s": 3})
+    metric = Metric(stage="student", epoch=2, name="val/top1", value=0.8125)
+    with LiveView(console) as view:
+        view(Update(job=job(status="starting"), changed=True))
+        view(Update(job=running, changed=True, metrics=[metric], events=[event]))
+        view(Update(job=running, changed=False))  # nothing new: no line
+    lines = buffer.getvalue().splitlines()
+    assert lines[0].startswith("starting") and "attempt 1" in lines[0]
+    assert lines[1].endswith("status: training")
+    assert "student 2/4 val top-1 0.812" in lines[2] and "50.0%" in lines[2]
+    assert len(lines) == 3
+
+
+def test_the_live_view_draws_a_bar_on_a_terminal() -> None:
+    buffer = io.StringIO()
+    console = Console(file=buffer, width=120, force_terminal=True)
+    running = job(progress={"stage": "teacher", "epoch": 1, "epochs": 5, "fraction": 0.2, "eta_s": 8})
+    with LiveView(console) as view:
+        view(Update(job=running, changed=True))
+    assert "teacher 1/5" in buffer.getvalue() and "eta 8s" in buffer.getvalue()
