@@ -1,0 +1,154 @@
+// The GPU pool (GET /v1/pool, polled): each worker, its devices and the job it runs, and the
+// queue per team and per GPU type.
+
+import { get } from "./api.js";
+import { ago, badge, clear, h, poll, progressBar, stageText } from "./dom.js";
+import { errorSlot } from "./notice.js";
+
+const POLL_MS = 3000;
+
+function device(d) {
+  const memory =
+    d.memory_mb !== undefined && d.memory_mb !== null
+      ? `${d.memory_used_mb ?? "?"} / ${d.memory_mb} MB`
+      : null;
+  const util = d.utilization !== undefined && d.utilization !== null ? `${d.utilization}%` : null;
+  return h(
+    "div",
+    { class: "device" },
+    h("strong", {}, d.name || "device"),
+    [memory, util].filter(Boolean).map((t) => ` · ${t}`),
+  );
+}
+
+function jobCell(job) {
+  if (!job) return h("span", { class: "muted" }, "idle");
+  if (!job.id) return h("span", {}, `a job of team ${job.team} `, badge(job.status)); // another team's
+  return h(
+    "div",
+    {},
+    h("a", { href: `#/jobs/${job.id}` }, job.name || job.id),
+    " ",
+    badge(job.status),
+    h("div", { class: "small muted" }, `${job.owner ?? ""} · ${job.team ?? ""}`),
+    job.progress
+      ? h(
+          "div",
+          { class: "mini" },
+          progressBar(job.progress, job.status),
+          h("span", { class: "small" }, stageText(job.progress)),
+        )
+      : null,
+  );
+}
+
+function table(testid, headers, rows, empty, numeric = 0) {
+  // the last `numeric` columns hold counts: right-aligned, headers included
+  const num = (i) => (i >= headers.length - numeric ? "num" : null);
+  return h(
+    "table",
+    { "data-testid": testid },
+    h(
+      "thead",
+      {},
+      h(
+        "tr",
+        {},
+        headers.map((t, i) => h("th", { scope: "col", class: num(i) }, t)),
+      ),
+    ),
+    h(
+      "tbody",
+      {},
+      rows.length ? rows : h("tr", {}, h("td", { colspan: headers.length, class: "empty" }, empty)),
+    ),
+  );
+}
+
+export function render(view) {
+  const errors = errorSlot("pool-error");
+  const workers = h("div", { class: "scroll-x" });
+  const teams = h("div");
+  const queues = h("div");
+  const updated = h("span", { class: "muted small", "data-testid": "pool-updated" });
+  view.append(
+    h("div", { class: "page-head" }, h("h1", {}, "GPU pool"), updated),
+    errors.el,
+    h("section", { class: "card" }, h("h2", {}, "Workers"), workers),
+    h(
+      "div",
+      { class: "two-cols" },
+      h("section", { class: "card" }, h("h2", {}, "Queue per team"), teams),
+      h("section", { class: "card" }, h("h2", {}, "Queue per GPU type"), queues),
+    ),
+  );
+
+  async function tick() {
+    try {
+      const pool = await get("v1/pool");
+      errors.clear();
+      clear(
+        workers,
+        table(
+          "pool-workers",
+          ["Worker", "State", "GPU type", "Devices", "Job", "Last heartbeat"],
+          pool.workers.map((w) =>
+            h(
+              "tr",
+              { "data-testid": "worker-row", "data-worker-id": w.id },
+              h(
+                "td",
+                {},
+                h("div", { class: "mono small" }, w.id),
+                h("div", { class: "small muted" }, w.host),
+              ),
+              h("td", {}, h("span", { class: `badge worker-${w.status}` }, w.status)),
+              h("td", {}, w.gpu_type),
+              h(
+                "td",
+                {},
+                w.devices.length ? w.devices.map(device) : h("span", { class: "muted" }, "CPU only"),
+              ),
+              h("td", {}, jobCell(w.job)),
+              h("td", { title: w.last_heartbeat_at }, ago(w.last_heartbeat_at)),
+            ),
+          ),
+          "No worker has registered.",
+        ),
+      );
+      const counts = (label, key) => (q) =>
+        h(
+          "tr",
+          { "data-testid": `${key}-row` },
+          h("td", {}, q[label]),
+          h("td", { class: "num" }, q.queued),
+          h("td", { class: "num" }, q.running),
+        );
+      clear(
+        teams,
+        table(
+          "pool-teams",
+          ["Team", "Queued", "Running"],
+          pool.teams.map(counts("team", "team")),
+          "No jobs waiting or running.",
+          2,
+        ),
+      );
+      clear(
+        queues,
+        table(
+          "pool-queues",
+          ["GPU type", "Queued", "Running"],
+          pool.queues.map(counts("queue", "queue")),
+          "No jobs waiting or running.",
+          2,
+        ),
+      );
+      updated.textContent = `updated ${new Date().toLocaleTimeString()}`;
+    } catch (e) {
+      errors.show(e);
+    }
+  }
+
+  return poll(tick, POLL_MS);
+}

@@ -1,0 +1,107 @@
+"""Browser tests of the dashboard: headless Chromium (Debian's, never a downloaded one) driven
+by Playwright against a real service (API + one worker, the embedded default).
+
+Every page visited is saved under ``test-artifacts/screenshots/`` (the run's artifacts)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.sync_api import Browser, Page, ViewportSize, expect, sync_playwright
+
+from tests.service import TINY_JOB, Service, running
+
+CHROMIUM = Path("/usr/bin/chromium")
+ROOT = Path(__file__).resolve().parents[2]
+SCREENSHOTS = ROOT / "test-artifacts" / "screenshots"
+VIEWPORT: ViewportSize = {"width": 1280, "height": 800}
+TOKEN_KEY = "distillery.token"  # where static/js/api.js keeps the token
+TIMEOUT_MS = 15_000  # for each wait on the page: generous, the machine may be busy training
+
+expect.set_options(timeout=TIMEOUT_MS)
+
+
+def launch(playwright: Any) -> Browser:
+    if not CHROMIUM.exists():
+        pytest.fail(
+            f"the dashboard tests need Debian's chromium at {CHROMIUM} (`make browser`, or "
+            "`apt-get install chromium`); they never download Playwright's own browsers"
+        )
+    browser: Browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True)
+    return browser
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as playwright:
+        browser = launch(playwright)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    with running(tmp_path_factory.mktemp("dashboard")) as svc:
+        yield svc
+
+
+@pytest.fixture(scope="module")
+def finished_jobs(service: Service) -> list[dict[str, Any]]:
+    """Two tiny jobs that differ in their distillation losses, run to the end."""
+    specs = [
+        {**TINY_JOB, "name": "dash-kd"},
+        {
+            **TINY_JOB,
+            "name": "dash-kd-ce",
+            "distill": {
+                "epochs": 3,
+                "batch_size": 50,
+                "losses": [{"kind": "kd", "weight": 0.7, "temperature": 2.0}, {"kind": "ce", "weight": 0.3}],
+            },
+        },
+    ]
+    ids = [submit(service, spec)["id"] for spec in specs]
+    jobs = [service.wait_for(job_id) for job_id in ids]
+    assert all(j["status"] == "succeeded" for j in jobs), service.all_logs()
+    return jobs
+
+
+def submit(service: Service, spec: dict[str, Any]) -> dict[str, Any]:
+    r = service.http.post("/v1/jobs", json=spec)
+    assert r.status_code == 202, r.text
+    job: dict[str, Any] = r.json()
+    return job
+
+
+class Errors(list[str]):
+    """JavaScript errors a page raised: a test fails on any."""
+
+
+@pytest.fixture
+def page(browser: Browser, service: Service) -> Iterator[Page]:
+    """A fresh browser profile, logged in as ``e2e-user`` (the token in localStorage)."""
+    context = browser.new_context(viewport=VIEWPORT)
+    token = json.dumps(service.tokens["e2e-user"])
+    # before the app's scripts run, on the first page load only (logging out must stick)
+    context.add_init_script(
+        f"if (!sessionStorage.getItem('seeded')) {{ localStorage.setItem('{TOKEN_KEY}', {token}); "
+        "sessionStorage.setItem('seeded', '1'); }"
+    )
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    errors = Errors()
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    yield page
+    context.close()
+    assert not errors, f"JavaScript errors on the page: {errors}"
+
+
+def screenshot(page: Page, name: str, *, full_page: bool = True) -> Path:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    path = SCREENSHOTS / f"{name}.png"
+    page.screenshot(path=str(path), full_page=full_page)
+    return path
