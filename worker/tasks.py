@@ -62,6 +62,7 @@ class Attempt:
         self.settings, self.job_id, self.worker_id = settings, job_id, worker_id
         self.db_url = settings.db_url
         self.out_dir = settings.work_path / job_id
+        self.sink: DbSink | None = None
 
     def run(self) -> str:
         spec_data = self._claim()
@@ -97,7 +98,7 @@ class Attempt:
         return spec
 
     def _execute(self, spec: JobSpec) -> str:
-        sink = DbSink(self.db_url, self.job_id, self.worker_id)
+        sink = self.sink = DbSink(self.db_url, self.job_id, self.worker_id)
         try:
             from core.runner import run_job as run_engine
 
@@ -183,6 +184,8 @@ class Attempt:
 
     def _end(self, target: str, sources: tuple[str, ...], error_type: str, message: str) -> str:
         """Move the job to a terminal state if this worker still holds it; returns the outcome."""
+        # the sink saves progress at intervals: record where the run really stopped
+        last = {"progress": self.sink.last_progress} if self.sink and self.sink.last_progress else {}
         with session_scope(self.db_url) as session:
             moved = transition(
                 session,
@@ -194,6 +197,7 @@ class Attempt:
                 lease_owner=self.worker_id,
                 error={"type": error_type, "message": message},
                 finished_at=utcnow(),
+                **last,
             )
         if not moved:
             log.warning("job %s: not moved to %s (no longer held by this worker)", self.job_id, target)

@@ -78,6 +78,14 @@ def test_cancelling_a_running_job(deployment: Deployment, worker: WorkerProcess)
     assert job.status == "cancelled"
     assert job.error is not None and job.error["type"] == "cancelled"
     assert job.finished_at is not None
+    # the job shows where the run stopped, not the last of the sink's periodic progress saves
+    progress = job.progress
+    assert progress is not None
+    with session_scope(dep.db_url) as session:
+        epochs = session.scalars(
+            select(Metric.epoch).where(Metric.job_id == job_id, Metric.stage == progress["stage"])
+        ).all()
+    assert progress["epoch"] >= max(epochs, default=0)
 
 
 def test_a_bad_stored_spec_fails_as_bad_spec(deployment: Deployment, worker: WorkerProcess) -> None:
