@@ -185,7 +185,9 @@ class Attempt:
     def _end(self, target: str, sources: tuple[str, ...], error_type: str, message: str) -> str:
         """Move the job to a terminal state if this worker still holds it; returns the outcome."""
         # the sink saves progress at intervals: record where the run really stopped
-        last = {"progress": self.sink.last_progress} if self.sink and self.sink.last_progress else {}
+        last: dict[str, Any] = {}
+        if self.sink is not None and self.sink.last_progress:
+            last["progress"] = self.sink.last_progress
         with session_scope(self.db_url) as session:
             moved = transition(
                 session,
