@@ -188,7 +188,13 @@ def artifact_table(artifacts: list[Artifact], paths: dict[str, Path] | None) -> 
         title="artifacts" if paths is None else "downloaded (SHA-256 verified)", title_justify="left"
     )
     for col in ("name", "path" if paths else "file", "bytes", "sha256"):
-        table.add_column(col, justify="right" if col == "bytes" else "left", no_wrap=col == "sha256")
+        # a long path wraps (folds) rather than being cut: it is what the user came for
+        table.add_column(
+            col,
+            justify="right" if col == "bytes" else "left",
+            no_wrap=col == "sha256",
+            overflow="fold" if col == "path" else "ellipsis",
+        )
     for a in artifacts:
         where = str(paths[a.id]) if paths else a.filename
         table.add_row(a.name, where, f"{a.size:,}", a.sha256)
