@@ -22,6 +22,7 @@ from client._models import (
     MetricPage,
     Pool,
     Upload,
+    drain,
 )
 from client._transfer import download, upload_file
 from client._wait import OnUpdate
@@ -179,14 +180,8 @@ class Client:
 
     def all_metrics(self, job_id: str, **filters: Any) -> list[Metric]:
         """Every metric row so far (``filters``: ``stage``, ``name``)."""
-        rows: list[Metric] = []
-        after = None
-        while True:
-            page = self.metrics(job_id, after=after, **filters)
-            rows += page.items
-            if not page.has_more:
-                return rows
-            after = page.next_cursor
+        rows, _cursor = drain(lambda after: self.metrics(job_id, after=after, **filters), None)
+        return rows
 
     def events(self, job_id: str, *, after: str | None = None, limit: int | None = None) -> EventPage:
         """The job's events (its audit trail and log lines) after the cursor ``after``."""

@@ -6,8 +6,9 @@ has a default: a newer server that adds or drops an optional field does not brea
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict, PrivateAttr
 
@@ -105,6 +106,28 @@ class EventPage(_Model):
     items: list[Event]
     next_cursor: str | None = None
     has_more: bool = False
+
+
+Row = TypeVar("Row", Metric, Event)
+
+
+class RowPage(Protocol[Row]):
+    """A page of rows after a cursor: metrics and events."""
+
+    items: list[Row]
+    next_cursor: str | None
+    has_more: bool
+
+
+def drain(fetch: Callable[[str | None], RowPage[Row]], after: str | None) -> tuple[list[Row], str | None]:
+    """Every row after the cursor ``after``, page by page, and the cursor to read on from."""
+    rows: list[Row] = []
+    while True:
+        page = fetch(after)
+        rows += page.items
+        after = page.next_cursor or after
+        if not page.has_more:
+            return rows, after
 
 
 class Artifact(_Model):

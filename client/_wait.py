@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from client._errors import WaitTimeout
-from client._models import Event, Job, Metric
+from client._models import Event, Job, Metric, drain
 
 if TYPE_CHECKING:
     from client._client import Client
@@ -41,26 +41,6 @@ class _Cursors:
     events: str | None = None
 
 
-def _new_metrics(client: Client, job_id: str, cursors: _Cursors) -> list[Metric]:
-    rows: list[Metric] = []
-    while True:
-        page = client.metrics(job_id, after=cursors.metrics)
-        rows += page.items
-        cursors.metrics = page.next_cursor or cursors.metrics
-        if not page.has_more:
-            return rows
-
-
-def _new_events(client: Client, job_id: str, cursors: _Cursors) -> list[Event]:
-    rows: list[Event] = []
-    while True:
-        page = client.events(job_id, after=cursors.events)
-        rows += page.items
-        cursors.events = page.next_cursor or cursors.events
-        if not page.has_more:
-            return rows
-
-
 def wait(
     client: Client,
     job_id: str,
@@ -84,9 +64,13 @@ def wait(
         assert job is not None  # the first read sends no etag, so it is never a 304
         update = Update(job=job, changed=fresh is not None)
         if metrics and update.changed:
-            update.metrics = _new_metrics(client, job_id, cursors)
+            update.metrics, cursors.metrics = drain(
+                lambda after: client.metrics(job_id, after=after), cursors.metrics
+            )
         if events and update.changed:
-            update.events = _new_events(client, job_id, cursors)
+            update.events, cursors.events = drain(
+                lambda after: client.events(job_id, after=after), cursors.events
+            )
         if on_update is not None and (update.changed or update.metrics or update.events):
             on_update(update)
         if job.finished:
