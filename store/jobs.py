@@ -39,7 +39,9 @@ def add_event(
     actor: str | None = None,
     from_status: str | None = None,
     to_status: str | None = None,
+    bump: bool = True,
 ) -> None:
+    """Record an event; ``bump=False`` for a caller whose own update already moved the version."""
     session.add(
         JobEvent(
             job_id=job_id,
@@ -50,7 +52,8 @@ def add_event(
             to_status=to_status,
         )
     )
-    _bump(session, job_id)
+    if bump:
+        _bump(session, job_id)
 
 
 def transition(
@@ -92,7 +95,9 @@ def transition(
     )
     if session.execute(stmt).rowcount != 1:  # type: ignore[attr-defined]
         return False
-    add_event(session, job_id, "status", message, actor=actor, from_status=job.status, to_status=target)
+    add_event(
+        session, job_id, "status", message, actor=actor, from_status=job.status, to_status=target, bump=False
+    )
     session.flush()
     session.refresh(job)
     return True
