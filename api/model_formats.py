@@ -4,8 +4,13 @@
   A plain ``torch.save`` file is also a zip with ``data.pkl`` but no ``code/``: it is a pickle
   and is refused, as is any non-zip file. The engine later loads the archive with
   ``torch.jit.load``, which never runs pickled Python.
+  Its ``code/`` text is parsed (never run) and every operator it calls must pass the allowlist
+  (core.opcheck), since the loader compiles that code and may run part of it while loading.
 - safetensors: 8 bytes little-endian header length, a JSON header mapping tensor names to
   ``{dtype, shape, data_offsets}``, then the tensors' bytes, exactly filling the file.
+- ONNX: parsed with ``onnx`` (never following external data): default-domain operators only, in
+  every subgraph and local function, and no tensor stored outside the file.
+- ``torch.export`` (``.pt2``): a zip of a JSON graph and raw tensors, checked by core.pt2check.
 """
 
 from __future__ import annotations
@@ -16,6 +21,10 @@ import struct
 import zipfile
 from pathlib import Path
 from typing import Any
+
+from core.errors import DistilleryError
+from core.modelcheck import check_torchscript_code, read_onnx
+from core.pt2check import check_pt2
 
 MAX_HEADER = 100 * 1024 * 1024  # the safetensors format's own limit
 DTYPE_BYTES = {
@@ -60,9 +69,37 @@ def check_torchscript(path: Path) -> dict[str, Any]:
             if not code:
                 raise ModelFormatError(f"{refusal} (a zip with data.pkl but no code/: a torch.save pickle)")
             version = _small_text(archive, f"{root}/version") or _small_text(archive, f"{root}/.data/version")
+            check_torchscript_code(archive, root)
     except zipfile.BadZipFile as e:
         raise ModelFormatError(f"{refusal} (not a zip archive: {e})") from None
+    except DistilleryError as e:
+        raise ModelFormatError(str(e)) from None
     return {"archive": root, "entries": len(names), "code_files": len(code), "format_version": version}
+
+
+def is_pt2(path: Path) -> bool:
+    """A zip with an ``archive_format`` mark: what ``torch.export.save`` writes."""
+    with zipfile.ZipFile(path) as archive:
+        return any(name.endswith("/archive_format") for name in archive.namelist())
+
+
+def check_export_program(path: Path) -> dict[str, Any]:
+    """A summary of a ``torch.export`` archive (operators, torch version), or ``ModelFormatError``."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            return check_pt2(archive)
+    except zipfile.BadZipFile as e:
+        raise ModelFormatError(f"not a torch.export archive (not a zip archive: {e})") from None
+    except DistilleryError as e:
+        raise ModelFormatError(str(e)) from None
+
+
+def check_onnx(path: Path) -> dict[str, Any]:
+    """A summary of an ONNX model (operators, opset domains), or ``ModelFormatError``."""
+    try:
+        return read_onnx(path)[1]
+    except DistilleryError as e:
+        raise ModelFormatError(str(e)) from None
 
 
 def _small_text(archive: zipfile.ZipFile, name: str) -> str | None:

@@ -34,6 +34,7 @@ EXPORT_FORMATS = {
     "safetensors": "The student's weights as safetensors, with its architecture in the report.",
     "torchscript": "The student as a TorchScript archive that takes raw inputs.",
     "onnx": "The student as an ONNX graph that takes raw inputs.",
+    "pt2": "The student as a torch.export program (torch.export.load) that takes raw inputs.",
 }
 
 _CONSTRAINTS = {

@@ -41,3 +41,9 @@ class CancelledError(DistilleryError):
     """The sink asked the run to stop."""
 
     type = "cancelled"
+
+
+class UnsafeModelError(DistilleryError):
+    """A model file calls an operator outside the allowlist of pure tensor operators (core.opcheck)."""
+
+    type = "unsafe_model"

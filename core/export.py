@@ -1,4 +1,5 @@
-"""Export of a trained student: safetensors (+ spec), TorchScript and ONNX, each verified.
+"""Export of a trained student: safetensors (+ spec), TorchScript, ONNX and ``torch.export``
+(``.pt2``), each verified.
 
 Every exported model takes the dataset's RAW inputs as float32 (the ``Classifier`` normalizes them
 inside): 1-D signals as they are, images as their 0..255 pixel values cast with ``x.float()``.
@@ -240,6 +241,31 @@ def _export_onnx(
     return exporter
 
 
+# ---------------------------------------------------------------- torch.export
+
+
+def load_exported_pt2(path: str | Path) -> nn.Module:
+    """Load an exported ``.pt2`` student (our own file: no allowlist check) as a callable module."""
+    with warnings.catch_warnings(), open(path, "rb") as f:
+        warnings.simplefilter("ignore")  # the loader warns that its format may still change
+        return torch.export.load(f).module()
+
+
+def _export_pt2(
+    model: nn.Module, sample: torch.Tensor, out_dir: Path, stem: str, atol: float, rtol: float
+) -> None:
+    # torch.export specializes a dimension of size 1: trace with at least two rows.
+    traced_on = sample if len(sample) > 1 else torch.cat([sample, sample])
+    try:
+        program = torch.export.export(model, (traced_on,), dynamic_shapes=({0: torch.export.Dim("batch")},))
+    except Exception as e:  # torch.export raises many types; all mean "not exportable"
+        raise ExportError(f"torch.export cannot capture the model: {str(e)[:500]}") from e
+    with atomic_path(out_dir / f"{stem}.pt2") as tmp:
+        with tmp.open("wb") as f:
+            torch.export.save(program, f)
+        _verify("pt2", load_exported_pt2(tmp), model, sample, atol, rtol)
+
+
 # ---------------------------------------------------------------- entry point
 
 
@@ -259,7 +285,7 @@ def export_student(
     ``sample`` holds a few raw inputs (float32 or uint8); the model is exported on the CPU in eval
     mode from a copy, so the caller's model (device, mode) is untouched.
     """
-    unknown = set(formats) - {"safetensors", "torchscript", "onnx"}
+    unknown = set(formats) - {"safetensors", "torchscript", "onnx", "pt2"}
     if unknown:
         raise ExportError(f"unknown export format(s): {sorted(unknown)}")
     out_dir = Path(out_dir)
@@ -278,4 +304,7 @@ def export_student(
         exporter = _export_onnx(cpu_model, x, out_dir, stem, atol, rtol)
         log.info("ONNX export of %s used the %s exporter", stem, exporter)
         names["student_onnx"] = f"{stem}.onnx"
+    if "pt2" in formats:
+        _export_pt2(cpu_model, x, out_dir, stem, atol, rtol)
+        names["student_pt2"] = f"{stem}.pt2"
     return names

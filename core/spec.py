@@ -19,6 +19,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from core.errors import SpecError
 
 SPEC_VERSION: Final = 1
+# Hard bounds on what one spec may ask for; the service's finer limits come from core.estimate.
+MAX_WIDTH: Final = 1 << 20  # units or channels of one layer
+MAX_ROWS: Final = 100_000_000  # samples of a dataset
+MAX_BATCH: Final = 65_536
+SEED_MAX: Final = 2**32 - 1  # NumPy and scikit-learn refuse larger seeds
 
 
 class _Spec(BaseModel):
@@ -43,7 +48,10 @@ class _DataBase(_Spec):
         0.1, ge=0.0, lt=1.0, description="Fraction of the training split held out for validation."
     )
     train_limit: int | None = Field(
-        None, ge=1, description="Use at most this many training samples (after the validation split)."
+        None,
+        ge=1,
+        le=MAX_ROWS,
+        description="Use at most this many training samples (after the validation split).",
     )
 
 
@@ -51,7 +59,9 @@ class MNIST1DData(_DataBase):
     """MNIST-1D from the ``mnist1d`` package's generator: 4000 train / 1000 test, 40 points, 10 classes."""
 
     kind: Literal["mnist1d"] = "mnist1d"
-    seed: int | None = Field(None, description="Generator seed; null keeps the package's default.")
+    seed: int | None = Field(
+        None, ge=0, le=SEED_MAX, description="Generator seed; null keeps the package's default."
+    )
 
 
 class DigitsData(_DataBase):
@@ -59,7 +69,7 @@ class DigitsData(_DataBase):
 
     kind: Literal["digits"] = "digits"
     test_fraction: float = Field(0.2, gt=0.0, lt=1.0)
-    split_seed: int = 0
+    split_seed: int = Field(0, ge=0, le=SEED_MAX)
 
 
 class SyntheticData(_DataBase):
@@ -69,10 +79,10 @@ class SyntheticData(_DataBase):
     num_classes: int = Field(10, ge=2, le=1000)
     channels: int = Field(3, ge=1, le=16)
     size: int = Field(32, ge=4, le=512, description="Image height and width.")
-    train_size: int = Field(2000, ge=10)
-    test_size: int = Field(500, ge=10)
+    train_size: int = Field(2000, ge=10, le=MAX_ROWS)
+    test_size: int = Field(500, ge=10, le=MAX_ROWS)
     noise: float = Field(1.0, ge=0.0, description="Noise std relative to the templates' std.")
-    seed: int = 0
+    seed: int = Field(0, ge=0, le=2**63 - 1)
 
 
 TorchvisionName = Literal["mnist", "fashion_mnist", "cifar10", "cifar100", "svhn"]
@@ -120,7 +130,7 @@ class MLPModel(_Spec):
     """Fully connected network on the flattened input."""
 
     kind: Literal["mlp"] = "mlp"
-    hidden: tuple[Annotated[int, Field(ge=1)], ...] = (100, 100)
+    hidden: tuple[Annotated[int, Field(ge=1, le=MAX_WIDTH)], ...] = Field((100, 100), max_length=64)
     activation: Literal["relu", "gelu", "tanh"] = "relu"
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
 
@@ -137,8 +147,8 @@ class CNNModel(_Spec):
     """Small 2-D CNN: conv-BN-ReLU blocks with 2x2 max-pooling, then a hidden layer."""
 
     kind: Literal["cnn"] = "cnn"
-    channels: tuple[Annotated[int, Field(ge=1)], ...] = (32, 64)
-    hidden: int = Field(128, ge=1)
+    channels: tuple[Annotated[int, Field(ge=1, le=MAX_WIDTH)], ...] = Field((32, 64), max_length=32)
+    hidden: int = Field(128, ge=1, le=MAX_WIDTH)
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
 
 
@@ -188,13 +198,43 @@ class TorchScriptModel(_Spec):
     _check_path = field_validator("path")(_relative_path)
 
 
+class OnnxModel(_Spec):
+    """An ONNX teacher file under the data root, run by ONNX Runtime: raw inputs in, logits out."""
+
+    kind: Literal["onnx"] = "onnx"
+    path: RelPath
+
+    _check_path = field_validator("path")(_relative_path)
+
+
+class Pt2Model(_Spec):
+    """A `torch.export.save` teacher (`.pt2`, dynamic batch) under the data root: logits out."""
+
+    kind: Literal["pt2"] = "pt2"
+    path: RelPath
+
+    _check_path = field_validator("path")(_relative_path)
+
+
+# Teachers loaded from a file: they carry their weights, take raw inputs, and expose no modules.
+FILE_MODEL_KINDS: Final = ("torchscript", "onnx", "pt2")
+FileModel = TorchScriptModel | OnnxModel | Pt2Model
+
 ArchitectureSpec = Annotated[
     Union[MLPModel, CNN1DModel, CNNModel, CifarResNetModel, WideResNetModel, TorchvisionModel],
     Field(discriminator="kind"),
 ]
 ModelSpec = Annotated[
     Union[
-        MLPModel, CNN1DModel, CNNModel, CifarResNetModel, WideResNetModel, TorchvisionModel, TorchScriptModel
+        MLPModel,
+        CNN1DModel,
+        CNNModel,
+        CifarResNetModel,
+        WideResNetModel,
+        TorchvisionModel,
+        TorchScriptModel,
+        OnnxModel,
+        Pt2Model,
     ],
     Field(discriminator="kind"),
 ]
@@ -241,14 +281,14 @@ class ShiftAug(_Spec):
     """Random circular shift by up to ``max_shift`` positions along every spatial axis."""
 
     kind: Literal["shift"] = "shift"
-    max_shift: int = Field(3, ge=1)
+    max_shift: int = Field(3, ge=1, le=1024)
 
 
 class CropAug(_Spec):
     """Random crop after zero padding by ``padding`` pixels (images)."""
 
     kind: Literal["crop"] = "crop"
-    padding: int = Field(4, ge=1)
+    padding: int = Field(4, ge=1, le=256)
 
 
 class FlipAug(_Spec):
@@ -298,8 +338,10 @@ class HintLoss(_Spec):
 
     kind: Literal["hint"] = "hint"
     weight: float = Field(1.0, ge=0.0)
-    student_layer: str = Field(min_length=1, description="Module path in the student, e.g. 'layer2'.")
-    teacher_layer: str = Field(min_length=1)
+    student_layer: str = Field(
+        min_length=1, max_length=200, description="Module path in the student, e.g. 'layer2'."
+    )
+    teacher_layer: str = Field(min_length=1, max_length=200)
     teacher: TeacherIndex = 0
 
 
@@ -308,8 +350,8 @@ class AttentionLoss(_Spec):
 
     kind: Literal["attention"] = "attention"
     weight: float = Field(1000.0, ge=0.0)
-    student_layers: tuple[str, ...] = Field(min_length=1)
-    teacher_layers: tuple[str, ...] = Field(min_length=1)
+    student_layers: tuple[str, ...] = Field(min_length=1, max_length=16)
+    teacher_layers: tuple[str, ...] = Field(min_length=1, max_length=16)
     p: float = Field(2.0, gt=0.0)
     teacher: TeacherIndex = 0
 
@@ -346,7 +388,9 @@ class SourceConsistencyLoss(_Spec):
     kind: Literal["source_consistency"] = "source_consistency"
     weight: float = Field(1.0, ge=0.0)
     source: DatasetSpec
-    batch_size: int | None = Field(None, ge=1, description="Default: the distillation batch size.")
+    batch_size: int | None = Field(
+        None, ge=1, le=MAX_BATCH, description="Default: the distillation batch size."
+    )
     teacher: TeacherIndex = 0
 
 
@@ -402,7 +446,7 @@ class StepSchedule(_Spec):
     """Multiply the rate by ``gamma`` at each milestone epoch."""
 
     kind: Literal["step"] = "step"
-    milestones: tuple[Annotated[int, Field(ge=1)], ...] = (30, 60, 90)
+    milestones: tuple[Annotated[int, Field(ge=1, le=10_000)], ...] = Field((30, 60, 90), max_length=64)
     gamma: float = Field(0.1, gt=0.0, le=1.0)
     warmup_epochs: float = Field(0.0, ge=0.0)
 
@@ -436,7 +480,7 @@ class TrainSpec(_Spec):
     schedule: ScheduleSpec = CosineSchedule()
     grad_clip_norm: float | None = Field(None, gt=0.0, description="Clip the global gradient norm.")
     label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
-    augment: tuple[AugmentSpec, ...] = (ShiftAug(),)
+    augment: tuple[AugmentSpec, ...] = Field((ShiftAug(),), max_length=16)
     select: Literal["best", "last"] = Field("best", description="Keep the best-validation or the last epoch.")
 
 
@@ -455,12 +499,12 @@ class TeacherSpec(_Spec):
 
     @property
     def needs_training(self) -> bool:
-        return self.checkpoint is None and self.model.kind != "torchscript"
+        return self.checkpoint is None and self.model.kind not in FILE_MODEL_KINDS
 
     @model_validator(mode="after")
     def _torchscript_has_no_checkpoint(self) -> TeacherSpec:
-        if self.model.kind == "torchscript" and self.checkpoint is not None:
-            raise ValueError("a torchscript teacher carries its weights: leave `checkpoint` null")
+        if self.model.kind in FILE_MODEL_KINDS and self.checkpoint is not None:
+            raise ValueError(f"a {self.model.kind} teacher carries its weights: leave `checkpoint` null")
         return self
 
 
@@ -471,7 +515,7 @@ class StudentSpec(_Spec):
 class TransferSpec(_Spec):
     """The transfer set: the training inputs, augmented on the fly, labelled by the teacher."""
 
-    augment: tuple[AugmentSpec, ...] = (ShiftAug(), MixupAug())
+    augment: tuple[AugmentSpec, ...] = Field((ShiftAug(), MixupAug()), max_length=16)
     unlabelled: DatasetSpec | None = Field(
         None, description="Extra inputs (their labels unused) added to the transfer set."
     )
@@ -484,7 +528,7 @@ def _default_losses() -> tuple[Any, ...]:
 class DistillSpec(_Spec):
     """How the student is distilled. The labels-only baseline uses the same budget."""
 
-    losses: tuple[LossSpec, ...] = Field(default_factory=_default_losses, min_length=1)
+    losses: tuple[LossSpec, ...] = Field(default_factory=_default_losses, min_length=1, max_length=16)
     transfer: TransferSpec = TransferSpec()
     epochs: int = Field(300, ge=1, le=10_000)
     batch_size: int = Field(100, ge=1, le=65_536)
@@ -528,7 +572,7 @@ class PruneCompress(_Spec):
 
 
 CompressSpec = Annotated[Union[DynamicInt8Compress, PruneCompress], Field(discriminator="kind")]
-ExportFormat = Literal["safetensors", "torchscript", "onnx"]
+ExportFormat = Literal["safetensors", "torchscript", "onnx", "pt2"]
 
 
 class ResourcesSpec(_Spec):
@@ -544,7 +588,7 @@ class RuntimeSpec(_Spec):
         "auto", description="auto: bf16 autocast on CUDA devices that support it, fp32 elsewhere."
     )
     compile: bool = Field(False, description="torch.compile the student and teacher.")
-    eval_batch_size: int = Field(1000, ge=1)
+    eval_batch_size: int = Field(1000, ge=1, le=MAX_BATCH)
     measure_speed: bool = Field(True, description="Measure CPU latency and throughput in the report.")
 
 
@@ -563,9 +607,11 @@ class JobSpec(_Spec):
     distill: DistillSpec = Field(DistillSpec(), description="Losses, transfer set and budget.")
     baseline: BaselineSpec = Field(BaselineSpec(), description="The labels-only student.")
     export: tuple[ExportFormat, ...] = Field(
-        ("safetensors", "torchscript", "onnx"), description="Student formats, each verified."
+        ("safetensors", "torchscript", "onnx"), max_length=4, description="Student formats, each verified."
     )
-    compress: tuple[CompressSpec, ...] = Field((), description="Evaluated post-training compressions.")
+    compress: tuple[CompressSpec, ...] = Field(
+        (), max_length=8, description="Evaluated post-training compressions."
+    )
     resources: ResourcesSpec = Field(ResourcesSpec(), description="What the job asks of the GPU pool.")
     runtime: RuntimeSpec = Field(RuntimeSpec(), description="Precision, compilation, evaluation.")
 
@@ -584,10 +630,10 @@ class JobSpec(_Spec):
                 )
             if loss.kind in ("hint", "attention", "weight_l2"):
                 assert index is not None
-                if self.all_teachers[index].model.kind == "torchscript":
+                if (kind := self.all_teachers[index].model.kind) in FILE_MODEL_KINDS:
                     raise ValueError(
                         f"distill.losses.{i}: a '{loss.kind}' loss needs the teacher's modules, "
-                        "which a torchscript teacher does not expose"
+                        f"which a {kind} teacher does not expose (it gives logits only)"
                     )
         if len(set(self.export)) != len(self.export):
             raise ValueError("export: a format is listed twice")

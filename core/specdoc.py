@@ -46,6 +46,8 @@ SECTIONS: list[tuple[str, list[type[BaseModel]]]] = [
             S.WideResNetModel,
             S.TorchvisionModel,
             S.TorchScriptModel,
+            S.OnnxModel,
+            S.Pt2Model,
         ],
     ),
     (
@@ -154,7 +156,46 @@ def render() -> str:
         lines += [f"## {title}", ""]
         for model in models:
             lines += render_model(model)
+    lines += LIMITS.strip().splitlines()
     return "\n".join(lines).rstrip() + "\n"
+
+
+# Written, not generated: what core.estimate checks before a job is stored.
+LIMITS = """
+## Limits
+
+A spec is checked twice before a job is stored. Hard bounds in the spec itself (list lengths,
+widths, dataset sizes, epochs, batch sizes: the JSON Schema states them) refuse what no service
+should run. Then a torch-free estimate (`core/estimate.py`) works out, from the spec alone, each
+model's parameters; the memory of the largest stage: weights, gradients, optimizer state (Adam 2
+values per parameter, SGD with momentum 1) and the activations kept for the backward pass at the
+stage's batch size, in float32 (teachers run in inference mode and keep none); each dataset's
+bytes as loaded; and the multiply-accumulates of one epoch of each stage (3 forward passes' worth
+for the trained model, plus the teachers' forward passes). The API refuses a spec over a limit
+with a 422 naming the field to change; `distill validate` prints the estimate on stderr.
+
+| setting | default | what it bounds |
+|---|---|---|
+| `DISTILLERY_MAX_PARAMS` | `1e9` | parameters of any one model |
+| `DISTILLERY_MAX_JOB_MEMORY` | 64 GiB | bytes of the largest stage |
+| `DISTILLERY_MAX_DATASET_BYTES` | 64 GiB | bytes of any one dataset |
+| `DISTILLERY_MAX_EPOCH_WORK` | `1e17` | multiply-accumulates in one epoch of one stage |
+
+An uploaded teacher file (TorchScript and the like) counts its bytes as float32 weights; an image
+folder is counted from its `train_limit`, an uploaded archive from the summary made at upload.
+
+A job that runs out of memory all the same (CUDA's out-of-memory error, the CPU allocator's
+"can't allocate memory", Python's `MemoryError`) fails as `out_of_memory` and is not retried: it
+would not fit the next time either. The worker's job process exits after every job, so the next
+job starts at once in a fresh one. Sizes that cannot exist (overflowing or negative) fail as
+`bad_spec`. The kernel's OOM killer is another matter: it ends the job process with SIGKILL, and
+nothing in that process can record why. Celery (late acks, reject on worker lost) then delivers
+the job id again, the delivery finds the job still held and does nothing, and once the lease
+expires (`DISTILLERY_LEASE_S`) the reaper retries the job from its last checkpoint, up to
+`DISTILLERY_MAX_ATTEMPTS`, then fails it as `worker_lost`. On CPU workers an address-space limit
+(`ulimit -v`, systemd's `LimitAS=`) makes the allocator fail first, so such a job ends as
+`out_of_memory` at once; not on GPU workers, where the CUDA driver maps large address ranges.
+"""
 
 
 if __name__ == "__main__":

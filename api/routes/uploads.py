@@ -1,4 +1,4 @@
-"""Uploads: teacher models (TorchScript, or safetensors + a registry architecture) and
+"""Uploads: teacher models (TorchScript, ONNX, torch.export, or safetensors + a registry architecture) and
 datasets (``.npz`` archives), stored under the data root for specs to name.
 
 Each upload streams to a temporary file next to its destination, hashed and counted as it
@@ -26,11 +26,20 @@ from sqlalchemy.orm import Session
 
 from api.auth import CallerDep, WriterDep
 from api.deps import SessionDep, SettingsDep
-from api.model_formats import ModelFormatError, check_safetensors, check_torchscript, looks_like_zip
+from api.model_formats import (
+    ModelFormatError,
+    check_export_program,
+    check_onnx,
+    check_safetensors,
+    check_torchscript,
+    is_pt2,
+    looks_like_zip,
+)
 from api.problems import Problem, ProblemError, invalid, not_found
 from api.schemas import UploadList, UploadOut
 from api.validation import validate_with
 from core.npz_format import NpzFormatError, check_npz
+from core.paths import UPLOADS
 from core.spec import ArchitectureSpec
 from store.identity import Caller
 from store.models import Upload, new_id
@@ -38,7 +47,6 @@ from store.quotas import QuotaExceeded, admit_upload
 from store.settings import Settings
 
 CHUNK = 1 << 20
-NPZ_UNPACK_FACTOR = 8  # an archive may unpack to this many times the upload cap (compressed arrays)
 _architecture = TypeAdapter(ArchitectureSpec)
 
 
@@ -49,7 +57,7 @@ def require_multipart(request: Request) -> None:
         raise ProblemError(415, "send the file as multipart/form-data", kind="unsupported-media-type")
 
 
-UPLOADS = "uploads"  # the folder of uploaded models and datasets under the data root: what specs name
+PROGRAM_FORMATS = ("torchscript", "onnx", "pt2")  # teachers that carry their own architecture
 
 router = APIRouter(tags=["uploads"], dependencies=[Depends(require_multipart)])
 read_router = APIRouter(tags=["uploads"])
@@ -61,6 +69,12 @@ _PROBLEMS: dict[int | str, dict[str, Any]] = {
     415: {"model": Problem, "description": "Not multipart/form-data."},
     422: {"model": Problem, "description": "Not a valid file of that format."},
 }
+
+
+def stored_filename(name: str | None) -> str:
+    """The client's file name as a label: printable characters only (no NUL, which PostgreSQL
+    cannot store, no control characters), at most 300 of them. It never names a path."""
+    return "".join(c for c in (name or "") if c.isprintable())[:300]
 
 
 @dataclass
@@ -111,8 +125,8 @@ def _out(upload: Upload) -> UploadOut:
     details = upload.details or {}
     if upload.kind == "dataset":
         fragment: dict[str, Any] = {"data": {"kind": "npz", "path": upload.path}}
-    elif upload.format == "torchscript":
-        fragment = {"teacher": {"model": {"kind": "torchscript", "path": upload.path}}}
+    elif upload.format in PROGRAM_FORMATS:
+        fragment = {"teacher": {"model": {"kind": upload.format, "path": upload.path}}}
     else:
         fragment = {"teacher": {"model": details.get("architecture"), "checkpoint": upload.path}}
     return UploadOut(
@@ -131,9 +145,9 @@ def _out(upload: Upload) -> UploadOut:
 
 
 def _architecture_of(text: str | None, fmt: str) -> dict[str, Any] | None:
-    if fmt == "torchscript":
+    if fmt in PROGRAM_FORMATS:
         if text:
-            raise invalid("architecture", "a TorchScript file carries its own architecture: leave it out")
+            raise invalid("architecture", f"a {fmt} file carries its own architecture: leave it out")
         return None
     if not text:
         raise invalid("architecture", "safetensors weights need the registry architecture they fit")
@@ -145,11 +159,24 @@ def _architecture_of(text: str | None, fmt: str) -> dict[str, Any] | None:
     return dict(spec.model_dump(mode="json"))
 
 
-def _check_model(path: Path, fmt: str | None) -> tuple[str, dict[str, Any]]:
-    """(format, details); the format is guessed from the content when not given."""
-    fmt = fmt or ("torchscript" if looks_like_zip(path) else "safetensors")
+def _guess_format(path: Path, filename: str) -> str:
+    if looks_like_zip(path):
+        return "pt2" if is_pt2(path) else "torchscript"
+    # ONNX (protobuf) has no magic number to sniff: its name says it (onnx loads only then)
+    return "onnx" if filename.lower().endswith(".onnx") else "safetensors"
+
+
+def _check_model(path: Path, fmt: str | None, filename: str) -> tuple[str, dict[str, Any]]:
+    """(format, details); the format is guessed from the content (and name) when not given."""
+    fmt = fmt or _guess_format(path, filename)
+    checks = {
+        "torchscript": check_torchscript,
+        "safetensors": check_safetensors,
+        "onnx": check_onnx,
+        "pt2": check_export_program,
+    }
     try:
-        details = check_torchscript(path) if fmt == "torchscript" else check_safetensors(path)
+        details = checks[fmt](path)
     except ModelFormatError as e:
         raise invalid("file", str(e)) from None
     return fmt, details
@@ -159,33 +186,37 @@ def _check_model(path: Path, fmt: str | None) -> tuple[str, dict[str, Any]]:
     "/v1/models", status_code=201, response_model=UploadOut, summary="Upload a teacher", responses=_PROBLEMS
 )
 def upload_model(
-    file: Annotated[UploadFile, File(description="A TorchScript archive or safetensors weights.")],
+    file: Annotated[
+        UploadFile,
+        File(description="A TorchScript archive, an ONNX model, a torch.export .pt2 or safetensors."),
+    ],
     session: SessionDep,
     settings: SettingsDep,
     caller: WriterDep,
     response: Response,
     format_: Annotated[
-        Literal["torchscript", "safetensors"] | None,
-        Form(alias="format", description="Default: guessed from the content."),
+        Literal["torchscript", "safetensors", "onnx", "pt2"] | None,
+        Form(alias="format", description="Default: guessed from the content (ONNX: from a .onnx name)."),
     ] = None,
     architecture: Annotated[
         str | None, Form(description='JSON model spec (e.g. {"kind": "cnn"}); required for safetensors.')
     ] = None,
 ) -> UploadOut:
-    """A teacher for `teacher.model: {kind: torchscript, path}` or, for safetensors weights,
-    `teacher.model: <architecture>` with `teacher.checkpoint: path`. Pickles are refused."""
+    """A teacher for `teacher.model: {kind: torchscript|onnx|pt2, path}` or, for safetensors
+    weights, `teacher.model: <architecture>` with `teacher.checkpoint: path`. Pickles are refused,
+    and so are programs calling an operator outside the allowlist of pure tensor operators."""
     upload_id = new_id()
     with receive_upload(file, settings.data_path / UPLOADS / "models", settings.max_upload_bytes) as received:
-        fmt, details = _check_model(received.tmp, format_)
+        fmt, details = _check_model(received.tmp, format_, file.filename or "")
         arch = _architecture_of(architecture, fmt)
         if arch is not None:
             details["architecture"] = arch
-        suffix = "pt" if fmt == "torchscript" else "safetensors"
+        suffix = {"torchscript": "pt", "onnx": "onnx", "pt2": "pt2"}.get(fmt, "safetensors")
         upload = Upload(
             id=upload_id,
             kind="model",
             format=fmt,
-            filename=(file.filename or "")[:300],
+            filename=stored_filename(file.filename),
             path=f"{UPLOADS}/models/{upload_id}.{suffix}",
             size=received.size,
             sha256=received.sha256,
@@ -216,7 +247,7 @@ def upload_dataset(
     with receive_upload(file, settings.data_path / UPLOADS / "datasets", limit) as received:
         try:
             summary = check_npz(
-                received.tmp, label=file.filename or "the archive", max_bytes=limit * NPZ_UNPACK_FACTOR
+                received.tmp, label=file.filename or "the archive", max_bytes=settings.max_unpacked_bytes
             )
         except NpzFormatError as e:
             raise invalid(e.array or "file", str(e)) from None
@@ -224,7 +255,7 @@ def upload_dataset(
             id=upload_id,
             kind="dataset",
             format="npz",
-            filename=(file.filename or "")[:300],
+            filename=stored_filename(file.filename),
             path=f"{UPLOADS}/datasets/{upload_id}.npz",
             size=received.size,
             sha256=received.sha256,

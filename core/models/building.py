@@ -12,11 +12,12 @@ from core.data.base import DataSplits
 from core.errors import SpecError
 from core.models.base import Classifier
 from core.models.io import load_torchscript, load_weights, resolve_data_path
+from core.models.programs import load_onnx, load_pt2
 from core.models.resnets import build_cifar_resnet, build_wide_resnet
 from core.models.simple import build_cnn, build_cnn1d, build_mlp
 from core.models.tv import build_torchvision
 from core.registry import Registry
-from core.spec import ArchitectureSpec, ModelSpec, TorchScriptModel
+from core.spec import ArchitectureSpec, FileModel, ModelSpec, OnnxModel, Pt2Model, TorchScriptModel
 
 # (spec, input_shape, num_classes) -> a net taking normalized inputs of shape (N, *input_shape).
 NetBuilder = Callable[[Any, tuple[int, ...], int], nn.Module]
@@ -31,25 +32,26 @@ MODELS.register("torchvision")(build_torchvision)
 
 
 def build_net(
-    spec: ArchitectureSpec | TorchScriptModel, input_shape: tuple[int, ...], num_classes: int
+    spec: ArchitectureSpec | FileModel, input_shape: tuple[int, ...], num_classes: int
 ) -> nn.Module:
     """The bare network for an architecture spec; ``SpecError`` if it cannot read such inputs."""
-    if isinstance(spec, TorchScriptModel):
-        raise SpecError("a torchscript model is loaded from its file, not built from an architecture")
+    if isinstance(spec, TorchScriptModel | OnnxModel | Pt2Model):
+        raise SpecError(f"a {spec.kind} model is loaded from its file, not built from an architecture")
     return MODELS.get(spec.kind)(spec, tuple(input_shape), num_classes)
 
 
 def build_classifier(
     spec: ModelSpec, data: DataSplits, data_root: Path, checkpoint: str | None = None
 ) -> nn.Module:
-    """A model taking the dataset's raw inputs: a ``Classifier``, or the TorchScript module as is.
+    """A model taking the dataset's raw inputs: a ``Classifier``, or the loaded program as is.
 
     ``checkpoint`` is a safetensors file under ``data_root`` loaded (strictly) into the net.
     """
-    if isinstance(spec, TorchScriptModel):
+    if isinstance(spec, TorchScriptModel | OnnxModel | Pt2Model):
         if checkpoint is not None:
-            raise SpecError("a torchscript model carries its weights: it takes no checkpoint")
-        return load_torchscript(resolve_data_path(data_root, spec.path, "torchscript model"))
+            raise SpecError(f"a {spec.kind} model carries its weights: it takes no checkpoint")
+        loader = {"torchscript": load_torchscript, "onnx": load_onnx, "pt2": load_pt2}[spec.kind]
+        return loader(resolve_data_path(data_root, spec.path, f"{spec.kind} model"))
     net = build_net(spec, data.input_shape, data.num_classes)
     model = Classifier(net, data.mean, data.std, rank=len(data.input_shape))
     if checkpoint is not None:

@@ -1,4 +1,5 @@
-"""Reading and writing model files: safetensors weights and TorchScript teachers.
+"""Reading and writing model files: safetensors weights and TorchScript teachers (ONNX and
+``torch.export`` teachers: core.models.programs).
 
 Nothing here unpickles: weights travel as safetensors (tensors + string metadata), and a
 TorchScript file is read by TorchScript's own loader, which rebuilds only TorchScript code and
@@ -19,7 +20,9 @@ from torch import nn
 
 from core.errors import DataMissingError, SpecError
 from core.files import atomic_path
+from core.modelcheck import check_torchscript_code
 from core.models.base import Classifier
+from core.models.programs import check_script_module
 
 FORMAT = "distillery.net"
 FORMAT_VERSION = "1"
@@ -152,13 +155,21 @@ def _looks_like_torchscript(path: Path) -> bool:
 
 
 def load_torchscript(path: Path) -> nn.Module:
-    """A TorchScript module on the CPU; ``SpecError`` for anything else (pickles included)."""
+    """A TorchScript module on the CPU; ``SpecError`` for anything else (pickles included),
+    ``UnsafeModelError`` when its code calls an operator outside the allowlist.
+
+    The code is judged as text before ``torch.jit.load``, which compiles it and may already run
+    a class's ``__setstate__``; the loaded graphs are judged again before anything runs them.
+    """
     if not path.is_file():
         raise DataMissingError(f"TorchScript file {path} not found")
     not_ts = f"{path.name} is not a TorchScript file (save one with torch.jit.script(model).save(path))"
     try:
         if not _looks_like_torchscript(path):
             raise SpecError(not_ts)
+        with zipfile.ZipFile(path) as archive:
+            # torch.jit.load reads the archive named by its first entry
+            check_torchscript_code(archive, archive.namelist()[0].split("/", 1)[0])
         with warnings.catch_warnings():
             # torch 2.x deprecates TorchScript in favour of torch.export; the format is still ours to read.
             warnings.simplefilter("ignore", FutureWarning)
@@ -166,4 +177,5 @@ def load_torchscript(path: Path) -> nn.Module:
     except (RuntimeError, ValueError, zipfile.BadZipFile, OSError) as e:
         detail = " ".join(str(e).split())[:300]
         raise SpecError(f"{not_ts}: {detail}") from None
+    check_script_module(module)
     return module

@@ -20,9 +20,9 @@ def test_catalog_lists_every_kind(client: TestClient) -> None:
         section: [e["kind"] for e in body[section]] for section in body if isinstance(body[section], list)
     }
     assert {"mnist1d", "digits", "synthetic", "cifar10", "imagefolder", "npz"} <= set(kinds["datasets"])
-    assert {"mlp", "cnn1d", "cnn", "cifar_resnet", "wide_resnet", "torchvision", "torchscript"} == set(
-        kinds["models"]
-    )
+    assert {"mlp", "cnn1d", "cnn", "cifar_resnet", "wide_resnet", "torchvision"} | {
+        "torchscript", "onnx", "pt2"
+    } == set(kinds["models"])  # fmt: skip
     assert set(kinds["losses"]) == {
         "ce", "kd", "logit_mse", "hint", "attention", "dkd", "weight_l2", "source_consistency"
     }  # fmt: skip
@@ -30,7 +30,7 @@ def test_catalog_lists_every_kind(client: TestClient) -> None:
     assert set(kinds["optimizers"]) == {"sgd", "adam", "adamw"}
     assert set(kinds["schedules"]) == {"constant", "step", "cosine", "inverse_time"}
     assert set(kinds["compressions"]) == {"dynamic_int8", "prune"}
-    assert set(kinds["export_formats"]) == {"safetensors", "torchscript", "onnx"}
+    assert set(kinds["export_formats"]) == {"safetensors", "torchscript", "onnx", "pt2"}
     kd = next(e for e in body["losses"] if e["kind"] == "kd")
     assert kd["description"].startswith("Hinton")
     temperature = next(p for p in kd["parameters"] if p["name"] == "temperature")
@@ -40,6 +40,7 @@ def test_catalog_lists_every_kind(client: TestClient) -> None:
     }  # fmt: skip
     models = {e["kind"]: e for e in body["models"]}
     assert models["torchscript"]["student"] is False and models["mlp"]["student"] is True
+    assert models["onnx"]["student"] is False and models["pt2"]["student"] is False
     arch = next(p for p in models["torchvision"]["parameters"] if p["name"] == "arch")
     assert "resnet18" in arch["choices"]
     assert body == catalog()

@@ -1,4 +1,5 @@
-"""Uploads: TorchScript and safetensors teachers, npz datasets; pickles and oversized files refused."""
+"""Uploads: TorchScript, ONNX, torch.export and safetensors teachers, npz datasets; pickles, unsafe
+operators and oversized files refused."""
 
 from __future__ import annotations
 
@@ -79,6 +80,84 @@ def test_pickles_posing_as_models_are_refused(
     assert body["errors"][0]["field"] == "file"
     leftovers = list((settings.data_path / "uploads/models").glob("*"))
     assert all(p.suffix != ".pt" or p.stat().st_size != len(data) for p in leftovers)
+
+
+@pytest.mark.parametrize("case", ["reader", "writer", "on_load", "custom"])
+def test_torchscript_calling_unsafe_operators_is_refused(
+    client: TestClient, settings: Settings, tmp_path: Path, case: str
+) -> None:
+    pytest.importorskip("torch")
+    from tests.core.test_opcheck import SECRET, _hostile, _save_script
+
+    module, target = _hostile(tmp_path)[case]
+    data = _save_script(module, tmp_path / "teacher.pt").read_bytes()
+    body = assert_problem(post_model(client, data), 422)
+    assert ("distillery_test::leak" if case == "custom" else "aten::from_file") in body["detail"]
+    assert "code/__torch__" in body["detail"]  # where it was found
+    assert body["errors"][0]["field"] == "file" and SECRET not in json.dumps(body)
+    assert not list((settings.data_path / "uploads/models").glob("*.pt"))
+    assert case == "reader" or not target.exists()
+
+
+def _onnx_bytes(domain: str = "", external: bool = False) -> bytes:
+    pytest.importorskip("onnx")
+    from onnx import TensorProto, helper
+
+    weights = helper.make_tensor("w", TensorProto.FLOAT, [3], [1.0, 2.0, 3.0])
+    if external:
+        weights.data_location = TensorProto.EXTERNAL
+        weights.external_data.add(key="location", value="../../etc/passwd")
+    node = helper.make_node("Leak" if domain else "Add", ["x", "w"], ["y"], domain=domain)
+    graph = helper.make_graph(
+        [node],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3])],
+        initializer=[weights],
+    )
+    opsets = [helper.make_opsetid("", 18)] + ([helper.make_opsetid(domain, 1)] if domain else [])
+    return bytes(helper.make_model(graph, opset_imports=opsets).SerializeToString())
+
+
+def _pt2_bytes(tmp_path: Path, pickled_weight: bool = False) -> bytes:
+    torch = pytest.importorskip("torch")
+    from tests.core.test_opcheck import _pt2, _rewrite
+
+    path = _pt2(torch.nn.Sequential(torch.nn.Linear(5, 3)), tmp_path / "t.pt2")
+    if pickled_weight:
+        config = {"config": {"0.weight": {"path_name": "weight_0", "use_pickle": True, "is_param": True}}}
+        change = {"data/weights/model_weights_config.json": json.dumps(config).encode()}
+        path = _rewrite(path, tmp_path / "bad.pt2", change)
+    return path.read_bytes()
+
+
+@pytest.mark.parametrize("kind", ["onnx", "pt2"])
+def test_onnx_and_pt2_uploads(client: TestClient, settings: Settings, tmp_path: Path, kind: str) -> None:
+    data = _onnx_bytes() if kind == "onnx" else _pt2_bytes(tmp_path)
+    response = post_model(client, data, f"teacher.{kind}")
+    assert response.status_code == 201, response.text
+    body = response.json()
+    assert body["format"] == kind and body["path"] == f"uploads/models/{body['id']}.{kind}"
+    assert body["spec_fragment"] == {"teacher": {"model": {"kind": kind, "path": body["path"]}}}
+    assert body["details"]["operators"]
+    assert (settings.data_path / body["path"]).read_bytes() == data
+    job = client.post("/v1/jobs", json={"teacher": body["spec_fragment"]["teacher"]})
+    assert job.status_code == 202, job.text
+    refused = assert_problem(post_model(client, data, f"t.{kind}", architecture='{"kind": "mlp"}'), 422)
+    assert refused["errors"][0]["field"] == "architecture"
+
+
+def test_bad_onnx_and_pt2_uploads_are_refused(client: TestClient, settings: Settings, tmp_path: Path) -> None:
+    custom = assert_problem(post_model(client, _onnx_bytes(domain="com.evil"), "t.onnx"), 422)
+    assert "com.evil::Leak" in custom["detail"]
+    external = assert_problem(post_model(client, _onnx_bytes(external=True), "t.onnx"), 422)
+    assert "external file" in external["detail"]
+    junk = assert_problem(post_model(client, b"\x08\x07junk", "t.bin", format="onnx"), 422)
+    assert "ONNX" in junk["detail"]
+    pickled = assert_problem(post_model(client, _pt2_bytes(tmp_path, pickled_weight=True), "t.pt2"), 422)
+    assert "pickle" in pickled["detail"]
+    assert not list((settings.data_path / "uploads/models").glob("*.onnx"))
+    assert not list((settings.data_path / "uploads/models").glob("*.pt2"))
 
 
 def test_safetensors_upload_needs_a_valid_architecture(client: TestClient, tmp_path: Path) -> None:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import logging
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -14,11 +15,18 @@ from torch import nn
 
 from core import export as export_module
 from core.errors import DistilleryError
-from core.export import ExportError, export_student, load_exported_torchscript, verify_torchscript_accuracy
+from core.export import (
+    ExportError,
+    export_student,
+    load_exported_pt2,
+    load_exported_torchscript,
+    verify_torchscript_accuracy,
+)
 from core.models.base import Classifier
+from core.pt2check import check_pt2
 
 SPEC_JSON = json.dumps({"spec_version": 1, "name": "tiny"})
-ALL_FORMATS = ("safetensors", "torchscript", "onnx")
+ALL_FORMATS = ("safetensors", "torchscript", "onnx", "pt2")
 
 
 def _mlp() -> tuple[Classifier, torch.Tensor]:
@@ -69,6 +77,7 @@ def test_round_trip_of_every_format(
         "student_spec": "student.spec.json",
         "student_torchscript": "student.torchscript.pt",
         "student_onnx": "student.onnx",
+        "student_pt2": "student.pt2",
     }
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names.values())  # no temp files left
     assert model.training == was_training
@@ -87,6 +96,13 @@ def test_round_trip_of_every_format(
         x = sample[torch.arange(n) % len(sample)]
         (logits,) = session.run(None, {"input": x.float().numpy()})
         np.testing.assert_allclose(logits, _reference(model, x).numpy(), atol=1e-4, rtol=1e-4)
+
+    program = load_exported_pt2(tmp_path / "student.pt2")
+    for n in (1, 7):  # the batch dimension is dynamic here too
+        x = sample[torch.arange(n) % len(sample)]
+        torch.testing.assert_close(program(x.float()), _reference(model, x), atol=1e-5, rtol=1e-5)
+    with zipfile.ZipFile(tmp_path / "student.pt2") as archive:
+        check_pt2(archive)  # our own export passes the allowlist it applies to uploads
 
 
 def _fresh_args(model: Classifier) -> tuple[nn.Module, tuple[float, ...], tuple[float, ...], int]:

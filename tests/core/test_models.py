@@ -15,8 +15,10 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 from torch import nn
 
+from core.data import load_dataset
 from core.data.base import DataSplits, Split
 from core.errors import DataMissingError, SpecError
+from core.export import export_student
 from core.models import (
     MODELS,
     Classifier,
@@ -26,6 +28,7 @@ from core.models import (
     load_weights,
     save_weights,
 )
+from core.runner import run_job
 from core.spec import (
     ArchitectureSpec,
     CifarResNetModel,
@@ -33,10 +36,13 @@ from core.spec import (
     CNNModel,
     MLPModel,
     ModelSpec,
+    OnnxModel,
+    Pt2Model,
     TorchScriptModel,
     TorchvisionArch,
     TorchvisionModel,
     WideResNetModel,
+    parse_spec,
 )
 
 SIGNAL = (40,)
@@ -86,7 +92,7 @@ RANKS: dict[str, tuple[int, ...]] = {
 
 def test_registry_covers_exactly_the_architecture_kinds() -> None:
     assert set(MODELS.names()) == _kinds(ArchitectureSpec)
-    assert _kinds(ModelSpec) - _kinds(ArchitectureSpec) == {"torchscript"}
+    assert _kinds(ModelSpec) - _kinds(ArchitectureSpec) == {"torchscript", "onnx", "pt2"}
     assert set(RANKS) == _kinds(ArchitectureSpec)
 
 
@@ -306,6 +312,86 @@ def test_a_torchscript_teacher_gives_the_scripted_outputs(tmp_path: Path) -> Non
         build_classifier(TorchScriptModel(path="teacher.pt"), data, tmp_path, checkpoint="teacher.pt")
     with pytest.raises(SpecError, match="loaded from its file"):
         build_net(TorchScriptModel(path="teacher.pt"), (3, 8, 8), 5)
+
+
+@pytest.mark.parametrize("kind", ["onnx", "pt2"])
+def test_onnx_and_pt2_teachers_give_the_exported_outputs(kind: str, tmp_path: Path) -> None:
+    data = _data((3, 8, 8))
+    teacher = _trained_cnn(data, tmp_path).eval()
+    names = export_student(teacher, sample=data.test.x[:4], formats=[kind], out_dir=tmp_path, spec_json="{}")
+    spec = (
+        OnnxModel(path=names[f"student_{kind}"])
+        if kind == "onnx"
+        else Pt2Model(path=names[f"student_{kind}"])
+    )
+    loaded = build_classifier(spec, data, tmp_path)
+    loaded.eval()  # the runner freezes teachers this way
+    assert not list(loaded.parameters()) or all(
+        p.requires_grad_(False) is not None for p in loaded.parameters()
+    )
+    assert torch.allclose(_logits(loaded, data.test.x), _logits(teacher, data.test.x), atol=1e-5)
+    with pytest.raises(SpecError, match="takes no checkpoint"):
+        build_classifier(spec, data, tmp_path, checkpoint="x.safetensors")
+
+
+def test_program_teachers_refuse_feature_losses_and_checkpoints() -> None:
+    losses = [
+        {"kind": "hint", "student_layer": "0", "teacher_layer": "0"},
+        {"kind": "attention", "student_layers": ["0"], "teacher_layers": ["0"]},
+        {"kind": "weight_l2"},
+    ]
+    for kind, loss in (("onnx", losses[0]), ("pt2", losses[1]), ("onnx", losses[2])):
+        teacher = {"model": {"kind": kind, "path": "t"}}
+        with pytest.raises(SpecError, match=f"{kind} teacher does not expose"):
+            parse_spec({"teacher": teacher, "distill": {"losses": [loss]}})
+        with pytest.raises(SpecError, match="carries its weights"):
+            parse_spec({"teacher": {**teacher, "checkpoint": "w.safetensors"}})
+
+
+def _digits_teacher(data: DataSplits) -> nn.Module:
+    """An MLP fitted to the digits in a few hundred full-batch steps (well above chance)."""
+    torch.manual_seed(0)
+    model = build_classifier(MLPModel(hidden=(64,)), data, Path())
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
+    for _ in range(150):
+        optimizer.zero_grad()
+        F.cross_entropy(model(data.train.x), data.train.y).backward()
+        optimizer.step()
+    return model.eval()
+
+
+@pytest.mark.parametrize("kind", ["onnx", "pt2"])
+def test_a_program_teacher_distils_a_student_end_to_end(kind: str, tmp_path: Path) -> None:
+    spec = parse_spec(
+        {
+            "name": "program-teacher",
+            "data": {"kind": "digits"},
+            "teacher": {"model": {"kind": kind, "path": f"uploads/teacher.{kind}"}},
+            "student": {"model": {"kind": "mlp", "hidden": [32]}},
+            "distill": {"epochs": 3, "batch_size": 64},
+            "baseline": False,
+            "export": ["safetensors"],
+            "runtime": {"measure_speed": False},
+        }
+    )
+    data = load_dataset(spec.data, tmp_path, seed=spec.seed)
+    teacher = _digits_teacher(data)
+    names = export_student(
+        teacher,
+        sample=data.test.x[:4],
+        formats=[kind],
+        out_dir=tmp_path / "uploads",
+        stem="teacher",
+        spec_json="{}",
+    )
+    assert names == {f"student_{kind}": f"teacher.{kind}"}
+    expected = float((_logits(teacher, data.test.x).argmax(1) == data.test.y).double().mean())
+    assert expected > 0.8
+    report = run_job(spec, tmp_path / "job", data_root=tmp_path, device="cpu")
+    # the report shows the given teacher, evaluated through the program the job ran
+    assert report["teacher"]["test_top1"] == pytest.approx(expected, abs=1e-3)
+    assert "teacher_safetensors" not in report["artifacts"]  # given, not trained
+    assert report["student"]["test_top1"] > 0.5
 
 
 class _Touch:
