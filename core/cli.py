@@ -30,6 +30,7 @@ from core.errors import (
     OutOfMemoryError,
     SpecError,
 )
+from core.estimate import Limits, check_limits, estimate
 from core.sink import Progress as JobProgress
 from core.sink import Sink
 from core.spec import load_spec, spec_schema
@@ -163,12 +164,17 @@ def run(
 
 @app.command()
 def validate(spec_path: Annotated[Path, typer.Argument(metavar="SPEC")]) -> None:
-    """Check a spec and print it with every default filled in."""
+    """Check a spec and print it with every default filled in (and, on stderr, what it will cost)."""
     try:
         spec = load_spec(spec_path)
     except DistilleryError as e:
         _fail(e)
     sys.stdout.write(spec.model_dump_json(indent=2) + "\n")
+    est = estimate(spec)
+    for line in est.summary():
+        console.print(line, highlight=False, markup=False)
+    for v in check_limits(est, Limits()):
+        console.print(f"over a default service limit: {v.field}: {v.message}", style="yellow", markup=False)
 
 
 @app.command()

@@ -276,5 +276,8 @@ def run_job(
     run = JobRun(spec, out_dir, data_root, pick_device(device), sink or Sink())
     try:
         return run.run()
-    except torch.OutOfMemoryError as e:
-        raise translate_oom(e) from e
+    except (MemoryError, RuntimeError, OverflowError, ValueError, TypeError) as e:  # torch's OOM too
+        typed = translate_oom(e)
+        if typed is e:
+            raise
+        raise typed from e

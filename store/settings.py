@@ -7,11 +7,15 @@ Setting ``DISTILLERY_DATABASE_URL`` and ``DISTILLERY_BROKER_URL`` moves to Postg
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from core.estimate import Limits
 
 
 class Settings(BaseSettings):
@@ -44,6 +48,15 @@ class Settings(BaseSettings):
     cancel_grace_s: float = Field(30.0, gt=0, description="Cooperative cancellation before termination.")
     task_time_limit_s: int = Field(7 * 24 * 3600, gt=0, description="Hard limit for one attempt.")
     max_upload_bytes: int = Field(512 * 1024 * 1024, gt=0)
+    max_unpacked_bytes: int = Field(
+        2 << 30,
+        gt=0,
+        description="The most an uploaded dataset archive's arrays may unpack to (checked from its "
+        "headers before anything is decompressed).",
+    )
+    max_spec_bytes: int = Field(
+        1 << 20, gt=0, description="The largest job spec (JSON or YAML) a request may carry."
+    )
     admin_token: SecretStr | None = Field(
         None, description="At start-up, make sure an admin token with this value exists (first use)."
     )
@@ -55,8 +68,42 @@ class Settings(BaseSettings):
         description="Where request counts live (memory://, redis://...); default: the broker's Redis, "
         "else this process's memory.",
     )
+    max_streams_per_token: int = Field(
+        8, ge=1, le=10_000, description="Open event streams one API token may hold in one API process."
+    )
+    max_streams: int = Field(
+        200, ge=1, le=100_000, description="Open event streams one API process serves at once."
+    )
     device: str = Field("auto", description="The worker's device: auto, cpu, cuda, cuda:N.")
+    sandbox: Literal["auto", "required", "off"] = Field(
+        "auto",
+        description="Confine each job's engine process with Landlock: auto (where the kernel has "
+        "it, else run unconfined and say so), required (else fail the job), off.",
+    )
+    # What one job may ask for, checked from its spec before it is stored (core.estimate).
+    max_params: int = Field(Limits.max_params, gt=0, description="Parameters of any one model.")
+    max_job_memory: int = Field(
+        Limits.max_job_memory,
+        gt=0,
+        description="Bytes of the largest stage: weights, gradients, optimizer state, activations.",
+    )
+    max_dataset_bytes: int = Field(Limits.max_dataset_bytes, gt=0, description="Bytes of any one dataset.")
+    max_epoch_work: int = Field(
+        Limits.max_epoch_work, gt=0, description="Multiply-accumulates in one epoch of one stage."
+    )
     gpu_type: str = Field("any", description="The queue this worker serves (its GPU type).")
+
+    @field_validator("max_params", "max_job_memory", "max_dataset_bytes", "max_epoch_work", mode="before")
+    @classmethod
+    def _scientific(cls, value: object) -> object:
+        # `DISTILLERY_MAX_PARAMS=1e9` reads better than nine zeros; only whole numbers are kept
+        if isinstance(value, str) and "e" in value.lower():
+            try:
+                number = float(value)
+            except ValueError:
+                return value
+            return int(number) if number.is_integer() else value
+        return value
 
     @field_validator("admin_token", mode="before")
     @classmethod
@@ -117,6 +164,17 @@ class Settings(BaseSettings):
     @property
     def work_path(self) -> Path:
         return (self.work_dir or self.resolved_home() / "work").expanduser()
+
+
+def masked_url(url: str) -> str:
+    """``url`` fit for a log line or a terminal: its password (a database's, a broker's, the
+    rate limiter's Redis) replaced by ``***``. Every URL the service prints goes through here."""
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a URL SQLAlchemy reads: mask what sits between "user:" and "@"
+        return re.sub(r"(//[^/@]*?:)[^/@]*@", r"\1***@", url)
 
 
 @lru_cache

@@ -15,7 +15,7 @@ from api.deps import SessionDep, SettingsDep
 from api.documents import spec_document
 from api.problems import Problem
 from api.routes.jobs import check_uploads
-from api.validation import validate_spec
+from api.validation import check_resources, validate_spec
 from core.spec import spec_schema
 
 router = APIRouter(prefix="/v1/spec", tags=["catalog"])
@@ -57,12 +57,17 @@ def get_spec_schema(response: Response) -> dict[str, Any]:
     },
 )
 def validate(
-    body: Annotated[Any, Depends(spec_document)], session: SessionDep, caller: CallerDep
+    body: Annotated[Any, Depends(spec_document)],
+    session: SessionDep,
+    caller: CallerDep,
+    settings: SettingsDep,
 ) -> ValidSpec:
-    """The checks `POST /v1/jobs` makes (the uploads it names included), with nothing stored:
-    `200` with the normalized spec, or the same `422` a submission would get."""
+    """The checks `POST /v1/jobs` makes (the uploads it names and the service's resource limits
+    included), with nothing stored: `200` with the normalized spec, or the same `422` a submission
+    would get."""
     spec = validate_spec(body)
     check_uploads(session, spec, caller)
+    check_resources(spec, settings, session)
     return ValidSpec(spec=spec.model_dump(mode="json"))
 
 
