@@ -21,12 +21,13 @@ from typing import Annotated
 
 from fastapi import Depends, Path, Request
 from limits import RateLimitItem, parse, storage, strategies
+from sqlalchemy.orm import Session
 
 from api.deps import SessionDep, StateDep
 from api.problems import ProblemError, not_found
-from store.identity import Caller, authenticate, ensure_admin
+from store.identity import Caller, authenticate, ensure_admin, mark_used, used_long_ago
 from store.models import Job
-from store.settings import Settings
+from store.settings import Settings, masked_url
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +61,7 @@ class RateLimiter:
             now = time.monotonic()
             if now - self._warned_at > 60:
                 self._warned_at = now
-                log.warning("rate limit not applied: %s unreachable (%s)", self.url, e)
+                log.warning("rate limit not applied: %s unreachable (%s)", masked_url(self.url), e)
             return None
         return max(1, math.ceil(reset - time.time()))
 
@@ -81,12 +82,7 @@ def get_caller(request: Request, session: SessionDep, state: StateDep) -> Caller
     scheme, _, secret = header.partition(" ")
     if scheme.lower() != BEARER.lower() or not secret.strip():
         raise _unauthorized("the Authorization header must be 'Bearer <token>'")
-    secret = secret.strip()
-    caller = authenticate(session, secret)
-    if caller is None and _is_admin_token(state.settings, secret):
-        # the start-up could not make it (the database was down then): make it now
-        ensure_admin(session, secret, revive=False)
-        caller = authenticate(session, secret)
+    caller = _authenticate(session, state.settings, secret.strip())
     if caller is None:
         raise _unauthorized("this token is unknown or has been revoked")
     wait = state.rate_limiter.retry_after(caller.token_id)
@@ -98,6 +94,26 @@ def get_caller(request: Request, session: SessionDep, state: StateDep) -> Caller
             headers={"Retry-After": str(wait)},
         )
     return caller
+
+
+def _authenticate(session: Session, settings: Settings, secret: str) -> Caller | None:
+    """The token's caller. Whatever this writes is committed at once, before the route runs.
+
+    A write left to the request's commit (``last_used_at``) would hold the token's row lock
+    (PostgreSQL) or the database's write lock (SQLite) for the whole request, and every other
+    request with that token would wait on it. Here the rare write is one conditional UPDATE
+    committed straight away, and a request that reads only takes no lock at all.
+    """
+    found = authenticate(session, secret)
+    if found is None and _is_admin_token(settings, secret):
+        # the start-up could not make it (the database was down then): make it now
+        ensure_admin(session, secret, revive=False)
+        session.commit()
+        found = authenticate(session, secret)
+    if found is not None and used_long_ago(found.last_used_at):
+        mark_used(session, found.caller.token_id)
+        session.commit()
+    return None if found is None else found.caller
 
 
 CallerDep = Annotated[Caller, Depends(get_caller)]

@@ -8,18 +8,23 @@ commit before a side effect (submit: commit, then publish) commit themselves.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING, Annotated
 
+from anyio import Semaphore, fail_after
 from fastapi import Depends, Request
-from sqlalchemy.orm import Session
+from fastapi.concurrency import run_in_threadpool
+from sqlalchemy.orm import Session, sessionmaker
 
 if TYPE_CHECKING:
     from api.auth import RateLimiter
+from api.problems import ProblemError
+from api.streams import StreamSlots
 from store.artifacts import ArtifactStore, open_store
-from store.db import session_scope
+from store.db import pool_capacity, session_factory
 from store.settings import Settings
 
 Publish = Callable[[str, str], None]
@@ -41,6 +46,18 @@ class AppState:
     def artifacts(self) -> ArtifactStore:
         # Lazily: an S3 store imports boto3 and builds a client, which most requests never need.
         return open_store(self.settings.artifacts_location)
+
+    @cached_property
+    def streams(self) -> StreamSlots:
+        return StreamSlots(self.settings.max_streams_per_token, self.settings.max_streams)
+
+    @cached_property
+    def db_gate(self) -> DatabaseGate:
+        return DatabaseGate(pool_capacity(self.settings.db_url))
+
+    @cached_property
+    def sessions(self) -> sessionmaker[Session]:
+        return session_factory(self.settings.db_url)
 
     @cached_property
     def rate_limiter(self) -> RateLimiter:
@@ -65,10 +82,72 @@ def get_settings_dep(state: StateDep) -> Settings:
 SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
 
 
-def get_session(state: StateDep) -> Iterator[Session]:
-    """One session per request, committed when the route returns, rolled back if it raises."""
-    with session_scope(state.settings.db_url) as session:
-        yield session
+GATE_WAIT_S = 30.0
+"""How long a request waits for a database connection before it is answered 503."""
+
+
+class DatabaseGate:
+    """Admission to the database: at most as many requests hold a session as the engine's pool
+    has connections, and the others wait here, on the event loop, holding no thread.
+
+    Without it, routes and their sync dependencies run on a pool of threads larger than the pool
+    of connections: under load every thread can end up blocked waiting for a connection while
+    the requests holding the connections wait for a thread to run their route or their commit,
+    until the pool's timeout breaks the deadlock with a 500 for each of them.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self._semaphore: Semaphore | None = None
+
+    @asynccontextmanager
+    async def admit(self) -> AsyncIterator[None]:
+        if self._semaphore is None:  # made on the event loop that uses it
+            self._semaphore = Semaphore(self.capacity)
+        try:
+            with fail_after(GATE_WAIT_S):
+                await self._semaphore.acquire()
+        except TimeoutError:
+            raise ProblemError(
+                503,
+                f"every database connection was busy for {GATE_WAIT_S:.0f} s; retry shortly",
+                kind="database-busy",
+                headers={"Retry-After": "1"},
+            ) from None
+        try:
+            yield
+        finally:
+            self._semaphore.release()
+
+
+async def get_session(state: StateDep) -> AsyncIterator[Session]:
+    """One session per request, committed when the route returns, rolled back if it raises.
+
+    The request is admitted by ``state.db_gate`` first (the caller's authentication uses this
+    session too), so it finds a free connection whenever its route runs; the commit runs on a
+    worker thread like the route itself.
+    """
+    async with state.db_gate.admit():
+        session = state.sessions()
+        try:
+            yield session
+        except BaseException:
+            await run_in_threadpool(_finish, session, False)
+            raise
+        await run_in_threadpool(_finish, session, True)
+
+
+def _finish(session: Session, commit: bool) -> None:
+    try:
+        if commit:
+            session.commit()
+        else:
+            session.rollback()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
 
 
 SessionDep = Annotated[Session, Depends(get_session, scope="function")]

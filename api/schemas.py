@@ -42,8 +42,20 @@ class JobLinks(BaseModel):
     events: str
 
 
-class JobOut(BaseModel):
-    """A job as clients see it. ``version`` changes with every update (it is the ETag)."""
+class JobResult(BaseModel):
+    """The headline numbers of a succeeded job (the whole report is on the job itself)."""
+
+    student_top1: float | None = Field(None, description="The distilled student's test top-1.")
+    baseline_top1: float | None = Field(None, description="The labels-only baseline's test top-1.")
+    teacher_top1: float | None = Field(None, description="The (first) teacher's test top-1.")
+    kd_gain: float | None = Field(None, description="student_top1 − baseline_top1.")
+    kd_gain_stderr: float | None = None
+    best_epoch: int | None = Field(None, description="The student's best validation epoch.")
+
+
+class JobSummary(BaseModel):
+    """A job as the list shows it: state and headline result, without the spec and the report.
+    ``version`` changes with every update (it is the job's ETag)."""
 
     id: str
     name: str
@@ -58,8 +70,7 @@ class JobOut(BaseModel):
         description="{stage, epoch, epochs, fraction, eta_s} while running."
     )
     error: JobError | None
-    report: dict[str, Any] | None = Field(description="The engine's report once the job succeeded.")
-    spec: dict[str, Any]
+    result: JobResult | None = Field(description="Headline numbers once the job succeeded.")
     owner: str
     team: str | None
     version: int
@@ -70,8 +81,15 @@ class JobOut(BaseModel):
     links: JobLinks
 
 
+class JobOut(JobSummary):
+    """A job as clients see it: its summary, its spec and, once it succeeded, its report."""
+
+    report: dict[str, Any] | None = Field(description="The engine's report once the job succeeded.")
+    spec: dict[str, Any]
+
+
 class JobPage(BaseModel):
-    items: list[JobOut]
+    items: list[JobSummary]
     next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null on the last.")
 
 

@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy.orm import Session
 
-from api.schemas import ArtifactOut, EventOut, JobError, JobLinks, JobOut, MetricOut, Priority, Waiting
+from api.schemas import (
+    ArtifactOut,
+    EventOut,
+    JobError,
+    JobLinks,
+    JobOut,
+    JobResult,
+    JobSummary,
+    MetricOut,
+    Priority,
+    Waiting,
+)
 from store.models import Artifact, Job, JobEvent, Metric
 from store.scheduler import Wait, waits
 
@@ -33,12 +43,34 @@ def _error(value: dict[str, Any] | None) -> JobError | None:
     return JobError(type=str(value.get("type", "internal")), message=str(value.get("message", "")))
 
 
-def job_out(session: Session, job: Job, *, wait: Wait | None = None, known: bool = False) -> JobOut:
-    """``wait`` may be precomputed (``known``) for a page of jobs; else it is queried."""
+def job_result(report: dict[str, Any] | None) -> JobResult | None:
+    if not report:
+        return None
+
+    def top1(stage: str) -> float | None:
+        info = report.get(stage)
+        return _number(info.get("test_top1")) if isinstance(info, dict) else None
+
+    student = report.get("student")
+    best = student.get("best_epoch") if isinstance(student, dict) else None
+    return JobResult(
+        student_top1=top1("student"),
+        baseline_top1=top1("baseline"),
+        teacher_top1=top1("teacher"),
+        kd_gain=_number(report.get("kd_gain")),
+        kd_gain_stderr=_number(report.get("kd_gain_stderr")),
+        best_epoch=best if isinstance(best, int) and not isinstance(best, bool) else None,
+    )
+
+
+def _number(value: Any) -> float | None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    return float(value) if ok else None
+
+
+def _summary_fields(job: Job, wait: Wait | None) -> dict[str, Any]:
     path = job_path(job.id)
-    if not known:
-        wait = waits(session, [job]).get(job.id)
-    return JobOut(
+    return dict(
         id=job.id,
         name=job.name,
         status=job.status,
@@ -50,8 +82,7 @@ def job_out(session: Session, job: Job, *, wait: Wait | None = None, known: bool
         waiting=Waiting(position=wait.position, reason=wait.reason, message=wait.message) if wait else None,
         progress=job.progress,
         error=_error(job.error),
-        report=job.report,
-        spec=job.spec,
+        result=job_result(job.report),
         owner=job.owner,
         team=job.team,
         version=job.version,
@@ -65,9 +96,15 @@ def job_out(session: Session, job: Job, *, wait: Wait | None = None, known: bool
     )
 
 
-def jobs_out(session: Session, jobs: Sequence[Job]) -> list[JobOut]:
-    known = waits(session, jobs)
-    return [job_out(session, j, wait=known.get(j.id), known=True) for j in jobs]
+def job_out(session: Session, job: Job, *, wait: Wait | None = None, known: bool = False) -> JobOut:
+    """``wait`` may be precomputed (``known``) for a page of jobs; else it is queried."""
+    if not known:
+        wait = waits(session, [job]).get(job.id)
+    return JobOut(**_summary_fields(job, wait), report=job.report, spec=job.spec)
+
+
+def job_summary(job: Job, wait: Wait | None) -> JobSummary:
+    return JobSummary(**_summary_fields(job, wait))
 
 
 def metric_out(row: Metric | Any) -> MetricOut:

@@ -38,6 +38,15 @@ class JobError(_Model):
     message: str = ""
 
 
+class JobResult(_Model):
+    student_top1: float | None = None
+    baseline_top1: float | None = None
+    teacher_top1: float | None = None
+    kd_gain: float | None = None
+    kd_gain_stderr: float | None = None
+    best_epoch: int | None = None
+
+
 class Job(_Model):
     id: str
     name: str = ""
@@ -50,8 +59,9 @@ class Job(_Model):
     waiting: Waiting | None = None
     progress: Progress | None = None
     error: JobError | None = None
+    result: JobResult | None = None
     report: dict[str, Any] | None = None
-    spec: dict[str, Any] = {}
+    spec: dict[str, Any] = {}  # not in list pages: `Client.job(id)` reads the whole job
     owner: str | None = None
     team: str | None = None
     version: int | None = None

@@ -47,13 +47,12 @@ def age(when: datetime | None, now: datetime | None = None) -> str:
 
 def progress_text(job: Job) -> str:
     """Where the job stands, in a few words: its place in the queue, stage and epoch, or result."""
-    p, report = job.progress, job.report
+    p, result = job.progress, job.result
     if job.waiting is not None:
         return f"#{job.waiting.position} {job.waiting.reason or 'waiting'}"
-    if job.status == "succeeded" and report:
-        gain = report.get("kd_gain")
-        top1 = report.get("student", {}).get("test_top1")
-        return f"top-1 {_num(top1, '.3f')}" + (f" ({gain:+.3f})" if gain is not None else "")
+    if job.status == "succeeded" and result:
+        gain = result.kd_gain
+        return f"top-1 {_num(result.student_top1, '.3f')}" + (f" ({gain:+.3f})" if gain is not None else "")
     if job.error is not None:
         return job.error.type
     if p is not None and p.stage:

@@ -10,8 +10,11 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import QueuePool
 
 MIGRATIONS = Path(__file__).with_name("migrations")
+POOL_SIZE = 5  # connections kept open per process
+MAX_OVERFLOW = 10  # and opened beyond them under load
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -28,21 +31,34 @@ def get_engine(url: str) -> Engine:
         path = url.split("///", 1)[-1]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+        engine = create_engine(
+            url,
+            connect_args={"check_same_thread": False, "timeout": 30},
+            poolclass=QueuePool,
+            # all kept open: a new SQLite connection costs its pragmas (WAL, busy timeout)
+            pool_size=POOL_SIZE + MAX_OVERFLOW,
+            max_overflow=0,
+        )
         event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=10)
+    return create_engine(url, pool_pre_ping=True, pool_size=POOL_SIZE, max_overflow=MAX_OVERFLOW)
+
+
+def pool_capacity(url: str) -> int:
+    """The most connections one process's engine for ``url`` opens at once."""
+    pool = get_engine(url).pool
+    return POOL_SIZE + MAX_OVERFLOW if isinstance(pool, QueuePool) else 1
 
 
 @lru_cache(maxsize=8)
-def _factory(url: str) -> sessionmaker[Session]:
+def session_factory(url: str) -> sessionmaker[Session]:
     return sessionmaker(get_engine(url), expire_on_commit=False)
 
 
 @contextmanager
 def session_scope(url: str) -> Iterator[Session]:
     """One unit of work: committed when the block ends, rolled back if it raises."""
-    session = _factory(url)()
+    session = session_factory(url)()
     try:
         yield session
         session.commit()
@@ -51,10 +67,6 @@ def session_scope(url: str) -> Iterator[Session]:
         raise
     finally:
         session.close()
-
-
-def open_session(url: str) -> Session:
-    return _factory(url)()
 
 
 def alembic_config(url: str) -> Any:

@@ -12,9 +12,9 @@ import hashlib
 import secrets
 from contextlib import suppress
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
-from sqlalchemy import select
+from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -123,20 +123,50 @@ def revoke_token(session: Session, token_id: str) -> ApiToken:
     return token
 
 
-def authenticate(session: Session, secret: str) -> Caller | None:
-    """The caller a token stands for; None for an unknown or revoked token."""
+@dataclass(frozen=True)
+class Authenticated:
+    caller: Caller
+    last_used_at: datetime | None
+
+
+def authenticate(session: Session, secret: str) -> Authenticated | None:
+    """The caller a token stands for; None for an unknown or revoked token. Reads only: a
+    request must never hold a lock on its token's row (see ``mark_used``)."""
     row = session.execute(
-        select(ApiToken, User)
+        select(ApiToken.id, ApiToken.last_used_at, User.name, User.team, User.role)
         .join(User, User.name == ApiToken.user)
         .where(ApiToken.token_hash == hash_token(secret), ApiToken.revoked_at.is_(None))
     ).first()
     if row is None:
         return None
-    token, user = row
+    token_id, last_used_at, user, team, role = row
+    caller = Caller(user=user, team=team, role=role, token_id=token_id)
+    return Authenticated(caller, None if last_used_at is None else as_utc(last_used_at))
+
+
+def used_long_ago(last_used_at: datetime | None, now: datetime | None = None) -> bool:
+    """Whether ``last_used_at`` is stale enough to be written again."""
+    return last_used_at is None or (now or utcnow()) - last_used_at > LAST_USED_EVERY
+
+
+def mark_used(session: Session, token_id: str) -> bool:
+    """Move ``last_used_at`` to now unless another request did so within ``LAST_USED_EVERY``.
+
+    One conditional UPDATE, meant to be committed at once in a transaction of its own: of many
+    concurrent requests with one token, the first writes and the others match no row once it
+    commits, so no request waits on another's row lock for longer than that one statement.
+    """
     now = utcnow()
-    if token.last_used_at is None or now - as_utc(token.last_used_at) > LAST_USED_EVERY:
-        token.last_used_at = now
-    return Caller(user=user.name, team=user.team, role=user.role, token_id=token.id)
+    result = session.execute(
+        update(ApiToken)
+        .where(
+            ApiToken.id == token_id,
+            or_(ApiToken.last_used_at.is_(None), ApiToken.last_used_at < now - LAST_USED_EVERY),
+        )
+        .values(last_used_at=now)
+        .execution_options(synchronize_session=False)
+    )
+    return bool(getattr(result, "rowcount", 0))
 
 
 def token_valid(session: Session, token_id: str) -> bool:

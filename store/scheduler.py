@@ -58,6 +58,7 @@ from collections import Counter, defaultdict, deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Protocol
 
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
@@ -246,7 +247,17 @@ def plan(session: Session, limit: int | None = None) -> list[Job]:
     return [rows[i] for i in chosen if i in rows]
 
 
-def waits(session: Session, jobs: Sequence[Job]) -> dict[str, Wait]:
+class JobKey(Protocol):
+    """What ``waits`` reads of a job: a row or a ``select(Job.id, Job.status, ...)`` tuple."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def status(self) -> str: ...
+
+
+def waits(session: Session, jobs: Sequence[JobKey]) -> dict[str, Wait]:
     """Position and reason for each job of a page that is waiting or dispatched and unclaimed."""
     if not any(job.status in ("queued", "retrying") for job in jobs):
         return {}  # a page of started or finished jobs costs no query

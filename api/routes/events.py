@@ -25,13 +25,16 @@ from fastapi import APIRouter, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.sse import KEEPALIVE_COMMENT, EventSourceResponse, format_sse_event
 from sqlalchemy import select
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as SQLTimeoutError
 from sqlalchemy.orm import Session
 
 from api.auth import CallerDep, JobDep
 from api.cursors import decode_row_cursor
 from api.deps import AppState, SessionDep, StateDep
-from api.problems import Problem
+from api.problems import Problem, ProblemError
 from api.schemas import EventOut, EventPage, JobOut
+from api.streams import Slot
 from api.views import event_out, job_out
 from store.db import session_scope
 from store.identity import token_valid
@@ -72,12 +75,27 @@ def _poll(
         return changed, events, job.status in TERMINAL and len(events) < BATCH
 
 
-async def stream(state: AppState, job_id: str, after: int, token_id: str) -> AsyncIterator[bytes]:
+async def stream(state: AppState, job_id: str, after: int, slot: Slot) -> AsyncIterator[bytes]:
+    """Polls with a short session of its own each time (admitted like a request): between polls
+    the stream holds no connection and no transaction, only its ``slot``."""
+    try:
+        async for chunk in _follow(state, job_id, after, slot.token_id):
+            yield chunk
+    finally:
+        slot.release()
+
+
+async def _follow(state: AppState, job_id: str, after: int, token_id: str) -> AsyncIterator[bytes]:
     yield format_sse_event(retry=RETRY_MS)
     version: int | None = None
     last_sent = time.monotonic()
     while True:
-        polled = await run_in_threadpool(_poll, state, job_id, version, after, token_id)
+        try:
+            async with state.db_gate.admit():
+                polled = await run_in_threadpool(_poll, state, job_id, version, after, token_id)
+        except (ProblemError, OperationalError, SQLTimeoutError):
+            # the database is busy or away: keep the stream open (pings) and poll again later
+            polled = (None, [], False)
         if polled is None:
             yield format_sse_event(event="deleted", data_str=json.dumps({"id": job_id}))
             return
@@ -111,6 +129,7 @@ async def stream(state: AppState, job_id: str, after: int, token_id: str) -> Asy
             },
         },
         404: {"model": Problem, "description": "No such job."},
+        429: {"model": Problem, "description": "Too many event streams open (per token, or in total)."},
     },
 )
 def job_events(
@@ -138,4 +157,5 @@ def job_events(
             items=items, next_cursor=str(items[-1].id if items else start), has_more=len(rows) > limit
         )
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}  # no proxy buffering
-    return EventSourceResponse(stream(state, job.id, start, caller.token_id), headers=headers)
+    slot = state.streams.take(caller.token_id)  # 429 past the caps
+    return EventSourceResponse(stream(state, job.id, start, slot), headers=headers)

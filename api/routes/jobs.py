@@ -5,37 +5,35 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import posixpath
-from collections.abc import Iterator
+from collections.abc import Sequence
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Response
 from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 
 from api.auth import CallerDep, JobDep, WriterDep
 from api.cursors import decode_job_cursor, encode_job_cursor
 from api.deps import SessionDep, StateDep
 from api.documents import spec_document
 from api.problems import FieldError, Problem, ProblemError
-from api.routes.uploads import UPLOADS
 from api.schemas import JobOut, JobPage, JobStatus
-from api.validation import invalid_document, validate_spec
-from api.views import PRIORITIES, etag, job_out, job_path, jobs_out
+from api.validation import check_resources, invalid_document, validate_spec
+from api.views import PRIORITIES, etag, job_out, job_path, job_summary
+from core.paths import named_uploads, normal
 from core.spec import JobSpec
 from store.audit import cancel, soft_delete
 from store.identity import Caller
 from store.jobs import add_event
 from store.models import TERMINAL, IdempotencyKey, Job, Upload
 from store.quotas import QuotaExceeded, admit_job
+from store.scheduler import Wait, waits
 
 log = logging.getLogger(__name__)
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
-MAX_SPEC_BYTES = 1 << 20
-PATH_FIELDS = ("path", "folder", "checkpoint")  # the spec's fields that name files under the data root
 _PROBLEMS: dict[int | str, dict[str, Any]] = {
     404: {"model": Problem, "description": "No such job."},
     409: {"model": Problem, "description": "The job's state does not allow this."},
@@ -74,31 +72,11 @@ def _replay(session: Session, owner: str, key: str, request_hash: str) -> Job | 
     return session.get(Job, record.job_id)
 
 
-def _uploads_named(value: Any, field: str = "") -> Iterator[tuple[str, str]]:
-    """(field, path) for every string of a spec that names an uploaded file."""
-    if isinstance(value, dict):
-        for key, item in value.items():
-            yield from _uploads_named(item, f"{field}.{key}" if field else str(key))
-    elif isinstance(value, list):
-        for i, item in enumerate(value):
-            yield from _uploads_named(item, f"{field}.{i}")
-    elif (
-        isinstance(value, str)
-        and field.rsplit(".", 1)[-1] in PATH_FIELDS
-        and _normal(value).split("/")[0] == UPLOADS
-    ):
-        yield field, value
-
-
-def _normal(path: str) -> str:
-    return posixpath.normpath(path.replace("\\", "/"))
-
-
 def check_uploads(session: Session, spec: JobSpec, caller: Caller) -> None:
     """A spec may name its own team's uploads only: another team's is as absent as a missing one."""
     errors = []
-    for field, path in _uploads_named(spec.model_dump(mode="json")):
-        upload = session.scalar(select(Upload).where(Upload.path == _normal(path)))
+    for field, path in named_uploads(spec.model_dump(mode="json")):
+        upload = session.scalar(select(Upload).where(Upload.path == normal(path)))
         if upload is None or not caller.sees(upload.team):
             errors.append(FieldError(field=field, message=f"no upload {path!r} (upload it first)"))
     if errors:
@@ -178,6 +156,7 @@ def submit_job(
         response.headers["Idempotent-Replayed"] = "true"
         return _accepted(response, session, job)
     check_uploads(session, spec, caller)
+    check_resources(spec, state.settings, session)
     try:
         admit_job(session, caller.team)  # holds the team's lock until the commit below
     except QuotaExceeded as e:
@@ -221,10 +200,11 @@ def list_jobs(
     ] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
 ) -> Any:
-    """Your team's jobs (an admin's: every team's, or `team`'s). The page comes with an `ETag`:
-    poll with `If-None-Match` to get `304` while nothing on it changed."""
+    """Your team's jobs (an admin's: every team's, or `team`'s), as summaries (the spec and the
+    report are on `GET /v1/jobs/{id}`). The page comes with an `ETag`: poll with `If-None-Match`
+    to get `304` while nothing on it changed."""
     stmt = (
-        select(Job)
+        select(Job.id, Job.status, Job.version, Job.created_at)
         .where(Job.deleted_at.is_(None))
         .order_by(Job.created_at.desc(), Job.id.desc())
         .limit(limit + 1)
@@ -242,16 +222,29 @@ def list_jobs(
     if cursor:
         created, last_id = decode_job_cursor(cursor)
         stmt = stmt.where(or_(Job.created_at < created, (Job.created_at == created) & (Job.id < last_id)))
-    jobs = list(session.scalars(stmt))
-    page, more = jobs[:limit], len(jobs) > limit
+    keys = session.execute(stmt).all()
+    page, more = keys[:limit], len(keys) > limit
     next_cursor = encode_job_cursor(page[-1].created_at, page[-1].id) if more else None
-    body = JobPage(items=jobs_out(session, page), next_cursor=next_cursor).model_dump_json().encode()
-    # The page's own digest: it changes with any job on it, its queue place or a new job.
-    tag = f'"{hashlib.sha256(body).hexdigest()[:32]}"'
+    known = waits(session, page)
+    # Decided from the page's ids, versions and queue places, before any row is loaded: a
+    # version moves with every change of a job, so equal keys mean an equal page.
+    tag = _page_tag(page, known, next_cursor)
     headers = {"ETag": tag, "Cache-Control": "no-cache"}
     if _matches(if_none_match, tag):
         return Response(status_code=304, headers=headers)
+    rows = session.scalars(select(Job).where(Job.id.in_([key.id for key in page])).options(defer(Job.spec)))
+    by_id = {job.id: job for job in rows}
+    items = [job_summary(by_id[key.id], known.get(key.id)) for key in page if key.id in by_id]
+    body = JobPage(items=items, next_cursor=next_cursor).model_dump_json().encode()
     return Response(body, media_type="application/json", headers=headers)
+
+
+def _page_tag(page: Sequence[Any], known: dict[str, Wait], next_cursor: str | None) -> str:
+    digest = hashlib.sha256(repr(next_cursor).encode())
+    for key in page:
+        wait = known.get(key.id)
+        digest.update(f"|{key.id}:{key.version}:{wait}".encode())
+    return f'"{digest.hexdigest()[:32]}"'
 
 
 def _matches(if_none_match: str | None, tag: str) -> bool:

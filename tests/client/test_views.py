@@ -55,7 +55,8 @@ def test_a_job_is_summed_up_by_where_it_stands() -> None:
     assert progress_text(job(status="queued", waiting=waiting)) == "#2 pool_busy"
     progress = {"stage": "student", "epoch": 3, "epochs": 4, "fraction": 0.75}
     assert progress_text(job(progress=progress)) == "student 3/4 75%"
-    assert progress_text(job(status="succeeded", report=REPORT)) == "top-1 0.855 (+0.223)"
+    result = {"student_top1": 0.855, "kd_gain": 0.223}
+    assert progress_text(job(status="succeeded", result=result)) == "top-1 0.855 (+0.223)"
     failed = job(status="failed", error={"type": "diverged", "message": "NaN loss"})
     assert progress_text(failed) == "diverged"
     now = datetime(2030, 1, 1, tzinfo=UTC)
