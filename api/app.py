@@ -22,6 +22,8 @@ from fastapi.openapi.utils import get_openapi
 from api import dashboard
 from api.auth import get_caller
 from api.deps import AppState, BrokerCheck, Publish
+from api.headers import SecurityHeadersMiddleware
+from api.inputs import NulGuardMiddleware
 from api.limits import BodyLimitMiddleware, LimitFor
 from api.problems import install_handlers
 from api.routes import admin, artifacts, catalog, events, health, jobs, metrics, pool, spec, uploads
@@ -33,7 +35,6 @@ from store.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BODY_LIMIT = jobs.MAX_SPEC_BYTES
 MULTIPART_SLACK = 64 * 1024  # part headers and boundaries around an upload of the maximum size
 UPLOAD_PATHS = ("/v1/models", "/v1/datasets")
 
@@ -82,7 +83,7 @@ def _limit_for(settings: Settings) -> LimitFor:
     def limit_for(method: str, path: str) -> int:
         if method == "POST" and path.rstrip("/") in UPLOAD_PATHS:
             return settings.max_upload_bytes + MULTIPART_SLACK
-        return DEFAULT_BODY_LIMIT
+        return settings.max_spec_bytes  # a spec is the largest body of any other route
 
     return limit_for
 
@@ -173,7 +174,9 @@ def create_app(
     app.mount("/ui", dashboard.static_files(), name="ui")
     # Added last = outermost: sizes are checked before anything reads the body, and the
     # metrics see every answer, 413s included.
+    app.add_middleware(NulGuardMiddleware)
     app.add_middleware(BodyLimitMiddleware, limit_for=_limit_for(settings))
+    app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(MetricsMiddleware, metrics=app.state.telemetry)
     app.openapi = _openapi(app)  # type: ignore[method-assign]
     return app

@@ -1,13 +1,23 @@
-"""Opaque pagination cursors. Clients pass them back unchanged and never parse them."""
+"""Opaque pagination cursors. Clients pass them back unchanged and never parse them.
+
+A cursor comes back from the client, so it is checked like any input: a tampered one is a 422,
+never a value the database cannot compare (a NUL, an id past 64 bits, an offset PostgreSQL
+refuses).
+"""
 
 from __future__ import annotations
 
 import base64
 import binascii
 import json
+import re
 from datetime import UTC, datetime
 
 from api.problems import invalid
+
+INT64_MAX = (1 << 63) - 1
+_ROW_ID = re.compile(r"[0-9]{1,19}")  # ASCII digits: str.isdigit() also takes '²' and '٣'
+_JOB_ID = re.compile(r"[0-9a-f]{1,64}")
 
 
 def encode_job_cursor(created_at: datetime, job_id: str) -> str:
@@ -23,17 +33,18 @@ def decode_job_cursor(cursor: str) -> tuple[datetime, str]:
         raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
         created, job_id = json.loads(raw)
         when = datetime.fromisoformat(created)
-        if not isinstance(job_id, str) or when.tzinfo is None:
+        if not isinstance(job_id, str) or not _JOB_ID.fullmatch(job_id) or when.tzinfo is None:
             raise ValueError("bad cursor")
-        return when, job_id
-    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
+        # in UTC: PostgreSQL refuses offsets past 15:59, which fromisoformat accepts
+        return when.astimezone(UTC), job_id
+    except (ValueError, TypeError, OverflowError, binascii.Error, UnicodeDecodeError):
         raise invalid("cursor", "not a cursor this API returned") from None
 
 
 def decode_row_cursor(cursor: str | None, field: str = "after") -> int:
-    """Metric and event cursors: the last row id seen (0 for the beginning)."""
+    """Metric, event and audit cursors: the last row id seen (0 for the beginning)."""
     if cursor is None or cursor == "":
         return 0
-    if not cursor.isdigit() or len(cursor) > 19:
+    if not _ROW_ID.fullmatch(cursor) or int(cursor) > INT64_MAX:
         raise invalid(field, "not a cursor this API returned")
     return int(cursor)

@@ -22,7 +22,7 @@ import typer
 from cli import admin as admin_cli
 from cli import jobs as jobs_cli
 from core import cli as engine
-from store.settings import Settings
+from store.settings import Settings, masked_url
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="Distillery: knowledge distillation as a service."
@@ -61,7 +61,7 @@ def migrate(home: Home = None) -> None:
     """Create or upgrade the database schema."""
     settings = _settings(home)
     _migrate(settings)
-    typer.echo(f"database ready: {settings.db_url}")
+    typer.echo(f"database ready: {masked_url(settings.db_url)}")
 
 
 @app.command()
@@ -126,7 +126,8 @@ def serve(
     _migrate(settings)
     typer.echo(
         f"Distillery on http://{host}:{port}  (API docs: /docs)\n"
-        f"  data: {settings.resolved_home()}\n  database: {settings.db_url}\n  broker: {settings.broker}"
+        f"  data: {settings.resolved_home()}\n  database: {masked_url(settings.db_url)}\n"
+        f"  broker: {masked_url(settings.broker)}"
     )
     _token_hint(settings)
     worker_proc = subprocess.Popen([sys.executable, "-m", "cli.main", "worker"], env=os.environ.copy())

@@ -8,6 +8,7 @@ for the lease to run out. Functions take a session and never commit.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -18,6 +19,8 @@ from store.jobs import add_event
 from store.models import Job, Worker, utcnow
 
 HELD = ("starting", "running", "cancelling")
+# What another team may see of a job's progress: how far along, never what it trains.
+PUBLIC_PROGRESS = ("stage", "fraction", "eta_s")
 
 
 def heartbeat(
@@ -93,8 +96,12 @@ def stranded(session: Session, older_than_s: float, now: datetime | None = None)
     return list(session.scalars(stmt))
 
 
-def pool_view(session: Session) -> dict[str, Any]:
-    """Workers and their devices, the job each runs, and the queue per team and per GPU type."""
+def pool_view(session: Session, visible: Callable[[str | None], bool] = lambda _team: True) -> dict[str, Any]:
+    """Workers and their devices, the job each runs, and the queue per team and per GPU type.
+
+    A job of a team that is not ``visible`` shows its team, status and how far along it is:
+    nothing of its content (name, owner, spec, error) and not its id.
+    """
     workers = session.scalars(select(Worker).order_by(Worker.status, Worker.id)).all()
     running = {
         j.id: j for j in session.scalars(select(Job).where(Job.id.in_([w.current_job_id for w in workers])))
@@ -121,7 +128,7 @@ def pool_view(session: Session) -> dict[str, Any]:
                 "devices": w.devices,
                 "started_at": w.started_at,
                 "last_heartbeat_at": w.last_heartbeat_at,
-                "job": _job_brief(running.get(w.current_job_id or "")),
+                "job": _job_brief(running.get(w.current_job_id or ""), visible),
             }
             for w in workers
         ],
@@ -130,9 +137,16 @@ def pool_view(session: Session) -> dict[str, Any]:
     }
 
 
-def _job_brief(job: Job | None) -> dict[str, Any] | None:
+def _job_brief(job: Job | None, visible: Callable[[str | None], bool]) -> dict[str, Any] | None:
     if job is None:
         return None
+    if not visible(job.team):
+        progress = {k: v for k, v in (job.progress or {}).items() if k in PUBLIC_PROGRESS}
+        return dict.fromkeys(("id", "name", "owner"), None) | {
+            "team": job.team,
+            "status": job.status,
+            "progress": progress or None,
+        }
     return {
         "id": job.id,
         "name": job.name,

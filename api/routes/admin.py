@@ -15,6 +15,7 @@ from sqlalchemy import select
 from api.auth import AdminDep, CallerDep
 from api.cursors import decode_row_cursor
 from api.deps import SessionDep
+from api.inputs import ByteCount, Count, Name, Text
 from api.problems import Problem, ProblemError, invalid, not_found
 from api.schemas import UTCDateTime
 from store.audit import AUDIT_KINDS, audit_trail
@@ -24,8 +25,6 @@ from store.quotas import usage
 
 router = APIRouter(prefix="/v1", tags=["access"])
 
-NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
-Name = Annotated[str, Field(pattern=NAME, description="Letters, digits, '.', '_', '-'; at most 100.")]
 Role = Literal["admin", "member", "viewer"]
 _ADMIN: dict[int | str, dict[str, Any]] = {403: {"model": Problem, "description": "Not an admin."}}
 _EXISTS: dict[int | str, dict[str, Any]] = {409: {"model": Problem, "description": "The name is taken."}}
@@ -33,17 +32,17 @@ _EXISTS: dict[int | str, dict[str, Any]] = {409: {"model": Problem, "description
 
 class TeamIn(BaseModel):
     name: Name
-    max_running: int | None = Field(None, ge=0, description="Jobs holding a GPU at once; null: no limit.")
-    max_queued: int | None = Field(100, ge=0, description="Jobs waiting at once; null: no limit.")
-    max_storage_bytes: int | None = Field(
-        None, ge=0, description="Artifacts and uploads kept; null: no limit."
+    max_running: Count | None = Field(None, description="Jobs holding a GPU at once; null: no limit.")
+    max_queued: Count | None = Field(100, description="Jobs waiting at once; null: no limit.")
+    max_storage_bytes: ByteCount | None = Field(
+        None, description="Artifacts and uploads kept; null: no limit."
     )
 
 
 class TeamLimits(BaseModel):
-    max_running: int | None = Field(None, ge=0)
-    max_queued: int | None = Field(None, ge=0)
-    max_storage_bytes: int | None = Field(None, ge=0)
+    max_running: Count | None = None
+    max_queued: Count | None = None
+    max_storage_bytes: ByteCount | None = None
 
 
 class TeamUsage(BaseModel):
@@ -67,7 +66,7 @@ class TeamList(BaseModel):
 
 class UserIn(BaseModel):
     name: Name
-    team: str = Field(max_length=100)
+    team: Name
     role: Role = "member"
 
 
@@ -83,8 +82,8 @@ class UserList(BaseModel):
 
 
 class TokenIn(BaseModel):
-    user: str = Field(max_length=100)
-    label: str = Field("", max_length=200, description="What the token is for (a laptop, a CI job).")
+    user: Name
+    label: Text = Field("", max_length=200, description="What the token is for (a laptop, a CI job).")
 
 
 class TokenOut(BaseModel):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter
@@ -10,13 +9,15 @@ from pydantic import BaseModel
 
 from api.auth import CallerDep
 from api.deps import SessionDep
+from api.schemas import UTCDateTime
 from store.pool import pool_view
 
 router = APIRouter(prefix="/v1", tags=["pool"])
 
 
 class JobBrief(BaseModel):
-    """Another team's job shows its team and status only."""
+    """Another team's job shows its team, status and how far along it is (stage, fraction,
+    eta_s) only: its id, name and owner are null."""
 
     id: str | None
     name: str | None
@@ -32,8 +33,8 @@ class WorkerOut(BaseModel):
     gpu_type: str
     status: str  # online | lost | offline
     devices: list[dict[str, Any]]  # name, memory_mb, memory_used_mb, utilization (%) where known
-    started_at: datetime
-    last_heartbeat_at: datetime
+    started_at: UTCDateTime
+    last_heartbeat_at: UTCDateTime
     job: JobBrief | None
 
 
@@ -61,12 +62,5 @@ def get_pool(session: SessionDep, caller: CallerDep) -> dict[str, Any]:
     """Workers report every `DISTILLERY_HEARTBEAT_S` seconds; one silent for
     `DISTILLERY_WORKER_TIMEOUT_S` is `lost`, and the job it held goes back to the queue.
     Everyone sees the whole pool and every team's queue; another team's job shows only its
-    team and status."""
-    view = pool_view(session)
-    for worker in view["workers"]:
-        job = worker["job"]
-        if job is not None and not caller.sees(job["team"]):
-            worker["job"] = {"team": job["team"], "status": job["status"]} | dict.fromkeys(
-                ("id", "name", "owner", "progress")
-            )
-    return view
+    team, status and progress."""
+    return pool_view(session, visible=caller.sees)

@@ -9,6 +9,9 @@ export function h(tag, attrs = {}, ...children) {
       el.addEventListener(key.slice(2), value);
     } else if (key === "class") {
       el.className = value;
+    } else if (key === "style") {
+      // through the CSSOM: the page's Content-Security-Policy refuses style="" attributes
+      Object.assign(el.style, value);
     } else if (key === "value" || key === "checked" || key === "disabled" || key === "selected") {
       el[key] = value;
     } else {
@@ -62,7 +65,7 @@ export function progressBar(progress, status) {
       "aria-label": "progress",
       title: `${pct}%`,
     },
-    h("div", { class: "progress-fill", style: `width:${pct}%` }),
+    h("div", { class: "progress-fill", style: { width: `${pct}%` } }),
   );
 }
 

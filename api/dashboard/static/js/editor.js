@@ -40,7 +40,7 @@ export function specEditor({ onInput }) {
           class: "band",
           "data-testid": "marked-line",
           "data-line": line,
-          style: `top:${PAD_PX + (line - 1) * LINE_PX}px`,
+          style: { top: `${PAD_PX + (line - 1) * LINE_PX}px` },
         }),
       ),
     );
