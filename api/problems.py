@@ -15,12 +15,17 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger(__name__)
 
 PROBLEM_JSON = "application/problem+json"
 _TYPE_PREFIX = "urn:distillery:problem:"
+DATABASE_RETRY_AFTER_S = 5  # a restart or failover of the database takes seconds, not minutes
+# SQLite reports some bugs (a missing table or column, bad SQL) as OperationalError, too
+_SQLITE_BUGS = ("no such table", "no such column", "syntax error")
 
 
 class FieldError(BaseModel):
@@ -149,8 +154,34 @@ async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
     return problem_response(request, 500, detail="an unexpected error occurred; it has been logged")
 
 
+def database_unavailable(exc: BaseException) -> bool:
+    """The database did not answer (down, restarting, unreachable, no free connection): no bug."""
+    if isinstance(exc, DisconnectionError | PoolTimeoutError):
+        return True
+    if isinstance(exc, OperationalError):
+        return not any(bug in str(exc.orig) for bug in _SQLITE_BUGS)
+    return isinstance(exc, DBAPIError) and exc.connection_invalidated
+
+
+async def _on_database(request: Request, exc: Exception) -> JSONResponse:
+    if not database_unavailable(exc):  # a genuine bug (a ProgrammingError, say): a logged 500
+        return await _on_unexpected(request, exc)
+    reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    log.warning("database unavailable on %s %s: %s", request.method, request.url.path, reason)
+    return problem_response(
+        request,
+        503,
+        detail="the database is unavailable; retry shortly",
+        kind="database-unavailable",
+        headers={"Retry-After": str(DATABASE_RETRY_AFTER_S)},
+    )
+
+
 def install_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ProblemError, _on_problem)
     app.add_exception_handler(StarletteHTTPException, _on_http)
     app.add_exception_handler(RequestValidationError, _on_validation)
+    # wherever a request meets an unreachable database: a 503 the client can retry, not a 500
+    for database_error in (DBAPIError, DisconnectionError, PoolTimeoutError):
+        app.add_exception_handler(database_error, _on_database)
     app.add_exception_handler(Exception, _on_unexpected)

@@ -56,6 +56,27 @@ def add_event(
         _bump(session, job_id)
 
 
+def add_event_once(
+    session: Session, job_id: str, kind: str, message: str, *, at: datetime, actor: str | None = None
+) -> bool:
+    """Record an event its writer may replay (a commit whose outcome it never learnt); True if new.
+
+    The writer's own timestamp, unique per writer, names the event: a replay finds it written.
+    """
+    written = select(JobEvent.id).where(
+        JobEvent.job_id == job_id,
+        JobEvent.at == at,
+        JobEvent.kind == kind,
+        JobEvent.actor == actor,
+        JobEvent.message == message,
+    )
+    if session.scalar(written.limit(1)) is not None:
+        return False
+    session.add(JobEvent(job_id=job_id, kind=kind, message=message, actor=actor, at=at))
+    _bump(session, job_id)
+    return True
+
+
 def transition(
     session: Session,
     job_id: str,

@@ -115,6 +115,8 @@ class Dispatcher:
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
+        self._failing = False  # the last reaper pass could not reach the database
+        self._recovered_at: float | None = None  # when a pass first reached it again
 
     def start(self) -> Dispatcher:
         if self._thread is None or not self._thread.is_alive():
@@ -138,13 +140,34 @@ class Dispatcher:
         """One pass; errors are logged, never raised, so a database hiccup does not end the loop."""
         url = self.settings.db_url
         try:
-            reap_once(url, self.settings.worker_timeout_s)
-        except Exception:
-            log.exception("reaper pass failed")
+            reap_once(url, self._lost_after())
+        except Exception as e:
+            if not self._failing:
+                reason = (str(e).splitlines() or [type(e).__name__])[0]
+                log.warning("reaper pass failed (retrying every pass): %s", reason)
+            self._failing, self._recovered_at = True, None
+        else:
+            if self._failing:
+                self._failing, self._recovered_at = False, time.monotonic()
         try:
             dispatch_once(url, self.publish_fn, republish_after_s=self.settings.republish_after_s)
         except Exception:
             log.exception("dispatcher pass failed")
+
+    def _lost_after(self) -> float | None:
+        """The silence after which a worker is lost, or None (nobody is, this pass).
+
+        A worker's heartbeats fail like everyone's while the database is away: once it is back,
+        each worker gets a whole timeout to be heard from again before its jobs are taken away.
+        """
+        timeout = self.settings.worker_timeout_s
+        if self._failing:
+            return None  # if this pass reaches the database, it is the first one back
+        if self._recovered_at is not None:
+            if time.monotonic() - self._recovered_at < timeout:
+                return None
+            self._recovered_at = None
+        return timeout
 
     def _loop(self) -> None:
         while not self._stop.is_set():

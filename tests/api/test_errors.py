@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import json
+import logging
+from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import text
+from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from api.app import create_app
+from store.db import session_scope
 from store.settings import Settings
-from tests.api.support import assert_problem, spec
+from tests.api.conftest import FakeBroker, make_settings
+from tests.api.support import ADMIN, assert_problem, spec
+
+DATABASE_UNAVAILABLE = "urn:distillery:problem:database-unavailable"
 
 BAD_SPECS: dict[str, tuple[Any, str, str]] = {
     "unknown dataset": ({"data": {"kind": "imagenet"}}, "data.kind", "'mnist1d'"),
@@ -148,3 +157,50 @@ def test_no_bad_input_is_a_server_error(client: TestClient) -> None:
         ("POST", f"/v1/jobs/{job}/cancel"),
         ("DELETE", f"/v1/jobs/{job}"),
     ]
+
+
+def test_an_unreachable_database_is_a_503_to_retry(tmp_path: Path, broker: FakeBroker) -> None:
+    settings = make_settings(tmp_path, "postgresql+psycopg://nobody@127.0.0.1:1/none")
+    app = create_app(settings, publish=broker.publish, run_dispatcher=False, check_broker=lambda: None)
+    with TestClient(app, headers=ADMIN) as client:
+        for method, path, body in (
+            ("GET", "/v1/jobs", None),
+            ("GET", "/v1/jobs/some-job", None),
+            ("POST", "/v1/jobs", spec()),
+        ):
+            response = client.request(method, path, json=body)
+            problem = assert_problem(response, 503)
+            assert problem["type"] == DATABASE_UNAVAILABLE and problem["instance"] == path
+            assert int(response.headers["Retry-After"]) > 0
+        ready = client.get("/readyz")
+        assert ready.status_code == 503 and "Retry-After" in ready.headers
+    assert broker.published == []
+
+
+@pytest.mark.parametrize("error", [PoolTimeoutError("pool exhausted"), DisconnectionError("gone")])
+def test_pool_timeouts_and_disconnections_are_503(settings: Settings, error: Exception) -> None:
+    app = create_app(settings, publish=lambda *_: None, run_dispatcher=False, check_broker=lambda: None)
+
+    @app.get("/busy")
+    def busy() -> None:
+        raise error
+
+    with TestClient(app, raise_server_exceptions=False) as client:
+        response = client.get("/busy")
+    assert assert_problem(response, 503)["type"] == DATABASE_UNAVAILABLE
+    assert "Retry-After" in response.headers
+
+
+def test_a_database_bug_stays_a_logged_500(settings: Settings, caplog: pytest.LogCaptureFixture) -> None:
+    app = create_app(settings, publish=lambda *_: None, run_dispatcher=False, check_broker=lambda: None)
+
+    @app.get("/bug")
+    def bug() -> None:  # PostgreSQL: ProgrammingError; SQLite: OperationalError("no such table")
+        with session_scope(settings.db_url) as session:
+            session.execute(text("SELECT * FROM no_such_table"))
+
+    with TestClient(app, raise_server_exceptions=False) as client, caplog.at_level(logging.ERROR):
+        response = client.get("/bug")
+    problem = assert_problem(response, 500)
+    assert problem["type"] != DATABASE_UNAVAILABLE and "Retry-After" not in response.headers
+    assert any("unhandled error on GET /bug" in r.getMessage() for r in caplog.records)

@@ -219,3 +219,35 @@ def test_a_message_the_broker_lost_is_published_again(deployment: Deployment) ->
         tzinfo=None
     )  # SQLite: naive
     assert dispatch_once(dep.db_url, dep.publish, republish_after_s=300) == 0  # once per period
+
+
+def test_after_a_database_outage_workers_get_a_whole_timeout_before_they_are_lost(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Heartbeats fail during an outage like everything else: the first passes after it must
+    not mark every worker lost (and take its job) before it could be heard from again."""
+    from store.settings import Settings
+    from worker import dispatcher as module
+
+    asked: list[float | None] = []
+    down = [True]
+
+    def reap(_url: str, worker_timeout_s: float | None = None) -> list[str]:
+        asked.append(worker_timeout_s)
+        if down[0]:
+            raise ConnectionError("connection refused")
+        return []
+
+    clock = [1000.0]
+    monkeypatch.setattr(module, "reap_once", reap)
+    monkeypatch.setattr(module, "dispatch_once", lambda *a, **k: 0)
+    monkeypatch.setattr(module.time, "monotonic", lambda: clock[0])
+    dispatcher = Dispatcher(Settings(database_url="sqlite://", worker_timeout_s=30), lambda *a: None)
+    dispatcher.tick()  # down from the start
+    down[0] = False
+    dispatcher.tick()  # back: this pass and those of the next 30 s mark nobody lost
+    clock[0] += 29
+    dispatcher.tick()
+    clock[0] += 2
+    dispatcher.tick()
+    assert asked == [30, None, None, 30]

@@ -1,16 +1,30 @@
-"""The database sink and the lease renewer, in this process against both databases."""
+"""The database sink and the lease renewer, in this process against both databases; and how
+they ride out a database outage (PostgreSQL behind a proxy that the tests cut and restore)."""
 
 from __future__ import annotations
 
+import contextlib
+import socket
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.engine import make_url
 
 from core.sink import Progress
-from store.db import session_scope
-from store.jobs import request_cancel
-from store.models import Job, utcnow
-from tests.worker.support import TINY, Deployment, events, get_job, insert_job, metric_keys
-from worker.lease import EXIT_CANCELLED, LeaseRenewer
+from store.db import get_engine, migrate, session_scope
+from store.jobs import add_event_once, request_cancel
+from store.models import Job, Metric, utcnow
+from store.settings import Settings
+from tests.databases import fresh_postgres
+from tests.worker.support import TINY, Deployment, events, get_job, insert_job, metric_keys, wait_until
+from worker.lease import EXIT_CANCELLED, Lease, LeaseRenewer
 from worker.sink import DbSink
+from worker.tasks import Attempt
 
 ME = "host-a:1"
 
@@ -148,3 +162,209 @@ def test_a_recent_cancellation_only_renews(deployment: Deployment) -> None:
     renewer = LeaseRenewer(deployment.db_url, job_id, ME, lease_s=30, cancel_grace_s=5, exit_fn=exits.append)
     assert renewer.tick()
     assert exits == [] and get_job(deployment.db_url, job_id).status == "cancelling"
+
+
+# ---------------------------------------------------------------- database outages
+
+
+class Cuttable:
+    """A TCP proxy in front of PostgreSQL: ``cut()`` drops every connection and turns new ones
+    away, as a stopped server would; ``restore()`` lets them through again."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = int(self.server.getsockname()[1])
+        self.down = False
+        self.open: list[socket.socket] = []
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def cut(self) -> None:
+        with self._lock:
+            self.down = True
+            for s in self.open:
+                with contextlib.suppress(OSError):
+                    s.shutdown(socket.SHUT_RDWR)
+                s.close()
+            self.open.clear()
+
+    def restore(self) -> None:
+        self.down = False
+
+    def close(self) -> None:
+        self.cut()
+        self.server.close()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                client, _ = self.server.accept()
+                with self._lock:
+                    if self.down:
+                        client.close()
+                        continue
+                    upstream = socket.create_connection(self.target)
+                    self.open += [client, upstream]
+                for a, b in ((client, upstream), (upstream, client)):
+                    threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pump(source: socket.socket, sink: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while data := source.recv(65536):
+                sink.sendall(data)
+        for s in (source, sink):
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+
+
+@dataclass
+class Outage:
+    direct: str  # the database itself, for the test's own reads
+    url: str  # the same database through the proxy, for the code under test
+    proxy: Cuttable
+
+
+@pytest.fixture(scope="module")
+def outage() -> Iterator[Outage]:
+    with fresh_postgres("distillery_outage") as direct:
+        migrate(direct)
+        address = make_url(direct)
+        proxy = Cuttable((address.host or "127.0.0.1", address.port or 5432))
+        url = address.set(port=proxy.port).render_as_string(hide_password=False)
+        try:
+            yield Outage(direct, url, proxy)
+        finally:
+            proxy.close()
+            get_engine(url).dispose()
+
+
+@pytest.fixture
+def db(outage: Outage) -> Iterator[Outage]:
+    outage.proxy.restore()
+    yield outage
+    outage.proxy.restore()
+
+
+def pg(db: Outage) -> Deployment:
+    return Deployment("postgres", Settings(database_url=db.direct))
+
+
+def log_lines(db_url: str, job_id: str) -> list[str]:
+    return [e.message for e in events(db_url, job_id, "log")]
+
+
+def stored_epochs(db_url: str, job_id: str) -> list[tuple[str, int]]:
+    with session_scope(db_url) as session:
+        rows = session.execute(
+            select(Metric.stage, Metric.epoch).where(Metric.job_id == job_id).order_by(Metric.id)
+        )
+        return [(stage, epoch) for stage, epoch in rows]
+
+
+def test_an_outage_holds_writes_and_flushes_them_in_order(db: Outage) -> None:
+    job_id = started_job(pg(db))
+    clock = Clock()
+    sink = DbSink(db.url, job_id, ME, clock=clock, lease=Lease(60, clock=clock))
+    sink.progress(progress(1, 0.1))
+    sink.metrics("student", 1, 10, {"train/loss": 2.0})
+
+    db.proxy.cut()
+    clock.now = 1.0
+    sink.log("during the outage")
+    sink.metrics("student", 2, 20, {"train/loss": 1.5})
+    clock.now = 2.5
+    sink.progress(progress(3, 0.3))
+    sink.metrics("student", 3, 30, {"train/loss": 1.0})
+    sink.log("still away")
+    assert not sink.should_stop() and not sink.lease_lost  # training goes on
+    assert sink.pending == 5 and stored_epochs(db.direct, job_id) == [("student", 1)]
+
+    db.proxy.restore()
+    clock.now = 10.0  # past the backoff: the next call writes everything
+    assert not sink.should_stop()
+    assert sink.pending == 0 and sink.dropped == 0
+    assert stored_epochs(db.direct, job_id) == [("student", 1), ("student", 2), ("student", 3)]
+    assert log_lines(db.direct, job_id) == ["during the outage", "still away"]
+    job = get_job(db.direct, job_id)
+    assert job.status == "running" and job.progress is not None and job.progress["fraction"] == 0.3
+
+
+def test_the_buffer_is_bounded_and_lets_the_oldest_go(db: Outage) -> None:
+    job_id = started_job(pg(db))
+    clock = Clock()
+    sink = DbSink(db.url, job_id, ME, clock=clock, max_pending=3)
+    db.proxy.cut()
+    for epoch in range(1, 6):
+        sink.metrics("student", epoch, epoch, {"train/loss": 1.0 / epoch})
+    assert (sink.pending, sink.dropped) == (3, 2)
+    db.proxy.restore()
+    assert sink.flush()
+    assert [e for _, e in stored_epochs(db.direct, job_id)] == [3, 4, 5]
+
+
+def test_a_replayed_log_line_is_written_once(db: Outage) -> None:
+    job_id = started_job(pg(db))
+    at = utcnow()
+    for _ in range(2):  # the first commit's answer lost: the writer sends it again
+        with session_scope(db.direct) as session:
+            add_event_once(session, job_id, "log", "epoch 3 done", at=at, actor=ME)
+    assert log_lines(db.direct, job_id) == ["epoch 3 done"]
+
+
+def test_the_attempt_gives_up_once_the_lease_would_have_run_out(db: Outage) -> None:
+    job_id = started_job(pg(db))
+    clock = Clock()
+    sink = DbSink(db.url, job_id, ME, clock=clock, lease=Lease(30, clock=clock))
+    db.proxy.cut()
+    sink.metrics("student", 1, 10, {"train/loss": 2.0})
+    clock.now = 29.0
+    assert not sink.should_stop()
+    clock.now = 31.0
+    assert sink.should_stop() and sink.lease_lost and not sink.cancel_seen
+
+
+def test_renewal_retries_promptly_and_its_first_success_renews(db: Outage) -> None:
+    job_id = started_job(pg(db), lease_s=60)
+    before = get_job(db.direct, job_id).lease_expires_at
+    db.proxy.cut()
+    # renews every 20 s when all is well; during an outage it tries every couple of seconds
+    renewer = LeaseRenewer(db.url, job_id, ME, lease_s=60, cancel_grace_s=40).start()
+    try:
+        wait_until(lambda: renewer.failing, 10, "a failed renewal")
+        db.proxy.restore()
+        wait_until(lambda: get_job(db.direct, job_id).lease_expires_at != before, 5, "a renewal")
+        assert renewer.alive and not renewer.failing
+    finally:
+        renewer.stop()
+
+
+def test_the_job_s_end_waits_for_the_database(db: Outage, tmp_path: Path) -> None:
+    job_id = started_job(pg(db))
+    settings = Settings(home=tmp_path, database_url=db.url, lease_s=60)
+    attempt = Attempt(settings, job_id, ME)
+    attempt.sink = DbSink(db.url, job_id, ME, lease=attempt.lease)
+    db.proxy.cut()
+    attempt.sink.metrics("student", 1, 10, {"train/loss": 2.0})
+    threading.Timer(1.5, db.proxy.restore).start()
+    assert attempt._end("failed", ("starting", "running"), "internal", "boom") == "failed"
+    assert get_job(db.direct, job_id).status == "failed"
+    assert stored_epochs(db.direct, job_id) == [("student", 1)]  # written before the ending
+
+
+def test_the_job_s_end_gives_up_when_the_lease_runs_out(db: Outage, tmp_path: Path) -> None:
+    job_id = started_job(pg(db))
+    attempt = Attempt(Settings(home=tmp_path, database_url=db.url, lease_s=1), job_id, ME)
+    db.proxy.cut()
+    assert attempt._end("failed", ("starting", "running"), "internal", "boom") == "lost"
+    assert get_job(db.direct, job_id).status == "starting"
+
+
+def test_an_ending_whose_answer_was_lost_is_not_lost(deployment: Deployment) -> None:
+    job_id = started_job(deployment)
+    attempt = Attempt(deployment.settings, job_id, ME)
+    assert attempt._end("failed", ("starting", "running"), "internal", "boom") == "failed"
+    # the same write again (its first commit landed, but the worker never heard so)
+    assert attempt._end("failed", ("starting", "running"), "internal", "boom") == "failed"
+    assert [e.to_status for e in events(deployment.db_url, job_id, "status")] == ["failed"]
