@@ -3,8 +3,9 @@
 A delivery carries only a job id. The claim is a conditional update, so a duplicate delivery (or
 a late one, after the job finished) finds nothing to claim and does nothing. The job's working
 directory persists across attempts: a retried job resumes from its last epoch checkpoint.
-The engine (and with it torch) is imported inside the task, in the child process, never in the
-worker's parent.
+The engine (and with it torch) runs in a process of its own that the task starts and confines
+(``worker.engine_process``, ``worker.confine``): this process, which holds the database session
+and the settings, never imports torch nor runs a job's models.
 """
 
 from __future__ import annotations
@@ -19,16 +20,19 @@ from typing import Any
 from celery import Task, shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.orm import Session
 
 from core.errors import CancelledError, DistilleryError, SpecError
 from core.spec import JobSpec, parse_spec
 from store.artifacts import open_store
 from store.db import session_scope
 from store.jobs import claim, transition
-from store.models import Artifact, utcnow
+from store.models import Artifact, Job, utcnow
 from store.settings import Settings, get_settings
 from worker.celery_app import TASK_NAME
-from worker.lease import LeaseRenewer
+from worker.engine_process import run_engine_process
+from worker.lease import Lease, LeaseRenewer, until_lease_ends
+from worker.redact import redact
 from worker.sink import DbSink
 
 log = logging.getLogger(__name__)
@@ -63,6 +67,8 @@ class Attempt:
         self.db_url = settings.db_url
         self.out_dir = settings.work_path / job_id
         self.sink: DbSink | None = None
+        # made before the claim sets the lease, so its local deadline errs early
+        self.lease = Lease(settings.lease_s)
 
     def run(self) -> str:
         spec_data = self._claim()
@@ -79,6 +85,7 @@ class Attempt:
             self.worker_id,
             lease_s=self.settings.lease_s,
             cancel_grace_s=self.settings.cancel_grace_s,
+            lease=self.lease,
         ).start()
         try:
             return self._execute(spec)
@@ -98,16 +105,15 @@ class Attempt:
         return spec
 
     def _execute(self, spec: JobSpec) -> str:
-        sink = self.sink = DbSink(self.db_url, self.job_id, self.worker_id)
+        sink = self.sink = DbSink(self.db_url, self.job_id, self.worker_id, lease=self.lease)
         try:
-            from core.runner import run_job as run_engine
-
-            report = run_engine(
-                spec,
+            report = run_engine_process(
+                spec.model_dump(mode="json"),
                 self.out_dir,
                 data_root=self.settings.data_path,
                 device=self.settings.device,
                 sink=sink,
+                sandbox=self.settings.sandbox,
             )
             return self._succeed(report, sink)
         except CancelledError as e:
@@ -116,6 +122,8 @@ class Attempt:
                 return "lost"
             return self._end("cancelled", ("starting", "running", "cancelling"), "cancelled", str(e))
         except DistilleryError as e:
+            # Terminal, never retried: out_of_memory too (the next attempt would not fit either),
+            # whether the engine caught it or the kernel's OOM killer ended its process.
             return self._fail(e.type, str(e))
         except SoftTimeLimitExceeded:
             limit = self.settings.task_time_limit_s
@@ -129,28 +137,40 @@ class Attempt:
     def _succeed(self, report: dict[str, Any], sink: DbSink) -> str:
         rows = self._upload(report.get("artifacts", {}))
         progress = {**(sink.last_progress or {}), "fraction": 1.0, "eta_s": 0.0}
-        with session_scope(self.db_url) as session:
-            moved = transition(
-                session,
-                self.job_id,
-                OWNED,
-                "succeeded",
-                actor=self.worker_id,
-                message="succeeded",
-                lease_owner=self.worker_id,
-                report=_json_safe(report),
-                progress=progress,
-                finished_at=utcnow(),
-            )
-            if moved:  # in the same transaction: a job is never succeeded without its artifacts
-                session.add_all(rows)
+        if not sink.drain():  # every metric and log line first: a succeeded job has them all
+            return self._gave_up("succeeded")
+
+        def write() -> bool:
+            with session_scope(self.db_url) as session:
+                moved = transition(
+                    session,
+                    self.job_id,
+                    OWNED,
+                    "succeeded",
+                    actor=self.worker_id,
+                    message="succeeded",
+                    lease_owner=self.worker_id,
+                    report=_json_safe(report),
+                    progress=progress,
+                    finished_at=utcnow(),
+                )
+                if moved:  # in the same transaction: a job is never succeeded without its artifacts
+                    # new rows on each try: a rolled-back transaction's rows cannot be added again
+                    session.add_all(Artifact(**fields) for fields in rows)
+                return moved or self._ended(session, "succeeded")
+
+        # a database outage as the run ends: retry while the lease lasts, the result is worth it
+        done, moved = until_lease_ends(self.lease, self.job_id, write)
+        if not done:
+            return self._gave_up("succeeded")
         if moved:
             log.info("job %s: succeeded with %d artifact(s)", self.job_id, len(rows))
             return "succeeded"
         # asked to cancel while the last steps ran, or the lease was lost meanwhile
         return self._end("cancelled", ("cancelling",), "cancelled", "cancelled as the run finished")
 
-    def _upload(self, artifacts: dict[str, str]) -> list[Artifact]:
+    def _upload(self, artifacts: dict[str, str]) -> list[dict[str, Any]]:
+        """Stores the run's files; the values of their ``Artifact`` rows."""
         store = open_store(self.settings.artifacts_location)
         root = self.out_dir.resolve()
         names = [Path(rel).name for rel in artifacts.values()]
@@ -164,14 +184,14 @@ class Attempt:
             filename = path.name if names.count(path.name) == 1 else "-".join(Path(rel).parts[-2:])
             stored = store.put(f"{self.job_id}/{filename}", path)
             rows.append(
-                Artifact(
-                    job_id=self.job_id,
-                    name=name,
-                    filename=filename,
-                    size=stored.size,
-                    sha256=stored.sha256,
-                    location=stored.location,
-                )
+                {
+                    "job_id": self.job_id,
+                    "name": name,
+                    "filename": filename,
+                    "size": stored.size,
+                    "sha256": stored.sha256,
+                    "location": stored.location,
+                }
             )
         return rows
 
@@ -184,27 +204,46 @@ class Attempt:
 
     def _end(self, target: str, sources: tuple[str, ...], error_type: str, message: str) -> str:
         """Move the job to a terminal state if this worker still holds it; returns the outcome."""
+        message = redact(message, self.settings, self.out_dir)  # the team sees no server paths
         # the sink saves progress at intervals: record where the run really stopped
         last: dict[str, Any] = {}
         if self.sink is not None and self.sink.last_progress:
             last["progress"] = self.sink.last_progress
-        with session_scope(self.db_url) as session:
-            moved = transition(
-                session,
-                self.job_id,
-                sources,
-                target,
-                actor=self.worker_id,
-                message=message.splitlines()[0] if message else target,
-                lease_owner=self.worker_id,
-                error={"type": error_type, "message": message},
-                finished_at=utcnow(),
-                **last,
-            )
+        if self.sink is not None and not self.sink.drain():
+            return self._gave_up(target)
+
+        def write() -> bool:
+            with session_scope(self.db_url) as session:
+                moved = transition(
+                    session,
+                    self.job_id,
+                    sources,
+                    target,
+                    actor=self.worker_id,
+                    message=message.splitlines()[0] if message else target,
+                    lease_owner=self.worker_id,
+                    error={"type": error_type, "message": message},
+                    finished_at=utcnow(),
+                    **last,
+                )
+                return moved or self._ended(session, target)
+
+        done, moved = until_lease_ends(self.lease, self.job_id, write)
+        if not done:
+            return self._gave_up(target)
         if not moved:
             log.warning("job %s: not moved to %s (no longer held by this worker)", self.job_id, target)
             return "lost"
         return target
+
+    def _ended(self, session: Session, target: str) -> bool:
+        """Whether a write of ours already ended the job (its commit's answer was lost in an outage)."""
+        job = session.get(Job, self.job_id, populate_existing=True)
+        return job is not None and job.status == target and job.lease_owner == self.worker_id
+
+    def _gave_up(self, target: str) -> str:
+        log.error("job %s: not moved to %s: the database stayed away past the lease", self.job_id, target)
+        return "lost"
 
 
 def _json_safe(value: Any) -> Any:

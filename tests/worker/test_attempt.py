@@ -56,12 +56,12 @@ def test_artifact_files_keep_distinct_names(deployment: Deployment, tmp_path: Pa
         if rel != "nowhere.bin":
             path.write_bytes(rel.encode())
     rows = attempt._upload(files)
-    assert {r.name: r.filename for r in rows} == {
+    assert {r["name"]: r["filename"] for r in rows} == {
         "student_torchscript": "student.torchscript.pt",
         "teacher_safetensors": "teacher-model.safetensors",
         "baseline_safetensors": "baseline-model.safetensors",
     }
-    assert all(r.location.endswith(f"job1/{r.filename}") for r in rows)
+    assert all(r["location"].endswith(f"job1/{r['filename']}") for r in rows)
 
 
 def test_reports_are_stored_as_strict_json() -> None:

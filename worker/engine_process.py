@@ -1,0 +1,248 @@
+"""A job's engine runs in a process of its own, confined (``worker.confine``) before torch loads.
+
+The task's process keeps what the job must not reach: the database session, the broker, the
+settings with their passwords. It starts ``python -m worker.engine_process`` with a clean
+environment, sends it the job on stdin, and relays what the engine reports (progress, metrics,
+artifacts, log lines, then the report or a typed error) from a pipe of its own to the task's
+sink, one JSON object a line. A stop request (cancellation) goes back as a ``stop`` line on the
+child's stdin; the child exits at once if that pipe closes (its parent died).
+
+A child that dies without a word is explained from its exit status: SIGKILL that the task did
+not send is the kernel's out-of-memory killer (``out_of_memory``, not retried), anything else
+``internal`` with the last line the child printed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import select
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import IO, Any
+
+from core.errors import CancelledError, DistilleryError, OutOfMemoryError
+from core.paths import named_uploads, normal
+from core.sink import Progress, Sink
+
+STOP_CHECK_S = 1.0  # how often the relay asks the sink whether to stop, when the engine is quiet
+LOG_NAME = "engine.log"  # the child's stdout and stderr, in its working directory
+PASSED_ENV = ("PATH", "LANG", "LC_ALL", "LD_LIBRARY_PATH", "TZ")
+PASSED_PREFIXES = ("CUDA_", "NVIDIA_", "OMP_", "MKL_", "OPENBLAS_", "TORCH_", "PYTORCH_", "NCCL_")
+
+
+class EngineFailed(DistilleryError):
+    """The engine process reported (or its end implies) a failure of this ``type``."""
+
+    def __init__(self, error_type: str, message: str) -> None:
+        super().__init__(message)
+        self.type = error_type
+
+
+class SandboxUnavailable(DistilleryError):
+    type = "sandbox_unavailable"
+
+
+# ---------------------------------------------------------------- the task's side
+
+
+def run_engine_process(
+    spec: dict[str, Any], out_dir: Path, *, data_root: Path, device: str, sink: Sink, sandbox: str
+) -> dict[str, Any]:
+    """Run the job in a confined child process; its report, or the engine's typed error."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "tmp").mkdir(exist_ok=True)
+    request = {
+        "spec": spec,
+        "out_dir": str(out_dir.resolve()),
+        "data_root": str(data_root.resolve()),
+        "inputs": [normal(path) for _field, path in named_uploads(spec)],
+        "device": device,
+        "sandbox": sandbox,
+    }
+    read_fd, write_fd = os.pipe()
+    with (out_dir / LOG_NAME).open("ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "worker.engine_process", str(write_fd)],
+            stdin=subprocess.PIPE,
+            stdout=log,
+            stderr=log,
+            pass_fds=(write_fd,),
+            env=child_env(out_dir / "tmp"),
+            cwd=out_dir,
+        )
+    os.close(write_fd)
+    assert proc.stdin is not None
+    try:
+        proc.stdin.write(json.dumps(request).encode() + b"\n")
+        proc.stdin.flush()
+        return _relay(proc, read_fd, sink, out_dir / LOG_NAME)
+    finally:
+        os.close(read_fd)
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        proc.stdin.close()
+
+
+def child_env(tmp: Path) -> dict[str, str]:
+    """What the child may know of the environment: nothing of the service's settings."""
+    env = {k: v for k, v in os.environ.items() if k in PASSED_ENV or k.startswith(PASSED_PREFIXES)}
+    return env | {"HOME": str(tmp), "TMPDIR": str(tmp), "PYTHONDONTWRITEBYTECODE": "1"}
+
+
+def _relay(proc: subprocess.Popen[bytes], fd: int, sink: Sink, log: Path) -> dict[str, Any]:
+    pending, stop_sent = b"", False
+    while True:
+        ready, _, _ = select.select([fd], [], [], STOP_CHECK_S)
+        if not stop_sent and sink.should_stop():
+            stop_sent = _tell(proc, b"stop\n")
+        if not ready:
+            continue
+        chunk = os.read(fd, 1 << 16)
+        if not chunk:  # the child has closed its end: it ended
+            raise _silent_end(proc.wait(), log)
+        pending += chunk
+        *lines, pending = pending.split(b"\n")
+        for line in lines:
+            ended = _deliver(json.loads(line), sink)
+            if ended is not None:
+                return ended
+
+
+def _tell(proc: subprocess.Popen[bytes], line: bytes) -> bool:
+    try:
+        assert proc.stdin is not None
+        proc.stdin.write(line)
+        proc.stdin.flush()
+    except (BrokenPipeError, OSError):
+        pass  # it is ending anyway
+    return True
+
+
+def _deliver(message: dict[str, Any], sink: Sink) -> dict[str, Any] | None:
+    """Hands one message to the sink; the report once the run is over."""
+    kind = message.pop("kind")
+    if kind == "progress":
+        sink.progress(Progress(**message))
+    elif kind == "metrics":
+        sink.metrics(message["stage"], message["epoch"], message["step"], message["values"])
+    elif kind == "artifact":
+        sink.artifact(message["name"], Path(message["path"]))
+    elif kind == "log":
+        sink.log(message["message"])
+    elif kind == "done":
+        report: dict[str, Any] = message["report"]
+        return report
+    elif kind == "error":
+        if message["type"] == CancelledError.type:
+            raise CancelledError(message["message"])
+        raise EngineFailed(message["type"], message["message"])
+    return None
+
+
+def _silent_end(status: int, log: Path) -> DistilleryError:
+    if status == -signal.SIGKILL:
+        return OutOfMemoryError(
+            "the engine process was killed (SIGKILL), most likely by the kernel's out-of-memory "
+            "killer: the job needed more memory than this machine could give it"
+        )
+    how = f"signal {signal.Signals(-status).name}" if status < 0 else f"status {status}"
+    return EngineFailed("internal", f"the engine process ended with {how}: {_last_line(log)}")
+
+
+def _last_line(log: Path) -> str:
+    try:
+        lines = log.read_text(errors="replace").strip().splitlines()
+    except OSError:
+        return "(no output)"
+    return lines[-1][:500] if lines else "(no output)"
+
+
+# ---------------------------------------------------------------- the child's side
+
+
+class PipeSink(Sink):
+    """The engine's sink in the child: everything goes up the pipe; stop comes down stdin."""
+
+    def __init__(self, send: Callable[..., None], stop: threading.Event) -> None:
+        self.send, self.stop = send, stop
+
+    def progress(self, progress: Progress) -> None:
+        self.send(kind="progress", **progress.as_dict())
+
+    def metrics(self, stage: str, epoch: int, step: int, values: dict[str, float]) -> None:
+        self.send(kind="metrics", stage=stage, epoch=epoch, step=step, values=values)
+
+    def artifact(self, name: str, path: Path) -> None:
+        self.send(kind="artifact", name=name, path=str(path))
+
+    def log(self, message: str) -> None:
+        self.send(kind="log", message=message)
+
+    def should_stop(self) -> bool:
+        return self.stop.is_set()
+
+
+def _watch_parent(stdin: IO[str], stop: threading.Event) -> None:
+    for line in stdin:
+        if line.strip() == "stop":
+            stop.set()
+    os._exit(70)  # stdin closed: the task's process is gone, so is any use for this run
+
+
+def _confine(request: dict[str, Any]) -> str:
+    mode = request["sandbox"]
+    if mode == "off":
+        return "engine process not confined (DISTILLERY_SANDBOX=off)"
+    from worker.confine import SandboxUnavailable as NoLandlock
+    from worker.confine import confine, policy_for
+
+    data_root = Path(request["data_root"])
+    inputs = [data_root / path for path in request["inputs"]]
+    try:
+        return confine(policy_for(Path(request["out_dir"]), data_root, inputs))
+    except NoLandlock as e:
+        if mode == "required":
+            raise SandboxUnavailable(f"{e}, and DISTILLERY_SANDBOX=required") from None
+        return f"engine process NOT confined: {e} (DISTILLERY_SANDBOX=auto)"
+
+
+def main(argv: list[str]) -> None:
+    out = os.fdopen(int(argv[1]), "w")
+    lock = threading.Lock()
+
+    def send(**message: Any) -> None:
+        with lock:
+            out.write(json.dumps(message) + "\n")
+            out.flush()
+
+    request = json.loads(sys.stdin.readline())
+    stop = threading.Event()
+    try:
+        send(kind="log", message=_confine(request))  # before any thread starts and before torch
+        threading.Thread(target=_watch_parent, args=(sys.stdin, stop), daemon=True).start()
+        from core.runner import run_job
+        from core.spec import parse_spec
+
+        report = run_job(
+            parse_spec(request["spec"]),
+            Path(request["out_dir"]),
+            data_root=Path(request["data_root"]),
+            device=request["device"],
+            sink=PipeSink(send, stop),
+        )
+        send(kind="done", report=report)
+    except DistilleryError as e:
+        send(kind="error", type=e.type, message=str(e))
+    except BaseException as e:
+        send(kind="error", type="internal", message=f"{type(e).__name__}: {e}")
+    out.close()
+
+
+if __name__ == "__main__":
+    main(sys.argv)
