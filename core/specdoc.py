@@ -188,13 +188,11 @@ A job that runs out of memory all the same (CUDA's out-of-memory error, the CPU 
 "can't allocate memory", Python's `MemoryError`) fails as `out_of_memory` and is not retried: it
 would not fit the next time either. The worker's job process exits after every job, so the next
 job starts at once in a fresh one. Sizes that cannot exist (overflowing or negative) fail as
-`bad_spec`. The kernel's OOM killer is another matter: it ends the job process with SIGKILL, and
-nothing in that process can record why. Celery (late acks, reject on worker lost) then delivers
-the job id again, the delivery finds the job still held and does nothing, and once the lease
-expires (`DISTILLERY_LEASE_S`) the reaper retries the job from its last checkpoint, up to
-`DISTILLERY_MAX_ATTEMPTS`, then fails it as `worker_lost`. On CPU workers an address-space limit
-(`ulimit -v`, systemd's `LimitAS=`) makes the allocator fail first, so such a job ends as
-`out_of_memory` at once; not on GPU workers, where the CUDA driver maps large address ranges.
+`bad_spec`. The kernel's OOM killer ends the engine's process with SIGKILL; the engine runs in a
+process of its own (`worker/engine_process.py`), so the worker's task sees the kill it did not
+send and fails the job as `out_of_memory` all the same, at once and without a retry. On CPU
+workers an address-space limit (`ulimit -v`, systemd's `LimitAS=`) makes the allocator fail
+before the OOM killer acts; not on GPU workers, where the CUDA driver maps large address ranges.
 """
 
 
