@@ -242,6 +242,20 @@ def _torch_op(chain: list[str]) -> str:
     return ".".join(chain)  # not an operator name: refused as such
 
 
+MAX_MEMBER_BYTES = 64 << 20
+"""The most a code, JSON or pickle entry of a model archive may unpack to before it is read: such
+entries are kilobytes, and a zip entry declaring gigabytes is a bomb aimed at the reader."""
+
+
+def read_member(archive: zipfile.ZipFile, name: str, limit: int | None = None) -> bytes:
+    """An entry's bytes, refused from its declared size (which ``zipfile`` holds it to) first."""
+    limit = MAX_MEMBER_BYTES if limit is None else limit
+    size = archive.getinfo(name).file_size
+    if size > limit:
+        raise UnsafeModelError(f"{name} unpacks to {size} bytes, more than the {limit} allowed: refused")
+    return archive.read(name)
+
+
 def check_torchscript_code(archive: zipfile.ZipFile, root: str) -> int:
     """Judge every operator the archive's code can reach; return the number of code files."""
     names = [n for n in archive.namelist() if not n.endswith("/")]
@@ -253,7 +267,7 @@ def check_torchscript_code(archive: zipfile.ZipFile, root: str) -> int:
             if not name.startswith((f"{root}/code/__torch__/", f"{root}/code/__torch__.py")):
                 raise UnsafeModelError(f"unexpected code file {name} in the archive: refused")
             try:
-                trees[name] = ast.parse(archive.read(name).decode("utf-8"), filename=name)
+                trees[name] = ast.parse(read_member(archive, name).decode("utf-8"), filename=name)
             except (SyntaxError, UnicodeDecodeError, ValueError) as e:
                 raise SpecError(f"{name} is not TorchScript code ({type(e).__name__})") from None
     index = _index(trees)

@@ -26,6 +26,7 @@ import zipfile
 from typing import Any
 
 from core.errors import SpecError, UnsafeModelError
+from core.modelcheck import read_member
 from core.opcheck import check_op
 
 _FIXED = {
@@ -98,12 +99,14 @@ def check_pt2(archive: zipfile.ZipFile) -> dict[str, Any]:
                 "(pickles, compiled code and extra files are refused)"
             )
     missing = [name for name in _REQUIRED if name not in files]
-    if missing or archive.read(f"{root}/archive_format").strip() != b"pt2":
+    if missing or read_member(archive, f"{root}/archive_format").strip() != b"pt2":
         raise SpecError(f"not a torch.export archive (missing {', '.join(missing) or 'the pt2 format mark'})")
     for config, prefix in _CONFIGS.items():
         if config in files:
             _check_payloads(_json(archive, f"{root}/{config}"), config, prefix)
-    check_tensor_pickle(archive.read(f"{root}/data/sample_inputs/model.pt"), "data/sample_inputs/model.pt")
+    check_tensor_pickle(
+        read_member(archive, f"{root}/data/sample_inputs/model.pt"), "data/sample_inputs/model.pt"
+    )
     program = _json(archive, f"{root}/models/model.json")
     if not isinstance(program, dict) or program.get("guards_code"):
         raise UnsafeModelError("models/model.json carries guards code (Python compiled at run time): refused")
@@ -114,7 +117,7 @@ def check_pt2(archive: zipfile.ZipFile) -> dict[str, Any]:
 
 def _json(archive: zipfile.ZipFile, name: str) -> Any:
     try:
-        return json.loads(archive.read(name))
+        return json.loads(read_member(archive, name))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise SpecError(f"{name.split('/', 1)[-1]} is not JSON ({e})") from None
 
@@ -140,7 +143,7 @@ def check_tensor_pickle(data: bytes, where: str) -> None:
             pickles = [n for n in unique_names(inner) if n.endswith(".pkl")]
             if len(pickles) != 1 or not pickles[0].endswith("/data.pkl"):
                 raise UnsafeModelError(f"{where} is not a plain torch.save file of tensors: refused")
-            ops = list(pickletools.genops(inner.read(pickles[0])))
+            ops = list(pickletools.genops(read_member(inner, pickles[0])))
     except (zipfile.BadZipFile, ValueError) as e:
         raise UnsafeModelError(f"{where} is not a torch.save file of tensors ({e}): refused") from None
     for opcode, arg, _ in ops:

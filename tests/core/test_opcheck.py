@@ -18,6 +18,7 @@ import torch
 from onnx import TensorProto, helper
 from torch import nn
 
+from core import modelcheck
 from core.errors import UnsafeModelError
 from core.export import export_student
 from core.modelcheck import check_onnx_model, check_torchscript_code
@@ -374,3 +375,19 @@ def test_a_bad_onnx_file_is_refused_by_the_engine(tmp_path: Path) -> None:
     onnx.save(_onnx([helper.make_node("Leak", ["x"], ["y"], domain="evil")]), str(tmp_path / "t.onnx"))
     with pytest.raises(UnsafeModelError, match="evil::Leak"):
         build_classifier(OnnxModel(path="t.onnx"), _data((3,)), tmp_path)
+
+
+def test_archive_entries_declaring_more_than_the_member_limit_are_refused_unread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A code, JSON or pickle entry is read whole: one that declares gigabytes is a zip bomb."""
+    script = _save_script(nn.Sequential(nn.Linear(5, 3), nn.ReLU()), tmp_path / "model.pt")
+    program = _pt2(nn.Sequential(nn.Linear(5, 3), nn.ReLU()), tmp_path / "model.pt2")
+    _check_archive(script)
+    with zipfile.ZipFile(program) as archive:
+        check_pt2(archive)
+    monkeypatch.setattr(modelcheck, "MAX_MEMBER_BYTES", 100)
+    with pytest.raises(UnsafeModelError, match="more than the 100 allowed"):
+        _check_archive(script)
+    with zipfile.ZipFile(program) as archive, pytest.raises(UnsafeModelError, match="more than the 100"):
+        check_pt2(archive)
