@@ -5,7 +5,8 @@ settings with their passwords. It starts ``python -m worker.engine_process`` wit
 environment, sends it the job on stdin, and relays what the engine reports (progress, metrics,
 artifacts, log lines, then the report or a typed error) from a pipe of its own to the task's
 sink, one JSON object a line. A stop request (cancellation) goes back as a ``stop`` line on the
-child's stdin; the child exits at once if that pipe closes (its parent died).
+child's stdin, and each epoch's metrics are acknowledged by an ``ack`` line once the sink has
+them; the child exits at once if that pipe closes (its parent died).
 
 A child that dies without a word is explained from its exit status: SIGKILL that the task did
 not send is the kernel's out-of-memory killer (``out_of_memory``, not retried), anything else
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import select
 import signal
 import subprocess
@@ -109,7 +111,7 @@ def _relay(proc: subprocess.Popen[bytes], fd: int, sink: Sink, log: Path) -> dic
         pending += chunk
         *lines, pending = pending.split(b"\n")
         for line in lines:
-            ended = _deliver(json.loads(line), sink)
+            ended = _deliver(json.loads(line), sink, lambda: _tell(proc, b"ack\n"))
             if ended is not None:
                 return ended
 
@@ -124,13 +126,14 @@ def _tell(proc: subprocess.Popen[bytes], line: bytes) -> bool:
     return True
 
 
-def _deliver(message: dict[str, Any], sink: Sink) -> dict[str, Any] | None:
+def _deliver(message: dict[str, Any], sink: Sink, ack: Callable[[], object]) -> dict[str, Any] | None:
     """Hands one message to the sink; the report once the run is over."""
     kind = message.pop("kind")
     if kind == "progress":
         sink.progress(Progress(**message))
     elif kind == "metrics":
         sink.metrics(message["stage"], message["epoch"], message["step"], message["values"])
+        ack()  # the engine writes its epoch checkpoint only once the sink has the epoch's metrics
     elif kind == "artifact":
         sink.artifact(message["name"], Path(message["path"]))
     elif kind == "log":
@@ -167,16 +170,22 @@ def _last_line(log: Path) -> str:
 
 
 class PipeSink(Sink):
-    """The engine's sink in the child: everything goes up the pipe; stop comes down stdin."""
+    """The engine's sink in the child: everything goes up the pipe; stop comes down stdin.
 
-    def __init__(self, send: Callable[..., None], stop: threading.Event) -> None:
-        self.send, self.stop = send, stop
+    ``metrics`` returns once the task's sink has them (an ``ack`` line), as the sink contract
+    asks: the trainer writes an epoch's checkpoint right after its metrics, and a kill between
+    the two must replay the epoch rather than resume past metrics that were never stored.
+    """
+
+    def __init__(self, send: Callable[..., None], stop: threading.Event, acks: queue.Queue[None]) -> None:
+        self.send, self.stop, self.acks = send, stop, acks
 
     def progress(self, progress: Progress) -> None:
         self.send(kind="progress", **progress.as_dict())
 
     def metrics(self, stage: str, epoch: int, step: int, values: dict[str, float]) -> None:
         self.send(kind="metrics", stage=stage, epoch=epoch, step=step, values=values)
+        self.acks.get()  # the task's process dying ends this one (``_watch_parent``)
 
     def artifact(self, name: str, path: Path) -> None:
         self.send(kind="artifact", name=name, path=str(path))
@@ -188,10 +197,12 @@ class PipeSink(Sink):
         return self.stop.is_set()
 
 
-def _watch_parent(stdin: IO[str], stop: threading.Event) -> None:
+def _watch_parent(stdin: IO[str], stop: threading.Event, acks: queue.Queue[None]) -> None:
     for line in stdin:
         if line.strip() == "stop":
             stop.set()
+        elif line.strip() == "ack":
+            acks.put(None)
     os._exit(70)  # stdin closed: the task's process is gone, so is any use for this run
 
 
@@ -222,10 +233,10 @@ def main(argv: list[str]) -> None:
             out.flush()
 
     request = json.loads(sys.stdin.readline())
-    stop = threading.Event()
+    stop, acks = threading.Event(), queue.Queue[None]()
     try:
         send(kind="log", message=_confine(request))  # before any thread starts and before torch
-        threading.Thread(target=_watch_parent, args=(sys.stdin, stop), daemon=True).start()
+        threading.Thread(target=_watch_parent, args=(sys.stdin, stop, acks), daemon=True).start()
         from core.runner import run_job
         from core.spec import parse_spec
 
@@ -234,7 +245,7 @@ def main(argv: list[str]) -> None:
             Path(request["out_dir"]),
             data_root=Path(request["data_root"]),
             device=request["device"],
-            sink=PipeSink(send, stop),
+            sink=PipeSink(send, stop, acks),
         )
         send(kind="done", report=report)
     except DistilleryError as e:

@@ -98,16 +98,24 @@ def test_the_child_environment_carries_no_settings(monkeypatch: pytest.MonkeyPat
 
 
 class Recorder(Sink):
-    def __init__(self) -> None:
+    def __init__(self, out: Path | None = None) -> None:
+        self.out = out
         self.logs: list[str] = []
         self.epochs: list[tuple[str, int]] = []
         self.stages: set[str] = set()
+        self.checkpointed: list[int] = []  # the stage's checkpoint epoch when its metrics arrived
 
     def progress(self, progress: Progress) -> None:
         self.stages.add(progress.stage)
 
     def metrics(self, stage: str, epoch: int, step: int, values: dict[str, float]) -> None:
         self.epochs.append((stage, epoch))
+        if self.out is not None:
+            import torch
+
+            last = self.out / "stages" / stage / "ckpt" / "last.pt"
+            saved = torch.load(last, weights_only=False)["epoch"] if last.exists() else 0
+            self.checkpointed.append(epoch - saved)
 
     def log(self, message: str) -> None:
         self.logs.append(message)
@@ -115,12 +123,14 @@ class Recorder(Sink):
 
 @pytest.mark.slow
 def test_a_job_runs_confined_end_to_end(tmp_path: Path) -> None:
-    sink = Recorder()
     out = tmp_path / "job"
+    sink = Recorder(out)
     report = run_engine_process(
         TINY_JOB, out, data_root=tmp_path / "data", device="cpu", sink=sink, sandbox="required"
     )
     assert sink.logs[0].startswith("Landlock ABI")
     assert report["student"]["test_top1"] > 0.15  # above chance (10 classes) after a few epochs
     assert ("student", TINY_JOB["distill"]["epochs"]) in sink.epochs
+    # the engine waits for the sink to have an epoch's metrics before it checkpoints that epoch
+    assert sink.checkpointed and set(sink.checkpointed) == {1}
     assert report["artifacts"] and all((out / rel).is_file() for rel in report["artifacts"].values())
