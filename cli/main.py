@@ -44,10 +44,23 @@ def _settings(home: Path | None) -> Settings:
     return Settings()
 
 
+KEEP_ALIVE_S = 30
+
+
 def _serve_api(host: str, port: int) -> None:
     import uvicorn
 
-    uvicorn.run("api.app:create_app", factory=True, host=host, port=port, log_level="info")
+    # Idle keep-alive connections outlive the clients' own expiry (httpx: 5 s, browsers: longer
+    # but they retry): with uvicorn's 5 s default, a client reusing a connection the server had
+    # just closed got a dropped request under load.
+    uvicorn.run(
+        "api.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        log_level="info",
+        timeout_keep_alive=KEEP_ALIVE_S,
+    )
 
 
 def _migrate(settings: Settings) -> None:
