@@ -25,6 +25,7 @@ from store.db import get_engine, migrate, session_scope
 from store.models import JobEvent, Metric
 from tests.service import Service, base_env, free_port
 from tests.worker.conftest import REDIS, _free_redis_db
+from tests.worker.support import SLOW
 
 OUTAGE_S = 30
 LEASE_S = 90  # longer than the outage: nobody may take the job meanwhile
@@ -32,16 +33,12 @@ LEASE_S = 90  # longer than the outage: nobody may take the job meanwhile
 # reaper then gives each worker a whole timeout to be heard from again before it is lost.
 WORKER_TIMEOUT_S = 20
 
-# about a second per student epoch on one shared CPU thread: running before, during and after
+# the workers' slow job, shorter: running before, during and after the outage
 LONG_JOB: dict[str, Any] = {
+    **SLOW,
     "name": "outage",
-    "data": {"kind": "mnist1d", "train_limit": 3000},
-    "teacher": {"model": {"kind": "cnn1d", "channels": 8}, "train": {"epochs": 2}},
-    "student": {"model": {"kind": "mlp", "hidden": [1024, 1024]}},
-    "baseline": False,
+    "teacher": {**SLOW["teacher"], "train": {"epochs": 2}},
     "distill": {"epochs": 70},
-    "export": ["torchscript"],
-    "runtime": {"measure_speed": False},
 }
 EPOCHS = {"teacher": 2, "student": 70}
 
