@@ -6,68 +6,31 @@ Revocation is checked on every request (one indexed lookup), so it takes effect 
 API process. ``WriterDep`` adds the role check for submit, cancel, delete and uploads (viewers
 only read); ``AdminDep`` guards teams, users and tokens.
 
-The rate limit uses the ``limits`` package's moving window, counted in Redis when the broker is
-Redis (shared by every API process) and in memory otherwise (the embedded default: one process).
+The rate limit itself is ``api.ratelimit.RateLimiter``.
 """
 
 from __future__ import annotations
 
 import hmac
 import logging
-import math
-import time
-from functools import cached_property
 from typing import Annotated
 
 from fastapi import Depends, Path, Request
-from limits import RateLimitItem, parse, storage, strategies
 from sqlalchemy.orm import Session
 
 from api.deps import SessionDep, StateDep
-from api.problems import ProblemError, not_found
+from core.errors import ForbiddenError, NotFoundError, TooManyRequestsError, UnauthorizedError
 from store.identity import Caller, authenticate, ensure_admin, mark_used, used_long_ago
 from store.models import Job
-from store.settings import Settings, masked_url
+from store.settings import Settings
 
 log = logging.getLogger(__name__)
 
 BEARER = "Bearer"
 
 
-class RateLimiter:
-    """``settings.rate_limit`` requests per token in any moving window of that length."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.item: RateLimitItem = parse(settings.rate_limit)
-        self.url = settings.rate_limit_store
-        self._warned_at = -math.inf
-
-    @cached_property
-    def _limiter(self) -> strategies.MovingWindowRateLimiter:
-        return strategies.MovingWindowRateLimiter(storage.storage_from_string(self.url))
-
-    def retry_after(self, key: str) -> int | None:
-        """Counts one request for ``key``; None if allowed, else the seconds to wait.
-
-        Fails open: if the counter's store (Redis) cannot be reached, the request goes through
-        and a warning is logged (at most once a minute): an outage of the rate limiter must not
-        take the API down with it.
-        """
-        try:
-            if self._limiter.hit(self.item, "token", key):
-                return None
-            reset = self._limiter.get_window_stats(self.item, "token", key).reset_time
-        except Exception as e:
-            now = time.monotonic()
-            if now - self._warned_at > 60:
-                self._warned_at = now
-                log.warning("rate limit not applied: %s unreachable (%s)", masked_url(self.url), e)
-            return None
-        return max(1, math.ceil(reset - time.time()))
-
-
-def _unauthorized(detail: str) -> ProblemError:
-    return ProblemError(401, detail, kind="unauthorized", headers={"WWW-Authenticate": BEARER})
+def _unauthorized(detail: str) -> UnauthorizedError:
+    return UnauthorizedError(detail)
 
 
 def _is_admin_token(settings: Settings, secret: str) -> bool:
@@ -87,11 +50,10 @@ def get_caller(request: Request, session: SessionDep, state: StateDep) -> Caller
         raise _unauthorized("this token is unknown or has been revoked")
     wait = state.rate_limiter.retry_after(caller.token_id)
     if wait is not None:
-        raise ProblemError(
-            429,
+        raise TooManyRequestsError(
+            "rate-limited",
             f"more than {state.settings.rate_limit} requests with this token; retry in {wait} s",
-            kind="rate-limited",
-            headers={"Retry-After": str(wait)},
+            retry_after_s=wait,
         )
     return caller
 
@@ -121,17 +83,15 @@ CallerDep = Annotated[Caller, Depends(get_caller)]
 
 def get_writer(caller: CallerDep) -> Caller:
     if not caller.can_write:
-        raise ProblemError(
-            403,
-            f"{caller.user} is a {caller.role}: viewers can read but not change jobs or uploads",
-            kind="forbidden",
+        raise ForbiddenError(
+            f"{caller.user} is a {caller.role}: viewers can read but not change jobs or uploads"
         )
     return caller
 
 
 def get_admin(caller: CallerDep) -> Caller:
     if not caller.is_admin:
-        raise ProblemError(403, "only an admin can manage teams, users and tokens", kind="forbidden")
+        raise ForbiddenError("only an admin can manage teams, users and tokens")
     return caller
 
 
@@ -144,7 +104,7 @@ def get_job(job_id: Annotated[str, Path(max_length=64)], session: SessionDep, ca
     is not revealed), as is a deleted one (its row stays for the audit trail)."""
     job = session.get(Job, job_id)
     if job is None or job.deleted_at is not None or not caller.sees(job.team):
-        raise not_found("job", job_id)
+        raise NotFoundError("job", job_id)
     return job
 
 

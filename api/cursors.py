@@ -13,7 +13,7 @@ import json
 import re
 from datetime import UTC, datetime
 
-from api.problems import invalid
+from core.errors import InvalidRequestError
 
 INT64_MAX = (1 << 63) - 1
 _ROW_ID = re.compile(r"[0-9]{1,19}")  # ASCII digits: str.isdigit() also takes '²' and '٣'
@@ -38,7 +38,7 @@ def decode_job_cursor(cursor: str) -> tuple[datetime, str]:
         # in UTC: PostgreSQL refuses offsets past 15:59, which fromisoformat accepts
         return when.astimezone(UTC), job_id
     except (ValueError, TypeError, OverflowError, binascii.Error, UnicodeDecodeError):
-        raise invalid("cursor", "not a cursor this API returned") from None
+        raise InvalidRequestError.field("cursor", "not a cursor this API returned") from None
 
 
 def decode_row_cursor(cursor: str | None, field: str = "after") -> int:
@@ -46,5 +46,5 @@ def decode_row_cursor(cursor: str | None, field: str = "after") -> int:
     if cursor is None or cursor == "":
         return 0
     if not _ROW_ID.fullmatch(cursor) or int(cursor) > INT64_MAX:
-        raise invalid(field, "not a cursor this API returned")
+        raise InvalidRequestError.field(field, "not a cursor this API returned")
     return int(cursor)

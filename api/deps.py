@@ -12,17 +12,16 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from functools import cached_property
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 from anyio import Semaphore, fail_after
 from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.orm import Session, sessionmaker
 
-if TYPE_CHECKING:
-    from api.auth import RateLimiter
-from api.problems import ProblemError
+from api.ratelimit import RateLimiter
 from api.streams import StreamSlots
+from core.errors import UnavailableError
 from store.artifacts import ArtifactStore, open_store
 from store.db import pool_capacity, session_factory
 from store.settings import Settings
@@ -61,8 +60,6 @@ class AppState:
 
     @cached_property
     def rate_limiter(self) -> RateLimiter:
-        from api.auth import RateLimiter
-
         return RateLimiter(self.settings)
 
 
@@ -108,11 +105,10 @@ class DatabaseGate:
             with fail_after(GATE_WAIT_S):
                 await self._semaphore.acquire()
         except TimeoutError:
-            raise ProblemError(
-                503,
+            raise UnavailableError(
+                "database-busy",
                 f"every database connection was busy for {GATE_WAIT_S:.0f} s; retry shortly",
-                kind="database-busy",
-                headers={"Retry-After": "1"},
+                retry_after_s=1,
             ) from None
         try:
             yield

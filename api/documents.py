@@ -26,7 +26,7 @@ from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import SettingsDep
-from api.problems import FieldError, ProblemError, invalid
+from core.errors import FieldIssue, InvalidRequestError, TooLargeError, UnsupportedMediaTypeError
 
 JSON_TYPES = ("application/json",)
 YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml")
@@ -124,26 +124,26 @@ def _problem(value: Any) -> str | None:
 def check_plain(document: Any) -> None:
     """A 422 naming each field (``teacher.model.channels``) that holds a value no database
     stores faithfully, or nesting deeper than ``MAX_DEPTH``. Iterative: depth is the input's."""
-    errors: list[FieldError] = []
+    errors: list[FieldIssue] = []
     stack: list[tuple[Any, str, int]] = [(document, "", 0)]
     while stack and len(errors) < MAX_ERRORS:
         node, field, depth = stack.pop()
         if depth > MAX_DEPTH:
-            raise invalid("body", f"nested deeper than {MAX_DEPTH} levels")
+            raise InvalidRequestError.field("body", f"nested deeper than {MAX_DEPTH} levels")
         if isinstance(node, dict):
             for key, value in node.items():
                 path = f"{field}.{key}" if field else str(key)
                 if (reason := _problem(key)) is not None:
-                    errors.append(FieldError(field=field or "body", message=f"a key: {reason}"))
+                    errors.append(FieldIssue(field or "body", f"a key: {reason}"))
                 stack.append((value, path, depth + 1))
         elif isinstance(node, list):
             for i, item in enumerate(node):
                 stack.append((item, f"{field}.{i}" if field else str(i), depth + 1))
         elif (reason := _problem(node)) is not None:
-            errors.append(FieldError(field=field or "body", message=reason))
+            errors.append(FieldIssue(field or "body", reason))
     if errors:
         lines = "; ".join(f"{e.field}: {e.message}" for e in errors)
-        raise ProblemError(422, lines, kind="invalid-request", errors=errors)
+        raise InvalidRequestError(lines, errors=errors)
 
 
 def media_type(request: Request) -> str:
@@ -160,17 +160,19 @@ def parse_yaml(raw: bytes) -> Any:
         finally:
             loader.dispose()
     except UnicodeDecodeError as e:
-        raise invalid("body", f"not UTF-8 text: {e}") from None
+        raise InvalidRequestError.field("body", f"not UTF-8 text: {e}") from None
     except _DocumentError as e:
-        raise invalid("body", e.message) from None
+        raise InvalidRequestError.field("body", e.message) from None
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
-        raise invalid("body", f"malformed YAML{where}: {e.problem or e}") from None
+        raise InvalidRequestError.field("body", f"malformed YAML{where}: {e.problem or e}") from None
     except yaml.YAMLError as e:
-        raise invalid("body", f"malformed YAML: {e}") from None
+        raise InvalidRequestError.field("body", f"malformed YAML: {e}") from None
     if not _expanded_size_ok(document):
-        raise invalid("body", f"the YAML document expands (through its aliases) past {MAX_NODES} values")
+        raise InvalidRequestError.field(
+            "body", f"the YAML document expands (through its aliases) past {MAX_NODES} values"
+        )
     check_plain(document)
     return document
 
@@ -194,13 +196,13 @@ def _json_int(text: str) -> int | _TooBig:
 def parse_json(raw: bytes) -> Any:
     # Measured before parsing: json's parser recurses, and a deep body would exhaust the stack.
     if _json_depth(raw) > MAX_DEPTH:
-        raise invalid("body", f"nested deeper than {MAX_DEPTH} levels")
+        raise InvalidRequestError.field("body", f"nested deeper than {MAX_DEPTH} levels")
     try:
         document = json.loads(raw, parse_int=_json_int)
     except (ValueError, UnicodeDecodeError) as e:  # JSONDecodeError is a ValueError
-        raise invalid("body", f"malformed JSON: {e}") from None
+        raise InvalidRequestError.field("body", f"malformed JSON: {e}") from None
     except RecursionError:
-        raise invalid("body", "the JSON document is nested too deeply") from None
+        raise InvalidRequestError.field("body", "the JSON document is nested too deeply") from None
     check_plain(document)
     return document
 
@@ -211,9 +213,7 @@ async def read_body(request: Request, limit: int) -> bytes:
     async for chunk in request.stream():
         size += len(chunk)
         if size > limit:
-            raise ProblemError(
-                413, f"the spec is larger than the {limit} bytes accepted", kind="spec-too-large"
-            )
+            raise TooLargeError("spec-too-large", f"the spec is larger than the {limit} bytes accepted")
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -226,8 +226,6 @@ async def spec_document(request: Request, settings: SettingsDep) -> Any:
     elif kind in YAML_TYPES:
         parse = parse_yaml
     else:
-        raise ProblemError(
-            415, "send the job spec as application/json or application/yaml", kind="unsupported-media-type"
-        )
+        raise UnsupportedMediaTypeError("send the job spec as application/json or application/yaml")
     raw = await read_body(request, settings.max_spec_bytes)
     return await run_in_threadpool(parse, raw)

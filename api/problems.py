@@ -1,8 +1,11 @@
 """RFC 9457 problem details: every error the API returns is ``application/problem+json``.
 
-Routes raise ``ProblemError`` (or FastAPI's ``HTTPException``); the handlers registered by
-``install_handlers`` turn those, request validation errors and any unexpected exception into
-one shape: ``{type, title, status, detail, instance, errors: [{field, message}]}``.
+Routes, the jobs domain and the store raise errors of the one tree in ``core.errors``; the
+handlers registered by ``install_handlers`` turn those (``type`` → ``urn:distillery:problem:<type>``,
+``status``, the message as ``detail``), FastAPI's own ``HTTPException``, request validation
+errors, an unreachable database and any unexpected exception into one shape:
+``{type, title, status, detail, instance, errors: [{field, message}]}``. Nothing else in the API
+builds a problem.
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from pydantic import BaseModel
 from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from core.errors import DistilleryError
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +132,22 @@ async def _on_problem(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def _on_error(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, DistilleryError)
+    if exc.status >= 500 and exc.status != 503:  # a bug, not a refusal: log it, say little
+        return await _on_unexpected(request, exc)
+    errors = [FieldError(field=e.field, message=e.message) for e in exc.errors] or None
+    return problem_response(
+        request,
+        exc.status,
+        detail=exc.message or None,
+        kind=exc.type,
+        title=exc.title,
+        errors=errors,
+        headers=exc.headers or None,
+    )
+
+
 async def _on_http(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     detail: str | None = exc.detail if isinstance(exc.detail, str) else None
@@ -178,6 +199,7 @@ async def _on_database(request: Request, exc: Exception) -> JSONResponse:
 
 
 def install_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(DistilleryError, _on_error)
     app.add_exception_handler(ProblemError, _on_problem)
     app.add_exception_handler(StarletteHTTPException, _on_http)
     app.add_exception_handler(RequestValidationError, _on_validation)

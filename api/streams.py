@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from collections import Counter
 
-from api.problems import ProblemError
+from core.errors import TooManyRequestsError
 
 RETRY_AFTER_S = 5
 
@@ -59,10 +59,9 @@ class StreamSlots:
                 del self._open[token_id]
 
 
-def _busy(detail: str) -> ProblemError:
-    return ProblemError(
-        429,
+def _busy(detail: str) -> TooManyRequestsError:
+    return TooManyRequestsError(
+        "too-many-streams",
         f"{detail}; close one, poll GET /v1/jobs/{{id}} instead, or retry in {RETRY_AFTER_S} s",
-        kind="too-many-streams",
-        headers={"Retry-After": str(RETRY_AFTER_S)},
+        retry_after_s=RETRY_AFTER_S,
     )

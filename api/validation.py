@@ -16,7 +16,7 @@ from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from api.problems import FieldError, ProblemError
+from core.errors import FieldIssue, InvalidDocumentError
 from core.estimate import Limits, check_limits, estimate
 from core.spec import JobSpec, NpzData
 from store.models import Upload
@@ -42,7 +42,7 @@ def _strip_tags(loc: tuple[Any, ...], data: Any) -> list[Any]:
     return path
 
 
-def field_errors(error: ValidationError, data: Any, prefix: str = "") -> list[FieldError]:
+def field_errors(error: ValidationError, data: Any, prefix: str = "") -> list[FieldIssue]:
     items = error.errors(include_url=False)
     locs = [tuple(item["loc"]) for item in items]
     out = []
@@ -63,20 +63,19 @@ def field_errors(error: ValidationError, data: Any, prefix: str = "") -> list[Fi
             # Cross-field checks name their field in the message ("export: listed twice").
             path, message = match.group(1).split("."), message[match.end() :]
         field = ".".join(str(p) for p in path)
-        out.append(FieldError(field=".".join(filter(None, [prefix, field])) or "(spec)", message=message))
+        out.append(FieldIssue(".".join(filter(None, [prefix, field])) or "(spec)", message))
     return out
 
 
-def invalid_document(what: str, errors: list[FieldError]) -> ProblemError:
-    lines = "; ".join(f"{e.field}: {e.message}" for e in errors)
-    return ProblemError(422, f"invalid {what}: {lines}", kind=f"invalid-{what}", errors=errors)
+def invalid_document(what: str, errors: list[FieldIssue]) -> InvalidDocumentError:
+    return InvalidDocumentError(what, errors)
 
 
 def validate_spec(data: Any) -> JobSpec:
     """A ``JobSpec`` from a request body, or a 422 problem naming every offending field."""
     if not isinstance(data, dict):
         raise invalid_document(
-            "spec", [FieldError(field="(spec)", message=f"must be a JSON object, not {type(data).__name__}")]
+            "spec", [FieldIssue("(spec)", f"must be a JSON object, not {type(data).__name__}")]
         )
     try:
         return JobSpec.model_validate(data)
@@ -131,4 +130,4 @@ def check_resources(spec: JobSpec, settings: Settings, session: Session | None =
     uploads, files = _upload_facts(session, spec) if session is not None else ({}, {})
     violations = check_limits(estimate(spec, uploads=uploads, files=files), limits_of(settings))
     if violations:
-        raise invalid_document("spec", [FieldError(field=v.field, message=v.message) for v in violations])
+        raise invalid_document("spec", [FieldIssue(v.field, v.message) for v in violations])
