@@ -10,7 +10,6 @@ distill login | submit | list | show | metrics | follow | cancel | delete | down
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -39,23 +38,23 @@ Home = Annotated[
 
 
 def _settings(home: Path | None) -> Settings:
-    if home is not None:
-        os.environ["DISTILLERY_HOME"] = str(home)  # the worker subprocess inherits it
-    return Settings()
+    """The one settings object: ``DISTILLERY_*`` variables, with ``--home`` over DISTILLERY_HOME."""
+    return Settings() if home is None else Settings(home=home)
 
 
 KEEP_ALIVE_S = 30
 
 
-def _serve_api(host: str, port: int) -> None:
+def _serve_api(settings: Settings, host: str, port: int) -> None:
     import uvicorn
+
+    from api.app import create_app
 
     # Idle keep-alive connections outlive the clients' own expiry (httpx: 5 s, browsers: longer
     # but they retry): with uvicorn's 5 s default, a client reusing a connection the server had
     # just closed got a dropped request under load.
     uvicorn.run(
-        "api.app:create_app",
-        factory=True,
+        create_app(settings),
         host=host,
         port=port,
         log_level="info",
@@ -87,7 +86,7 @@ def api(
     settings = _settings(home)
     _migrate(settings)
     _token_hint(settings)
-    _serve_api(host, port)
+    _serve_api(settings, host, port)
 
 
 @app.command()
@@ -143,9 +142,11 @@ def serve(
         f"  broker: {masked_url(settings.broker)}"
     )
     _token_hint(settings)
-    worker_proc = subprocess.Popen([sys.executable, "-m", "cli.main", "worker"], env=os.environ.copy())
+    # the worker gets the same home by its option: the environment is left as it was
+    command = [sys.executable, "-m", "cli.main", "worker", "--home", str(settings.home)]
+    worker_proc = subprocess.Popen(command)
     try:
-        _serve_api(host, port)
+        _serve_api(settings, host, port)
     finally:
         worker_proc.send_signal(signal.SIGTERM)
         try:

@@ -43,29 +43,3 @@ class Sink:
     def should_stop(self) -> bool:
         """Polled between steps; returning True cancels the run with ``CancelledError``."""
         return False
-
-
-class MultiSink(Sink):
-    """Fans every call out to several sinks; stops when any of them asks to."""
-
-    def __init__(self, *sinks: Sink) -> None:
-        self.sinks = sinks
-
-    def progress(self, progress: Progress) -> None:
-        for s in self.sinks:
-            s.progress(progress)
-
-    def metrics(self, stage: str, epoch: int, step: int, values: dict[str, float]) -> None:
-        for s in self.sinks:
-            s.metrics(stage, epoch, step, values)
-
-    def artifact(self, name: str, path: Path) -> None:
-        for s in self.sinks:
-            s.artifact(name, path)
-
-    def log(self, message: str) -> None:
-        for s in self.sinks:
-            s.log(message)
-
-    def should_stop(self) -> bool:
-        return any(s.should_stop() for s in self.sinks)

@@ -47,10 +47,6 @@ _ARCHS: dict[str, tuple[Callable[..., nn.Module], _Stem]] = {
 }
 
 
-def torchvision_archs() -> list[str]:
-    return sorted(_ARCHS)
-
-
 def _replace(net: nn.Module, path: str, module: nn.Module) -> None:
     parent, _, name = path.rpartition(".")
     setattr(net.get_submodule(parent) if parent else net, name, module)

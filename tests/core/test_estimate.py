@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 import torch
@@ -24,13 +24,13 @@ from core.estimate import (
     sci,
 )
 from core.models import build_net, count_params
-from core.models.tv import torchvision_archs
 from core.runner import JobRun, run_job
 from core.spec import (
     CifarResNetModel,
     CNN1DModel,
     CNNModel,
     MLPModel,
+    TorchvisionArch,
     TorchvisionModel,
     WideResNetModel,
     load_spec,
@@ -55,7 +55,7 @@ CASES: list[tuple[Any, DataShape]] = [
     (CifarResNetModel(depth=8, width=4), DIGITS),
     (WideResNetModel(depth=16, widen=2), IMAGE),
     (WideResNetModel(depth=10, widen=1, dropout=0.3), DIGITS),
-    *[(TorchvisionModel(arch=arch), IMAGE) for arch in torchvision_archs()],  # type: ignore[arg-type]
+    *[(TorchvisionModel(arch=arch), IMAGE) for arch in get_args(TorchvisionArch)],  # type: ignore[arg-type]
     (TorchvisionModel(arch="resnet18"), DIGITS),
     (TorchvisionModel(arch="mobilenet_v3_small"), BIG),
 ]
