@@ -1,19 +1,30 @@
 """Browser tests of the dashboard: headless Chromium (Debian's, never a downloaded one) driven
-by Playwright against a real service (API + one worker, the embedded default).
+by Playwright against a real service (API + one worker, the embedded default), or against the
+API alone in a thread (``live``) where no job needs to run.
 
 Every page visited is saved under ``test-artifacts/screenshots/`` (the run's artifacts)."""
 
 from __future__ import annotations
 
 import json
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
+import httpx
 import pytest
+import uvicorn
 from playwright.sync_api import Browser, Page, ViewportSize, expect, sync_playwright
 
-from tests.service import TINY_JOB, Service, running
+from api.app import create_app
+from store.db import migrate, session_scope
+from store.models import Metric
+from store.pool import heartbeat
+from tests.api.conftest import make_settings
+from tests.api.support import TINY, move, new_member
+from tests.service import TINY_JOB, Service, free_port, running
 
 CHROMIUM = Path("/usr/bin/chromium")
 ROOT = Path(__file__).resolve().parents[2]
@@ -105,3 +116,52 @@ def screenshot(page: Page, name: str, *, full_page: bool = True) -> Path:
     path = SCREENSHOTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=full_page)
     return path
+
+
+class _Server(uvicorn.Server):
+    def install_signal_handlers(self) -> None:  # in a thread: the test runner keeps its signals
+        pass
+
+
+class Live(NamedTuple):
+    """The API alone, in a thread: its URL, a member's token and a finished job of theirs."""
+
+    base: str
+    token: str
+    job_id: str
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+    """The API in a thread on a free port (SQLite, no worker), with a finished job, its metrics
+    and a worker's heartbeat: enough for every page to show something, in a second."""
+    home = tmp_path_factory.mktemp("dashboard-live")
+    url = f"sqlite:///{home / 'distillery.db'}"
+    migrate(url)
+    app = create_app(
+        make_settings(home, url), publish=lambda *_: None, run_dispatcher=False, check_broker=lambda: None
+    )
+    server = _Server(uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline, "the API did not start"
+        time.sleep(0.05)
+    base = f"http://127.0.0.1:{server.config.port}"
+    member = new_member(url)
+    answer = httpx.post(f"{base}/v1/jobs", json={**TINY, "name": "csp-job"}, headers=member.headers)
+    assert answer.status_code == 202, answer.text
+    job_id = answer.json()["id"]
+    move(url, job_id, "starting", "running")
+    with session_scope(url) as session:
+        for epoch in (1, 2, 3):
+            for name, value in (("val/top1", 0.5 + epoch / 10), ("train/loss", 1 / epoch), ("lr", 0.01)):
+                session.add(
+                    Metric(job_id=job_id, stage="student", epoch=epoch, step=0, name=name, value=value)
+                )
+        heartbeat(session, "csp-worker", host="h", gpu_type="any", devices=[])
+    move(url, job_id, "succeeded")
+    yield Live(base, member.token, job_id)
+    server.should_exit = True
+    thread.join(timeout=10)

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 import yaml
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Browser, Page, Route, expect
 
 from tests.dashboard.conftest import VIEWPORT, screenshot, submit
 from tests.service import TINY_JOB, Service
@@ -148,6 +148,69 @@ def test_the_list_filters_by_status_owner_and_name(
     assert "owner=e2e-user" in page.url
 
 
+def glance_text(item: dict[str, Any], epochs: int) -> dict[str, str]:
+    """What a succeeded job's row shows, from its item in GET /v1/jobs and its number of
+    distillation epochs (the last one)."""
+    result = item["result"]
+    gain, stderr, best = result["kd_gain"], result["kd_gain_stderr"], result["best_epoch"]
+    return {
+        "result-top1": f"{result['student_top1'] * 100:.1f}%",
+        "result-gain": f"KD {'+' if gain >= 0 else '−'}{abs(gain):.3f}"
+        + ("" if stderr is None else f" ± {stderr:.3f}"),
+        "result-epoch": f"best epoch {best} of {epochs}"
+        if best < epochs
+        else f"best epoch {best} (the last)",
+    }
+
+
+def test_the_jobs_list_shows_each_results_at_a_glance(
+    page: Page, service: Service, finished_jobs: list[dict[str, Any]]
+) -> None:
+    items = service.http.get("/v1/jobs", params={"name": "dash-kd"}).json()["items"]
+    jobs = {j["id"]: j for j in finished_jobs}
+    assert {i["id"] for i in items} == set(jobs)
+    page.goto(f"{service.url}/#/jobs?name=dash-kd")
+    for item in items:
+        job = jobs[item["id"]]
+        assert item["result"]["best_epoch"] == job["report"]["student"]["best_epoch"]
+        # the page reads the epochs from the job's spec: a finished job's progress is its
+        # evaluation's (1 of 1), and the list's items carry no spec
+        row = page.locator(f'[data-testid=job-row][data-job-id="{item["id"]}"]')
+        for testid, text in glance_text(item, job["spec"]["distill"]["epochs"]).items():
+            expect(row.get_by_test_id(testid)).to_have_text(text)
+    screenshot(page, "jobs-list-results")
+
+
+@pytest.mark.parametrize("best", [1, 3])
+def test_the_row_says_when_the_weights_kept_are_not_the_last_epochs(
+    page: Page, service: Service, finished_jobs: list[dict[str, Any]], best: int
+) -> None:
+    """Whatever epoch the tiny jobs peaked at: the list's answer is rewritten on its way in."""
+    job = finished_jobs[1]  # three distillation epochs
+
+    def rewrite(route: Route) -> None:
+        response = route.fetch()
+        if response.status != 200:
+            route.fulfill(response=response)
+            return
+        body = response.json()
+        for item in body["items"]:
+            if item["id"] == job["id"]:
+                item["result"]["best_epoch"] = best
+        route.fulfill(response=response, json=body)
+
+    page.route(re.compile(r"/v1/jobs\?"), rewrite)
+    page.goto(f"{service.url}/#/jobs?name=dash-kd-ce")
+    epoch = page.locator(f'[data-testid=job-row][data-job-id="{job["id"]}"]').get_by_test_id("result-epoch")
+    if best < 3:
+        expect(epoch).to_have_text(f"best epoch {best} of 3")
+        expect(epoch).to_have_class(re.compile(r"\bbest-not-last\b"))
+        expect(epoch).to_have_attribute("title", re.compile(f"epoch {best}'s, not the last"))
+    else:
+        expect(epoch).to_have_text("best epoch 3 (the last)")
+        expect(epoch).not_to_have_class(re.compile(r"\bbest-not-last\b"))
+
+
 def test_more_pages_come_with_the_cursor_and_waiting_jobs_say_why(page: Page, service: Service) -> None:
     # no worker serves gpu type "h9000": these wait, and cost the test's worker nothing
     spec = {**TINY_JOB, "resources": {"gpu_type": "h9000"}}
@@ -160,6 +223,7 @@ def test_more_pages_come_with_the_cursor_and_waiting_jobs_say_why(page: Page, se
         expect(newest.get_by_test_id("job-link")).to_have_text("dash-page-52")
         expect(newest.get_by_test_id("waiting")).to_contain_text("#53")
         expect(newest.get_by_test_id("waiting")).to_contain_text("h9000")  # no worker serves it
+        expect(newest.get_by_test_id("result")).to_have_count(0)  # no result before it succeeds
         screenshot(page, "jobs-list-waiting", full_page=False)
         page.get_by_test_id("more").click()
         expect(rows).to_have_count(53)

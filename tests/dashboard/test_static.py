@@ -4,28 +4,19 @@ from __future__ import annotations
 
 import json
 import re
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
-import uvicorn
 from fastapi.testclient import TestClient
 from playwright.sync_api import Browser, ConsoleMessage, expect
 
 from api.app import create_app
 from api.dashboard import STATIC
 from api.headers import DASHBOARD_CSP
-from store.db import migrate, session_scope
-from store.models import Metric
-from store.pool import heartbeat
+from store.db import migrate
 from tests.api.conftest import make_settings
-from tests.api.support import TINY, move, new_member
-from tests.dashboard.conftest import TOKEN_KEY, VIEWPORT
-from tests.service import free_port
+from tests.dashboard.conftest import TOKEN_KEY, VIEWPORT, Live
 
 # Anything that would make the browser fetch from elsewhere: src/href attributes, CSS url(),
 # ES module imports, fetch() calls with an absolute http(s) or protocol-relative URL.
@@ -34,7 +25,13 @@ EXTERNAL = re.compile(
     r"""(?:https?:)?//""",
     re.IGNORECASE,
 )
-IMPORT = re.compile(r"""(?:\bfrom\s*|\bimport\s*\(\s*|^import\s+)["']([^"']+)["']""", re.MULTILINE)
+# An ES module's imports: static ones and re-exports, at the start of a line (so that a comment
+# quoting one does not count), and dynamic ones.
+IMPORT = re.compile(
+    r"""^\s*(?:import|export)\b[^;"']*?\bfrom\s*["']([^"']+)["']"""
+    r"""|^\s*import\s*["']([^"']+)["']|\bimport\s*\(\s*["']([^"']+)["']""",
+    re.MULTILINE,
+)
 ASSET = re.compile(r"""\b(?:src|href)="(ui/[^"]+)\"""")
 
 
@@ -70,11 +67,35 @@ def test_the_page_and_its_assets_need_no_token(client: TestClient) -> None:
     assert client.get("/v1/jobs").status_code == 401  # the API itself still needs one
 
 
+def modules() -> list[Path]:
+    """The page's ES modules: its own, and the vendored yaml library's (uPlot is a classic script)."""
+    return sorted([*(STATIC / "js").rglob("*.js"), *(STATIC / "vendor" / "yaml").rglob("*.js")])
+
+
 def test_every_module_import_resolves_to_a_shipped_file() -> None:
-    for path in (STATIC / "js").glob("*.js"):
-        for target in IMPORT.findall(path.read_text()):
-            assert target.startswith("./"), f"{path.name} imports {target!r}: only relative imports"
-            assert (path.parent / target).resolve().is_file(), f"{path.name} imports a missing {target}"
+    assert (STATIC / "vendor" / "yaml" / "index.js") in modules()
+    for path in modules():
+        name = path.relative_to(STATIC).as_posix()
+        for target in (t for match in IMPORT.findall(path.read_text()) for t in match if t):
+            assert target.startswith(("./", "../")), f"{name} imports {target!r}: only relative imports"
+            resolved = (path.parent / target).resolve()
+            assert resolved.is_file(), f"{name} imports a missing {target}"
+            assert resolved.is_relative_to(STATIC), f"{name} imports {target} from outside static/"
+
+
+def test_the_vendored_libraries_are_pinned_with_their_licences() -> None:
+    """package.json names exact versions, package-lock.json holds them with their hashes, and
+    each library's licence ships beside it (vendor.sh copies them)."""
+    root = STATIC.parent
+    pinned = json.loads((root / "package.json").read_text())["dependencies"]
+    locked = json.loads((root / "package-lock.json").read_text())["packages"]
+    assert set(pinned) == {"uplot", "yaml"}
+    for name, version in pinned.items():
+        assert re.fullmatch(r"\d+\.\d+\.\d+", version), f"{name} {version}: pin an exact version"
+        entry = locked[f"node_modules/{name}"]
+        assert entry["version"] == version and entry["integrity"].startswith("sha512-"), name
+    for licence in ("uPlot.LICENSE", "yaml/LICENSE"):
+        assert (STATIC / "vendor" / licence).read_text().strip(), licence
 
 
 @pytest.mark.parametrize("path", files(), ids=lambda p: p.relative_to(STATIC).as_posix())
@@ -114,54 +135,13 @@ def test_the_page_has_no_inline_script_or_style() -> None:
     """What the page's policy would block: inline scripts, on* handlers, style attributes."""
     html = (STATIC / "index.html").read_text()
     assert not INLINE.findall(html)
-    for path in (STATIC / "js").glob("*.js"):
+    for path in (STATIC / "js").rglob("*.js"):
         assert not re.search(r"\.innerHTML\s*=", path.read_text()), path.name
         # h() sets a style object through the CSSOM; a style="" string would be refused
         assert not re.search(r"\bstyle:\s*[`'\"]", path.read_text()), path.name
 
 
-class _Server(uvicorn.Server):
-    def install_signal_handlers(self) -> None:  # in a thread: the test runner keeps its signals
-        pass
-
-
-@pytest.fixture(scope="module")
-def live(tmp_path_factory: pytest.TempPathFactory) -> Any:
-    """The API in a thread on a free port, with a finished job, its metrics and a worker."""
-    home = tmp_path_factory.mktemp("dashboard-csp")
-    url = f"sqlite:///{home / 'distillery.db'}"
-    migrate(url)
-    app = create_app(
-        make_settings(home, url), publish=lambda *_: None, run_dispatcher=False, check_broker=lambda: None
-    )
-    port = free_port()
-    server = _Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "the API did not start"
-        time.sleep(0.05)
-    member = new_member(url)
-    answer = httpx.post(f"{base}/v1/jobs", json={**TINY, "name": "csp-job"}, headers=member.headers)
-    assert answer.status_code == 202, answer.text
-    job_id = answer.json()["id"]
-    move(url, job_id, "starting", "running")
-    with session_scope(url) as session:
-        for epoch in (1, 2, 3):
-            for name, value in (("val/top1", 0.5 + epoch / 10), ("train/loss", 1 / epoch), ("lr", 0.01)):
-                session.add(
-                    Metric(job_id=job_id, stage="student", epoch=epoch, step=0, name=name, value=value)
-                )
-        heartbeat(session, "csp-worker", host="h", gpu_type="any", devices=[])
-    move(url, job_id, "succeeded")
-    yield base, member.token, job_id
-    server.should_exit = True
-    thread.join(timeout=10)
-
-
-def test_the_pages_run_under_the_content_security_policy(browser: Browser, live: Any) -> None:
+def test_the_pages_run_under_the_content_security_policy(browser: Browser, live: Live) -> None:
     """Each page, its charts (uPlot) and the editor's marks included, with no CSP violation
     and no console error: a blocked script or style fails this test."""
     base, token, job_id = live
@@ -188,11 +168,16 @@ def test_the_pages_run_under_the_content_security_policy(browser: Browser, live:
         expect(page.locator(".progress-fill")).to_have_attribute("style", "width: 100%;")
         page.goto(f"{base}/#/jobs/{job_id}")
         expect(page.get_by_test_id("chart-accuracy")).to_have_attribute("data-points", '{"student":3}')
+        page.goto(f"{base}/#/compare?ids={job_id}")
+        points = json.dumps({f"csp-job ({job_id[:6]})": 3}, separators=(",", ":"))
+        expect(page.get_by_test_id("chart-compare-accuracy")).to_have_attribute("data-points", points)
         page.goto(f"{base}/#/submit")
         editor = page.get_by_test_id("spec-editor")
         expect(editor).not_to_have_value("")
         editor.fill("name: x\nseed: -1\n")
-        expect(page.get_by_test_id("marked-line").first).to_have_attribute("style", re.compile("top: "))
+        mark = page.get_by_test_id("marked-line").first  # found by the vendored yaml module
+        expect(mark).to_have_attribute("style", re.compile("top: "))
+        expect(mark).to_have_attribute("data-line", "2")
         page.goto(f"{base}/#/pool")
         expect(page.get_by_test_id("worker-row")).to_have_count(1)
         violations = page.evaluate("window.violations")

@@ -2,14 +2,14 @@
 // Each page is `render(view, context)` and returns a function that stops its polling.
 
 import { get, onUnauthorized, session } from "./api.js";
-import * as compare from "./compare.js";
+import * as compare from "./compare/page.js";
 import { clear, h } from "./dom.js";
-import * as job from "./job.js";
-import * as jobs from "./jobs.js";
+import * as job from "./job/page.js";
+import * as jobs from "./jobs/page.js";
 import * as login from "./login.js";
-import * as pool from "./pool.js";
+import * as pool from "./pool/page.js";
 import { current, go, match } from "./router.js";
-import * as submit from "./submit.js";
+import * as submit from "./submit/page.js";
 
 const ROUTES = {
   "/login": login.render,

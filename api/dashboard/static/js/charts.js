@@ -1,4 +1,5 @@
-// Line charts over epochs, drawn with the vendored uPlot (static/vendor, loaded by index.html).
+// Line charts over epochs, drawn with the vendored uPlot (static/vendor, loaded by index.html),
+// and the grid of them that the job and the compare pages show.
 // Each chart's element carries `data-points`: how many points each series has, for tests and
 // for anyone inspecting the page; `element.uplot` is the uPlot instance.
 
@@ -100,6 +101,31 @@ export function lineChart(id, title, settings = {}) {
     destroy() {
       resize.disconnect();
       plot?.destroy();
+    },
+  };
+}
+
+// A grid of line charts, shared by the job and the compare pages. `draw(plots)` takes plot
+// descriptions {id, title, series, ...settings} (series: Map label -> Map(epoch -> value)):
+// a chart is added the first time its id comes with points, in the order plots first arrive,
+// and redrawn after that. `testid` names the grid for the browser tests.
+export function chartGrid(testid) {
+  const el = h("div", { class: "chart-grid", "data-testid": testid });
+  const charts = new Map(); // id -> lineChart
+  return {
+    el,
+    draw(plots) {
+      for (const { id, title, series, ...settings } of plots) {
+        if (!series.size) continue;
+        if (!charts.has(id)) {
+          charts.set(id, lineChart(id, title, settings));
+          el.append(charts.get(id).el);
+        }
+        charts.get(id).update(series);
+      }
+    },
+    destroy() {
+      for (const chart of charts.values()) chart.destroy();
     },
   };
 }

@@ -1,6 +1,6 @@
 // The spec editor: a monospace textarea with line numbers, where lines holding an error are
-// marked (in the gutter and with a band behind the text). `lineOf` finds the line of a field
-// path such as `distill.losses.0.temperature` in the YAML text.
+// marked (in the gutter and with a band behind the text). yaml.js's `lineOf` finds the line of
+// a field path such as `distill.losses.0.temperature` in its text.
 
 import { h } from "./dom.js";
 
@@ -88,83 +88,4 @@ export function specEditor({ onInput }) {
       area.scrollTop = Math.max(0, (line - 4) * LINE_PX);
     },
   };
-}
-
-// ---------------------------------------------------------------- finding a field's line
-
-const blank = (line) => /^\s*(#.*)?$/.test(line);
-const rawIndent = (line) => line.length - line.trimStart().length;
-const DASH = /^(\s*)-(\s+|$)/;
-
-// Where a line's content starts once list dashes are counted as indentation ("  - kind: kd" -> 4).
-function keyIndent(line) {
-  let rest = line;
-  let m;
-  let indent = 0;
-  while ((m = DASH.exec(rest))) {
-    indent += m[0].length;
-    rest = rest.slice(m[0].length);
-  }
-  return indent + rawIndent(rest);
-}
-
-function keyOf(line) {
-  const m = /^(?:\s*-\s+)*\s*(?:"([^"]*)"|'([^']*)'|([^\s:#{}[\],][^:#{}[\]]*?))\s*:(\s|$)(.*)$/.exec(line);
-  return m ? { key: m[1] ?? m[2] ?? m[3], value: m[5].replace(/\s+#.*$/, "").trim() } : null;
-}
-
-// The end (exclusive) of the block that starts under line `at`, whose own indent is `indent`.
-function blockEnd(lines, at, end, indent, isItem) {
-  for (let i = at + 1; i < end; i += 1) {
-    if (blank(lines[i])) continue;
-    const ind = rawIndent(lines[i]);
-    if (ind < indent || (ind === indent && (isItem || !DASH.test(lines[i])))) return i;
-  }
-  return end;
-}
-
-// The 1-based line of `field` (a dotted path) in YAML `text`; the deepest ancestor found when the
-// field itself is absent (a missing key is reported at its parent); null when nothing matches.
-export function lineOf(text, field) {
-  if (!field || field === "(spec)") return null;
-  const lines = text.split("\n");
-  let start = 0;
-  let end = lines.length;
-  let found = null;
-  let inline = false; // the key found last has its value on its own line ({...}, [...])
-  for (const segment of field.split(".")) {
-    if (inline) return found + 1; // the rest is inside that value
-    const body = [];
-    for (let i = start; i < end; i += 1) if (!blank(lines[i])) body.push(i);
-    if (!body.length) break;
-    let hit = null;
-    if (/^\d+$/.test(segment)) {
-      const items = body.filter((i) => DASH.test(lines[i]) && i !== found);
-      const dashIndent = Math.min(...items.map((i) => rawIndent(lines[i])));
-      const atLevel = items.filter((i) => rawIndent(lines[i]) === dashIndent);
-      hit = atLevel[Number(segment)] ?? null;
-      if (hit === null) break;
-      const rest = lines[hit].replace(DASH, "").trim();
-      found = hit;
-      if (!keyOf(lines[hit]) && rest && !rest.startsWith("#")) return hit + 1; // "- {kind: kd, ...}"
-      start = hit;
-      end = blockEnd(lines, hit, end, dashIndent, true);
-      continue;
-    }
-    const level = Math.min(...body.map((i) => keyIndent(lines[i])));
-    hit = body.find((i) => keyIndent(lines[i]) === level && keyOf(lines[i])?.key === segment) ?? null;
-    if (hit === null) break;
-    found = hit;
-    const value = keyOf(lines[hit]).value;
-    inline = Boolean(value) && !/^[|>]/.test(value);
-    start = hit + 1;
-    end = blockEnd(lines, hit, end, rawIndent(lines[hit]), false);
-  }
-  return found === null ? null : found + 1;
-}
-
-// A YAML syntax error names its line in the message ("... (line 3, column 5): ...").
-export function lineInMessage(message) {
-  const m = /\bline (\d+)/.exec(message || "");
-  return m ? Number(m[1]) : null;
 }

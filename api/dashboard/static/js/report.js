@@ -1,16 +1,10 @@
 // The job's final report (docs/report.md): one table per job, and one column per job to compare.
 
-import { badge, bytes, count, h, num, pct, ratio } from "./dom.js";
+import { badge, h } from "./dom.js";
+import { bytes, count, gainText, pct, ratio } from "./format.js";
 
 function latency(ms) {
   return ms === null || ms === undefined ? "–" : `${Number(ms).toFixed(3)} ms`;
-}
-
-export function gainText(report) {
-  if (report?.kd_gain === null || report?.kd_gain === undefined) return "–";
-  const sign = report.kd_gain >= 0 ? "+" : "−";
-  const se = report.kd_gain_stderr === null ? "" : ` ± ${num(report.kd_gain_stderr)}`;
-  return `${sign}${num(Math.abs(report.kd_gain))}${se}`;
 }
 
 function verdictWord(report) {

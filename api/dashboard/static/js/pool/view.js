@@ -1,11 +1,9 @@
-// The GPU pool (GET /v1/pool, polled): each worker, its devices and the job it runs, and the
+// The GPU pool's view: a table of the workers (their devices and the job each runs) and the
 // queue per team and per GPU type.
 
-import { get } from "./api.js";
-import { ago, badge, clear, h, poll, progressBar, stageText } from "./dom.js";
-import { errorSlot } from "./notice.js";
-
-const POLL_MS = 3000;
+import { badge, clear, h, progressBar } from "../dom.js";
+import { ago, stageText } from "../format.js";
+import { errorSlot } from "../notice.js";
 
 function device(d) {
   const memory =
@@ -65,13 +63,36 @@ function table(testid, headers, rows, empty, numeric = 0) {
   );
 }
 
-export function render(view) {
+function workerRow(w) {
+  return h(
+    "tr",
+    { "data-testid": "worker-row", "data-worker-id": w.id },
+    h("td", {}, h("div", { class: "mono small" }, w.id), h("div", { class: "small muted" }, w.host)),
+    h("td", {}, h("span", { class: `badge worker-${w.status}` }, w.status)),
+    h("td", {}, w.gpu_type),
+    h("td", {}, w.devices.length ? w.devices.map(device) : h("span", { class: "muted" }, "CPU only")),
+    h("td", {}, jobCell(w.job)),
+    h("td", { title: w.last_heartbeat_at }, ago(w.last_heartbeat_at)),
+  );
+}
+
+// A queue's counts, by `label` (its team or its GPU type).
+const countRow = (label, key) => (q) =>
+  h(
+    "tr",
+    { "data-testid": `${key}-row` },
+    h("td", {}, q[label]),
+    h("td", { class: "num" }, q.queued),
+    h("td", { class: "num" }, q.running),
+  );
+
+export function poolView() {
   const errors = errorSlot("pool-error");
   const workers = h("div", { class: "scroll-x" });
   const teams = h("div");
   const queues = h("div");
   const updated = h("span", { class: "muted small", "data-testid": "pool-updated" });
-  view.append(
+  const el = [
     h("div", { class: "page-head" }, h("h1", {}, "GPU pool"), updated),
     errors.el,
     h("section", { class: "card" }, h("h2", {}, "Workers"), workers),
@@ -81,74 +102,30 @@ export function render(view) {
       h("section", { class: "card" }, h("h2", {}, "Queue per team"), teams),
       h("section", { class: "card" }, h("h2", {}, "Queue per GPU type"), queues),
     ),
-  );
+  ];
+  const idle = "No jobs waiting or running.";
 
-  async function tick() {
-    try {
-      const pool = await get("v1/pool");
-      errors.clear();
-      clear(
-        workers,
-        table(
-          "pool-workers",
-          ["Worker", "State", "GPU type", "Devices", "Job", "Last heartbeat"],
-          pool.workers.map((w) =>
-            h(
-              "tr",
-              { "data-testid": "worker-row", "data-worker-id": w.id },
-              h(
-                "td",
-                {},
-                h("div", { class: "mono small" }, w.id),
-                h("div", { class: "small muted" }, w.host),
-              ),
-              h("td", {}, h("span", { class: `badge worker-${w.status}` }, w.status)),
-              h("td", {}, w.gpu_type),
-              h(
-                "td",
-                {},
-                w.devices.length ? w.devices.map(device) : h("span", { class: "muted" }, "CPU only"),
-              ),
-              h("td", {}, jobCell(w.job)),
-              h("td", { title: w.last_heartbeat_at }, ago(w.last_heartbeat_at)),
-            ),
-          ),
-          "No worker has registered.",
-        ),
-      );
-      const counts = (label, key) => (q) =>
-        h(
-          "tr",
-          { "data-testid": `${key}-row` },
-          h("td", {}, q[label]),
-          h("td", { class: "num" }, q.queued),
-          h("td", { class: "num" }, q.running),
-        );
+  return {
+    el,
+    errors,
+    draw(pool) {
+      const head = ["Worker", "State", "GPU type", "Devices", "Job", "Last heartbeat"];
+      clear(workers, table("pool-workers", head, pool.workers.map(workerRow), "No worker has registered."));
       clear(
         teams,
-        table(
-          "pool-teams",
-          ["Team", "Queued", "Running"],
-          pool.teams.map(counts("team", "team")),
-          "No jobs waiting or running.",
-          2,
-        ),
+        table("pool-teams", ["Team", "Queued", "Running"], pool.teams.map(countRow("team", "team")), idle, 2),
       );
       clear(
         queues,
         table(
           "pool-queues",
           ["GPU type", "Queued", "Running"],
-          pool.queues.map(counts("queue", "queue")),
-          "No jobs waiting or running.",
+          pool.queues.map(countRow("queue", "queue")),
+          idle,
           2,
         ),
       );
       updated.textContent = `updated ${new Date().toLocaleTimeString()}`;
-    } catch (e) {
-      errors.show(e);
-    }
-  }
-
-  return poll(tick, POLL_MS);
+    },
+  };
 }
