@@ -1,11 +1,11 @@
 """``distill``: one command for the engine and the service.
 
-distill run SPEC --out DIR     a job on this machine, no service (core/)
+distill run SPEC --out DIR     a job on this machine, no service (cli/run.py, core/)
 distill serve                  the embedded service: API + one worker, SQLite, no servers to install
 distill api | worker | migrate the parts separately, for the real deployment
 distill admin ...              teams, users and API tokens (on the database)
 distill login | submit | list | show | metrics | follow | cancel | delete | download | pool ...
-                               a running service, over HTTP (cli/jobs.py, docs/cli.md)
+                               a running service, over HTTP (cli/jobs.py on cli/remote.py, docs/cli.md)
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import typer
 
 from cli import admin as admin_cli
 from cli import jobs as jobs_cli
-from core import cli as engine
+from cli import run as engine
 from store.settings import Settings, masked_url
 
 app = typer.Typer(

@@ -11,7 +11,9 @@
 
 Errors: ``ClientError`` and below it ``Unreachable``, ``ChecksumMismatch``, ``WaitTimeout`` and
 ``ApiError`` (``AuthError`` 401/403, ``NotFound`` 404, ``Invalid`` 422, ``Conflict`` 409).
-``client.views`` renders the models with rich (tables, the live progress view); docs/cli.md.
+The client renders nothing: the ``distill`` CLI's ``cli.views`` prints its models with rich
+(tables, the live progress view); docs/cli.md. A job's ``report`` is the engine's own typed
+``Report`` (``core.report_model``, torch-free), re-exported here.
 """
 
 from client._client import Client, parse_spec_text
@@ -49,6 +51,7 @@ from client._models import (
     Worker,
 )
 from client._wait import Update
+from core.report_model import Report
 
 __all__ = [
     "DEFAULT_URL",
@@ -77,6 +80,7 @@ __all__ = [
     "PoolJob",
     "Problem",
     "Progress",
+    "Report",
     "Unreachable",
     "Update",
     "Upload",

@@ -12,6 +12,8 @@ from typing import Any, Protocol, TypeVar
 
 from pydantic import BaseModel, ConfigDict, PrivateAttr
 
+from core.report_model import Report  # torch-free: the engine's own report model
+
 TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
 
 
@@ -60,7 +62,7 @@ class Job(_Model):
     progress: Progress | None = None
     error: JobError | None = None
     result: JobResult | None = None
-    report: dict[str, Any] | None = None
+    report: Report | None = None
     spec: dict[str, Any] = {}  # not in list pages: `Client.job(id)` reads the whole job
     owner: str | None = None
     team: str | None = None

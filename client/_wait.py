@@ -12,13 +12,20 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from client._errors import WaitTimeout
-from client._models import Event, Job, Metric, drain
+from client._models import Event, EventPage, Job, Metric, MetricPage, drain
 
-if TYPE_CHECKING:
-    from client._client import Client
+
+class JobReader(Protocol):
+    """What following a job reads from the server (``Client`` does; a test may fake it)."""
+
+    def job(self, job_id: str, *, etag: str | None = None) -> Job | None: ...
+
+    def metrics(self, job_id: str, *, after: str | None = None) -> MetricPage: ...
+
+    def events(self, job_id: str, *, after: str | None = None) -> EventPage: ...
 
 
 @dataclass
@@ -42,7 +49,7 @@ class _Cursors:
 
 
 def wait(
-    client: Client,
+    client: JobReader,
     job_id: str,
     *,
     on_update: OnUpdate | None = None,

@@ -1,7 +1,8 @@
-"""The job's report: test metrics and costs of every model, the KD gain, exports, compression.
+"""Building the job's report: test metrics and costs of every model, the KD gain, exports, compression.
 
-``report.json`` keys are stable (documented in docs/report.md); accuracies are fractions in [0, 1].
-``summary.md`` says the same for humans, including whether distillation helped beyond noise.
+The report is a ``core.report_model.Report`` (torch-free, so the API and the client read it too);
+``report.json`` is its JSON, with keys documented in docs/report.md. ``summary.md`` says the same
+for humans, including whether distillation helped beyond noise.
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ import json
 import math
 import os
 import platform
+import time
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +27,20 @@ from core.data.base import DataSplits
 from core.evaluate import classification_metrics, measure_speed, model_cost, predict_logits, size_on_disk
 from core.export import export_student, verify_torchscript_accuracy
 from core.files import atomic_write_text
+from core.report_model import (
+    REPORT_VERSION,
+    CompressedModel,
+    CompressionRatios,
+    DatasetInfo,
+    Environment,
+    ModelMetrics,
+    Report,
+    SourceTask,
+    Timing,
+)
 from core.sink import Sink
 from core.spec import JobSpec
 from core.trainer import StageResult
-
-REPORT_VERSION = 1
 
 
 def _round(value: Any, digits: int = 6) -> Any:
@@ -43,7 +55,7 @@ def describe_model(
     *,
     speed: bool,
     reference: Tensor | None = None,
-) -> tuple[dict[str, Any], Tensor]:
+) -> tuple[ModelMetrics, Tensor]:
     """Test metrics and costs of one model, and its test logits (for agreement with the teacher)."""
     logits = predict_logits(model, data.test.x, batch_size=batch_size, device=device)
     ref = reference if reference is not None and reference.shape == logits.shape else None
@@ -58,7 +70,7 @@ def describe_model(
         s = measure_speed(model, data.test.x[:64].float(), threads=1)
         out["latency_ms_cpu_b1"] = s["latency_ms_b1"]
         out["throughput_cpu_per_s"] = s["throughput_per_s"]
-    return {k: _round(v) for k, v in out.items()}, logits
+    return ModelMetrics.model_validate({k: _round(v) for k, v in out.items()}), logits
 
 
 def _stderr(p: float, n: int) -> float:
@@ -83,108 +95,152 @@ def verdict(student: float, baseline: float | None, n: int) -> tuple[str, float 
     ), se
 
 
-def _ratio(a: Any, b: Any) -> float | None:
-    return round(a / b, 3) if isinstance(a, int | float) and isinstance(b, int | float) and b else None
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return round(a / b, 3) if a is not None and b else None
 
 
-def build_report(
-    spec: JobSpec,
-    out: Path,
-    data: DataSplits,
-    teachers: Sequence[nn.Module],
-    teacher_data: Sequence[DataSplits],
-    baseline: nn.Module | None,
-    student: nn.Module,
-    results: dict[str, StageResult],
-    timing: dict[str, float],
-    device: torch.device,
-    sink: Sink,
-) -> dict[str, Any]:
-    bs, speed = spec.runtime.eval_batch_size, spec.runtime.measure_speed
+def teacher_stage(index: int) -> str:
+    """The stage that trains teacher ``index`` (its results and timing are keyed by this name)."""
+    return "teacher" if index == 0 else f"teacher{index}"
+
+
+@dataclass
+class StageOutputs:
+    """What a job's stages produced, from which its report is built.
+
+    ``teacher_data[i]`` is the data teacher ``i`` was evaluated on (the job's own, or its source
+    task's); ``timing`` holds seconds per stage (``<stage>_s``); ``started`` is the job's start on
+    the ``time.monotonic`` clock, for the report's ``total_s``.
+    """
+
+    data: DataSplits
+    teachers: Sequence[nn.Module]
+    teacher_data: Sequence[DataSplits]
+    baseline: nn.Module | None
+    student: nn.Module
+    results: dict[str, StageResult]
+    timing: dict[str, float]
+    started: float
+    source_tasks: list[SourceTask] = field(default_factory=list)
+
+
+def build_report(spec: JobSpec, out: Path, stages: StageOutputs, device: torch.device, sink: Sink) -> Report:
+    """Evaluate every model on the test split, export the student, and say what distillation did."""
     sink.log("evaluating on the test split")
-    described = [
-        describe_model(t, td, device, bs, speed=speed) for t, td in zip(teachers, teacher_data, strict=True)
-    ]
-    t_logits = [logits for _, logits in described]
-    same_task = [td is data for td in teacher_data]
-    ref = (
-        torch.stack([lg for lg, same in zip(t_logits, same_task, strict=True) if same]).mean(0)
-        if any(same_task)
-        else None
+    teachers, reference = _teachers(spec, stages, device)
+    baseline, student = _students(spec, stages, device, reference)
+    artifacts, exported_top1 = _exports(spec, out, stages.data, stages.student, sink)
+    if exported_top1 is not None:
+        student = student.model_copy(update={"exported_torchscript_test_top1": exported_top1})
+    compressed = _compressed(spec, stages.data, stages.student, student.test_top1)
+    text, se = verdict(student.test_top1, baseline.test_top1 if baseline else None, len(stages.data.test))
+    return Report(
+        report_version=REPORT_VERSION,
+        name=spec.name,
+        seed=spec.seed,
+        dataset=_dataset(spec, stages.data),
+        teacher=teachers[0],
+        teachers=teachers[1:],
+        baseline=baseline,
+        student=student,
+        kd_gain=_round(student.test_top1 - baseline.test_top1) if baseline else None,
+        kd_gain_stderr=_round(se) if se is not None else None,
+        verdict=text,
+        compression=_compression(teachers[0], student),
+        compressed=compressed,
+        timing=_timing(stages),
+        artifacts=artifacts,
+        environment=_environment(device),
+        source_tasks=stages.source_tasks,
     )
-    teacher_info = []
-    for i, ((info, _), tspec) in enumerate(zip(described, spec.all_teachers, strict=True)):
-        stage = "teacher" if i == 0 else f"teacher{i}"
-        info["source"] = "trained" if tspec.needs_training else "checkpoint"
-        if stage in results:
-            info["best_epoch"] = results[stage].best_epoch
-        teacher_info.append(info)
-    student_info, _ = describe_model(student, data, device, bs, speed=speed, reference=ref)
-    student_info["best_epoch"] = results["student"].best_epoch
-    baseline_info = None
-    if baseline is not None:
-        baseline_info, _ = describe_model(baseline, data, device, bs, speed=speed, reference=ref)
-        baseline_info["best_epoch"] = results["baseline"].best_epoch
 
-    artifacts = _exports(spec, out, data, student, student_info, sink)
-    compressed = _compressed(spec, data, student, student_info, speed)
-    base_top1 = baseline_info["test_top1"] if baseline_info else None
-    text, se = verdict(student_info["test_top1"], base_top1, len(data.test))
-    t0 = teacher_info[0]
-    report: dict[str, Any] = {
-        "report_version": REPORT_VERSION,
-        "name": spec.name,
-        "seed": spec.seed,
-        "dataset": {
-            "kind": spec.data.kind,
-            "num_classes": data.num_classes,
-            "input_shape": list(data.input_shape),
-            "train_size": len(data.train),
-            "val_size": len(data.val),
-            "test_size": len(data.test),
-        },
-        "teacher": t0,
-        "teachers": teacher_info[1:],
-        "baseline": baseline_info,
-        "student": student_info,
-        "kd_gain": _round(student_info["test_top1"] - baseline_info["test_top1"]) if baseline_info else None,
-        "kd_gain_stderr": _round(se) if se is not None else None,
-        "verdict": text,
-        "compression": {
-            "params_ratio": _ratio(t0["params"], student_info["params"]),
-            "macs_ratio": _ratio(t0.get("macs"), student_info.get("macs")),
-            "size_ratio": _ratio(t0["size_bytes"], student_info["size_bytes"]),
-            "latency_speedup_cpu": _ratio(t0.get("latency_ms_cpu_b1"), student_info.get("latency_ms_cpu_b1")),
-            "throughput_speedup_cpu": _ratio(
-                student_info.get("throughput_cpu_per_s"), t0.get("throughput_cpu_per_s")
-            ),
-        },
-        "compressed": compressed,
-        "timing": {
-            **{k: round(v, 2) for k, v in timing.items()},
-            "distill_samples_per_s": round(results["student"].samples_per_s, 1),
-        },
-        "artifacts": artifacts,
-        "environment": {
-            "device": str(device),
-            "torch": torch.__version__,
-            "distillery": core.__version__,
-            "python": platform.python_version(),
-            "cpu_threads": torch.get_num_threads(),
-        },
-    }
-    return report
+
+def _teachers(
+    spec: JobSpec, stages: StageOutputs, device: torch.device
+) -> tuple[list[ModelMetrics], Tensor | None]:
+    """Each teacher's entry, and the mean logits of those that share the job's task (the
+    reference the students' agreement is measured against; None when none does)."""
+    bs, speed = spec.runtime.eval_batch_size, spec.runtime.measure_speed
+    entries, same_task = [], []
+    models = zip(stages.teachers, stages.teacher_data, spec.all_teachers, strict=True)
+    for i, (model, tdata, tspec) in enumerate(models):
+        entry, logits = describe_model(model, tdata, device, bs, speed=speed)
+        extra: dict[str, Any] = {"source": "trained" if tspec.needs_training else "checkpoint"}
+        if teacher_stage(i) in stages.results:
+            extra["best_epoch"] = stages.results[teacher_stage(i)].best_epoch
+        entries.append(entry.model_copy(update=extra))
+        if tdata is stages.data:
+            same_task.append(logits)
+    return entries, torch.stack(same_task).mean(0) if same_task else None
+
+
+def _students(
+    spec: JobSpec, stages: StageOutputs, device: torch.device, reference: Tensor | None
+) -> tuple[ModelMetrics | None, ModelMetrics]:
+    """The labels-only baseline's entry (None when not trained) and the distilled student's."""
+    bs, speed = spec.runtime.eval_batch_size, spec.runtime.measure_speed
+
+    def entry(model: nn.Module, stage: str) -> ModelMetrics:
+        info, _ = describe_model(model, stages.data, device, bs, speed=speed, reference=reference)
+        return info.model_copy(update={"best_epoch": stages.results[stage].best_epoch})
+
+    student = entry(stages.student, "student")
+    return (entry(stages.baseline, "baseline") if stages.baseline is not None else None), student
+
+
+def _dataset(spec: JobSpec, data: DataSplits) -> DatasetInfo:
+    return DatasetInfo(
+        kind=spec.data.kind,
+        num_classes=data.num_classes,
+        input_shape=list(data.input_shape),
+        train_size=len(data.train),
+        val_size=len(data.val),
+        test_size=len(data.test),
+    )
+
+
+def _compression(teacher: ModelMetrics, student: ModelMetrics) -> CompressionRatios:
+    return CompressionRatios(
+        params_ratio=_ratio(teacher.params, student.params),
+        macs_ratio=_ratio(teacher.macs, student.macs),
+        size_ratio=_ratio(teacher.size_bytes, student.size_bytes),
+        latency_speedup_cpu=_ratio(teacher.latency_ms_cpu_b1, student.latency_ms_cpu_b1),
+        throughput_speedup_cpu=_ratio(student.throughput_cpu_per_s, teacher.throughput_cpu_per_s),
+    )
+
+
+def _timing(stages: StageOutputs) -> Timing:
+    return Timing.model_validate(
+        {
+            **{k: round(v, 2) for k, v in stages.timing.items()},
+            "distill_samples_per_s": round(stages.results["student"].samples_per_s, 1),
+            "total_s": round(time.monotonic() - stages.started, 2),
+        }
+    )
+
+
+def _environment(device: torch.device) -> Environment:
+    return Environment(
+        device=str(device),
+        torch=torch.__version__,
+        distillery=core.__version__,
+        python=platform.python_version(),
+        cpu_threads=torch.get_num_threads(),
+    )
 
 
 def _exports(
-    spec: JobSpec, out: Path, data: DataSplits, student: nn.Module, info: dict[str, Any], sink: Sink
-) -> dict[str, str]:
+    spec: JobSpec, out: Path, data: DataSplits, student: nn.Module, sink: Sink
+) -> tuple[dict[str, str], float | None]:
+    """The artifacts (names to paths relative to ``out``), and the exported TorchScript student's
+    test top-1 (None when it was not exported)."""
     artifacts = export_student(
         student, sample=data.test.x[:8], formats=spec.export, out_dir=out, spec_json=spec.model_dump_json()
     )
+    exported_top1 = None
     if "student_torchscript" in artifacts:
         # the exported file itself, evaluated on raw test inputs: what a user of the file will get
-        info["exported_torchscript_test_top1"] = _round(
+        exported_top1 = _round(
             verify_torchscript_accuracy(
                 out / artifacts["student_torchscript"], data.test.x.cpu(), data.test.y.cpu()
             )
@@ -198,12 +254,12 @@ def _exports(
     for name, rel in artifacts.items():
         if name not in ("report", "summary"):
             sink.artifact(name, out / rel)
-    return artifacts
+    return artifacts, exported_top1
 
 
 def _compressed(
-    spec: JobSpec, data: DataSplits, student: nn.Module, info: dict[str, Any], speed: bool
-) -> list[dict[str, Any]]:
+    spec: JobSpec, data: DataSplits, student: nn.Module, student_top1: float
+) -> list[CompressedModel]:
     rows = []
     cpu_student = copy.deepcopy(student).cpu().eval()
     for cfg in spec.compress:
@@ -213,64 +269,69 @@ def _compressed(
         )
         row = describe_compression(cpu_student, model, cfg)
         row["test_top1"] = classification_metrics(logits, data.test.y.cpu())["top1"]
-        row["top1_change"] = row["test_top1"] - info["test_top1"]
-        if speed:
+        row["top1_change"] = row["test_top1"] - student_top1
+        if spec.runtime.measure_speed:
             s = measure_speed(model, data.test.x[:64].cpu().float(), threads=1)
             row["latency_ms_cpu_b1"] = s["latency_ms_b1"]
             row["throughput_cpu_per_s"] = s["throughput_per_s"]
-        rows.append({k: _round(v) for k, v in row.items()})
+        rows.append(CompressedModel.model_validate({k: _round(v) for k, v in row.items()}))
     return rows
 
 
-def summary_markdown(r: dict[str, Any]) -> str:
-    def pct(v: Any) -> str:
+SUMMARY_NAMES = {"baseline": "baseline (labels only)", "student": "student (distilled)"}
+
+
+def summary_markdown(r: Report) -> str:
+    def pct(v: float | None) -> str:
         return "—" if v is None else f"{100 * v:.2f}%"
 
-    def num(v: Any) -> str:
+    def num(v: int | None) -> str:
         return "—" if v is None else f"{v:,}"
 
-    def ms(v: Any) -> str:
+    def ms(v: float | None) -> str:
         return "—" if v is None else f"{v:.3f}"
 
-    rows = [("teacher", r["teacher"]), *[(f"teacher {i + 1}", t) for i, t in enumerate(r["teachers"])]]
-    if r["baseline"]:
-        rows.append(("baseline (labels only)", r["baseline"]))
-    rows.append(("student (distilled)", r["student"]))
     lines = [
-        f"# {r['name']}",
+        f"# {r.name}",
         "",
-        r["verdict"] + ".",
+        r.verdict + ".",
         "",
         "| model | test top-1 | top-5 | agreement | ECE | params | MACs | size (bytes) "
         "| CPU latency b1 (ms) |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
-    for name, m in rows:
+    for name, m in r.models():
         lines.append(
-            f"| {name} | {pct(m['test_top1'])} | {pct(m['test_top5'])} | {pct(m.get('agreement'))} | "
-            f"{pct(m['test_ece'])} | {num(m['params'])} | {num(m.get('macs'))} | {num(m['size_bytes'])} | "
-            f"{ms(m.get('latency_ms_cpu_b1'))} |"
+            f"| {SUMMARY_NAMES.get(name, name)} | {pct(m.test_top1)} | {pct(m.test_top5)} | "
+            f"{pct(m.agreement)} | {pct(m.test_ece)} | {num(m.params)} | {num(m.macs)} | "
+            f"{num(m.size_bytes)} | {ms(m.latency_ms_cpu_b1)} |"
         )
-    c = r["compression"]
+    c = r.compression
     lines += [
         "",
-        f"Compression: {c['params_ratio']}x fewer parameters, {c['macs_ratio']}x fewer MACs, "
-        f"{c['latency_speedup_cpu']}x faster at batch 1 on the CPU.",
-        f"Distillation ran at {r['timing']['distill_samples_per_s']} samples/s; the job took "
-        f"{r['timing'].get('total_s', '?')} s on {r['environment']['device']}.",
+        f"Compression: {c.params_ratio}x fewer parameters, {c.macs_ratio}x fewer MACs, "
+        f"{c.latency_speedup_cpu}x faster at batch 1 on the CPU.",
+        f"Distillation ran at {r.timing.distill_samples_per_s} samples/s; the job took "
+        f"{r.timing.total_s} s on {r.environment.device}.",
     ]
-    for row in r["compressed"]:
+    for row in r.compressed:
         lines.append(
-            f"Compressed ({row['kind']}): test top-1 {pct(row['test_top1'])}, "
-            f"{row['size_bytes']:,} bytes; {row['note']}."
+            f"Compressed ({row.kind}): test top-1 {pct(row.test_top1)}, {row.size_bytes:,} bytes; {row.note}."
         )
-    for row in r.get("source_tasks", []):
-        kept = ", ".join(f"{who} {pct(row.get(f'{who}_top1'))}" for who in ("teacher", "student", "baseline"))
-        lines.append(f"Source task kept ({row['dataset']} test top-1): {kept}.")
-    lines += ["", "Artifacts: " + ", ".join(f"`{v}`" for v in r["artifacts"].values())]
+    for task in r.source_tasks:
+        kept = ", ".join(
+            f"{who} {pct(top1)}"
+            for who, top1 in (
+                ("teacher", task.teacher_top1),
+                ("student", task.student_top1),
+                ("baseline", task.baseline_top1),
+            )
+        )
+        lines.append(f"Source task kept ({task.dataset} test top-1): {kept}.")
+    lines += ["", "Artifacts: " + ", ".join(f"`{v}`" for v in r.artifacts.values())]
     return "\n".join(lines) + "\n"
 
 
-def write_report(report: dict[str, Any], out: Path) -> None:
-    atomic_write_text(out / "report.json", json.dumps(report, indent=2))
+def write_report(report: Report, out: Path) -> None:
+    atomic_write_text(out / "report.json", json.dumps(report.model_dump(mode="json"), indent=2))
     atomic_write_text(out / "summary.md", summary_markdown(report))

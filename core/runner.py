@@ -24,7 +24,8 @@ from core.errors import SpecError
 from core.files import atomic_write_text
 from core.losses import Objective, SourceConsistencyTerm
 from core.models import build_classifier, load_weights, save_weights
-from core.report import build_report, write_report
+from core.report import StageOutputs, build_report, teacher_stage, write_report
+from core.report_model import Report, SourceTask
 from core.seeding import derive_seed, seed_everything
 from core.sink import Sink
 from core.spec import CELoss, JobSpec, SourceConsistencyLoss, TeacherSpec
@@ -78,7 +79,7 @@ class JobRun:
         weights: dict[str, float] = {}
         for i, t in enumerate(s.all_teachers):
             if t.needs_training:
-                weights[_teacher_stage(i)] = t.train.epochs * max(1, len(data.train) // t.train.batch_size)
+                weights[teacher_stage(i)] = t.train.epochs * max(1, len(data.train) // t.train.batch_size)
         if s.baseline.enabled:
             weights["baseline"] = s.distill.epochs * steps
         weights["student"] = s.distill.epochs * steps * (1 + teacher_share)
@@ -121,7 +122,7 @@ class JobRun:
 
     def _teacher(self, index: int, tspec: TeacherSpec) -> tuple[nn.Module, DataSplits]:
         tdata = self.data if tspec.data is None else self._load_data(tspec.data)
-        name = _teacher_stage(index)
+        name = teacher_stage(index)
         seed_everything(derive_seed(self.spec.seed, name, "init"))
         model = self._place(build_classifier(tspec.model, tdata, self.data_root, tspec.checkpoint), tdata)
         if tspec.needs_training:
@@ -172,7 +173,18 @@ class JobRun:
         pseudo = one_hot(logits.argmax(1), self.data.num_classes)
         return torch.cat([x, pool.to(x.dtype)]), torch.cat([y, pseudo])
 
-    def run(self) -> dict[str, Any]:
+    def _baseline(self, augment: Any) -> nn.Module:
+        """The student's architecture trained on labels alone, with the same budget."""
+        t0 = time.monotonic()
+        baseline = self._student_model()
+        objective = Objective([CELoss()], baseline, [])
+        train = (self.data.train.x, one_hot(self.data.train.y, self.data.num_classes))
+        augment = augment if self.spec.baseline.augment else None
+        self._stage("baseline", baseline, objective, self._plan("baseline"), train, self.data, augment)
+        self.timing["baseline_s"] = time.monotonic() - t0
+        return baseline
+
+    def run(self) -> Report:
         t_start = time.monotonic()
         self._claim_out_dir()
         self.data = self._load_data(self.spec.data)
@@ -193,25 +205,10 @@ class JobRun:
             model, tdata = self._teacher(i, tspec)
             teachers.append(model)
             teacher_data.append(tdata)
-            self.timing[f"{_teacher_stage(i)}_s"] = time.monotonic() - t0
+            self.timing[f"{teacher_stage(i)}_s"] = time.monotonic() - t0
 
         augment = build_augmenter(d.transfer.augment, self.data)
-        baseline = None
-        if self.spec.baseline.enabled:
-            t0 = time.monotonic()
-            baseline = self._student_model()
-            objective = Objective([CELoss()], baseline, [])
-            train = (self.data.train.x, one_hot(self.data.train.y, self.data.num_classes))
-            self._stage(
-                "baseline",
-                baseline,
-                objective,
-                self._plan("baseline"),
-                train,
-                self.data,
-                augment if self.spec.baseline.augment else None,
-            )
-            self.timing["baseline_s"] = time.monotonic() - t0
+        baseline = self._baseline(augment) if self.spec.baseline.enabled else None
 
         t0 = time.monotonic()
         student = self._student_model()
@@ -225,28 +222,25 @@ class JobRun:
         self.timing["distill_s"] = time.monotonic() - t0
 
         tracker.report("evaluate", 1, 1, 0, 1)
-        report = build_report(
-            self.spec,
-            self.out,
-            self.data,
-            teachers,
-            teacher_data,
-            baseline,
-            student,
-            self.results,
-            self.timing,
-            self.device,
-            self.sink,
+        stages = StageOutputs(
+            data=self.data,
+            teachers=teachers,
+            teacher_data=teacher_data,
+            baseline=baseline,
+            student=student,
+            results=self.results,
+            timing=self.timing,
+            started=t_start,
+            source_tasks=self._source_tasks(teachers, baseline, student),
         )
-        report["source_tasks"] = self._source_tasks(teachers, baseline, student)
-        report["timing"]["total_s"] = round(time.monotonic() - t_start, 2)
+        report = build_report(self.spec, self.out, stages, self.device, self.sink)
         write_report(report, self.out)
         tracker.report("evaluate", 1, 1, 1, 1)
         return report
 
     def _source_tasks(
         self, teachers: list[nn.Module], baseline: nn.Module | None, student: nn.Module
-    ) -> list[dict[str, Any]]:
+    ) -> list[SourceTask]:
         """For transfer learning: how much of the source task each model keeps (its test top-1)."""
         rows = []
         for i, loss in enumerate(self.spec.distill.losses):
@@ -261,17 +255,13 @@ class JobRun:
                         "top1"
                     ]
                     row[f"{who}_top1"] = round(top1, 6)
-            rows.append(row)
+            rows.append(SourceTask.model_validate(row))
         return rows
-
-
-def _teacher_stage(index: int) -> str:
-    return "teacher" if index == 0 else f"teacher{index}"
 
 
 def run_job(
     spec: JobSpec, out_dir: Path, *, data_root: Path, device: str = "auto", sink: Sink | None = None
-) -> dict[str, Any]:
+) -> Report:
     """Run (or resume) a job; returns the report that is also written to ``out_dir/report.json``."""
     run = JobRun(spec, out_dir, data_root, pick_device(device), sink or Sink())
     try:

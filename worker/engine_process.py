@@ -247,7 +247,7 @@ def main(argv: list[str]) -> None:
             device=request["device"],
             sink=PipeSink(send, stop, acks),
         )
-        send(kind="done", report=report)
+        send(kind="done", report=report.model_dump(mode="json"))
     except DistilleryError as e:
         send(kind="error", type=e.type, message=str(e))
     except BaseException as e:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, get_args
 
@@ -10,9 +9,7 @@ import pytest
 import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
-from typer.testing import CliRunner
 
-from core.cli import app
 from core.errors import OutOfMemoryError, SpecError
 from core.estimate import (
     DataShape,
@@ -211,17 +208,6 @@ def test_the_largest_spec_the_bounds_allow_is_estimated_without_overflow() -> No
 def test_absurd_numbers_format_without_overflow() -> None:
     assert sci(10**400).endswith("e400") and sci(31_999_999_999) == "3.2e10" and sci(999) == "999"
     assert sci(996_000) == "1e6"
-
-
-def test_distill_validate_prints_the_estimate_on_stderr(tmp_path: Path) -> None:
-    path = tmp_path / "big.json"
-    path.write_text('{"student": {"model": {"kind": "mlp", "hidden": [100000, 100000]}}}')
-    result = CliRunner().invoke(app, ["validate", str(path)])
-    assert result.exit_code == 0
-    assert json.loads(result.stdout)["student"]["model"]["hidden"] == [100000, 100000]  # stdout: the spec
-    stderr = " ".join(result.stderr.split())
-    assert "student.model (mlp): 1e10 parameters" in stderr and "stage student: about" in stderr
-    assert "student.model.hidden: about 1e10 parameters" in stderr and "DISTILLERY_MAX_PARAMS" in stderr
 
 
 # ---------------------------------------------------------------- out of memory, impossible sizes

@@ -389,9 +389,9 @@ def test_a_program_teacher_distils_a_student_end_to_end(kind: str, tmp_path: Pat
     assert expected > 0.8
     report = run_job(spec, tmp_path / "job", data_root=tmp_path, device="cpu")
     # the report shows the given teacher, evaluated through the program the job ran
-    assert report["teacher"]["test_top1"] == pytest.approx(expected, abs=1e-3)
-    assert "teacher_safetensors" not in report["artifacts"]  # given, not trained
-    assert report["student"]["test_top1"] > 0.5
+    assert report.teacher.test_top1 == pytest.approx(expected, abs=1e-3)
+    assert "teacher_safetensors" not in report.artifacts  # given, not trained
+    assert report.student.test_top1 > 0.5
 
 
 class _Touch:

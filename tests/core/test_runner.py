@@ -12,6 +12,7 @@ from safetensors.torch import load_file
 
 from core.errors import CancelledError, DivergedError, SpecError
 from core.export import verify_torchscript_accuracy
+from core.report_model import Report
 from core.runner import run_job
 from core.sink import Progress, Sink
 from core.spec import JobSpec, parse_spec
@@ -35,7 +36,7 @@ def tiny(**changes: Any) -> JobSpec:
     return parse_spec({**TINY, **changes})
 
 
-def run_tiny(out: Path, sink: Sink | None = None, **changes: Any) -> dict[str, Any]:
+def run_tiny(out: Path, sink: Sink | None = None, **changes: Any) -> Report:
     return run_job(tiny(**changes), out, data_root=out, device="cpu", sink=sink)
 
 
@@ -60,50 +61,72 @@ class Recorder(Sink):
 
 
 @pytest.fixture(scope="module")
-def finished(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Any], Recorder]:
+def finished(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Report, Recorder]:
     out = tmp_path_factory.mktemp("job")
     sink = Recorder()
     report = run_job(tiny(), out, data_root=out / "data", device="cpu", sink=sink)
     return out, report, sink
 
 
-def test_report_has_the_promised_keys(finished: tuple[Path, dict[str, Any], Recorder]) -> None:
+MODEL_KEYS = ["test_top1", "test_top5", "test_ece", "test_nll", "params", "macs", "flops", "size_bytes"]
+
+
+def test_report_has_the_promised_keys(finished: tuple[Path, Report, Recorder]) -> None:
     out, report, _ = finished
-    assert json.loads((out / "report.json").read_text()) == report
-    for who in ("teacher", "baseline", "student"):
-        for key in ("test_top1", "test_top5", "test_ece", "params", "macs", "size_bytes"):
-            assert key in report[who], (who, key)
-        assert 0.0 <= report[who]["test_top1"] <= 1.0
-    assert 0 <= report["student"]["agreement"] <= 1
-    assert report["kd_gain"] == pytest.approx(
-        report["student"]["test_top1"] - report["baseline"]["test_top1"]
-    )
-    assert report["timing"]["distill_samples_per_s"] > 0
-    assert report["dataset"]["train_size"] == 400 and report["dataset"]["test_size"] == 1000
-    assert report["verdict"].startswith("distillation ")
-    assert [c["kind"] for c in report["compressed"]] == ["dynamic_int8", "prune"]
-    assert "summary.md" in report["artifacts"].values() and (out / "summary.md").read_text().startswith(
-        "# tiny"
-    )
+    written = json.loads((out / "report.json").read_text())
+    assert written == report.model_dump(mode="json")
+    assert list(written) == [
+        "report_version", "name", "seed", "dataset", "teacher", "teachers", "baseline", "student",
+        "kd_gain", "kd_gain_stderr", "verdict", "compression", "compressed", "timing", "artifacts",
+        "environment", "source_tasks",
+    ]  # fmt: skip
+    assert list(written["teacher"]) == [*MODEL_KEYS, "source", "best_epoch"]
+    assert list(written["baseline"]) == [*MODEL_KEYS[:4], "agreement", *MODEL_KEYS[4:], "best_epoch"]
+    assert list(written["student"]) == [
+        *MODEL_KEYS[:4], "agreement", *MODEL_KEYS[4:], "best_epoch", "exported_torchscript_test_top1"
+    ]  # fmt: skip
+    assert set(written["timing"]) == {
+        "teacher_s",
+        "baseline_s",
+        "distill_s",
+        "distill_samples_per_s",
+        "total_s",
+    }
+    assert report.baseline is not None
+    for entry in (report.teacher, report.baseline, report.student):
+        assert 0.0 <= entry.test_top1 <= 1.0
+    assert report.student.agreement is not None and 0 <= report.student.agreement <= 1
+    assert report.kd_gain == pytest.approx(report.student.test_top1 - report.baseline.test_top1)
+    assert report.timing.distill_samples_per_s > 0
+    assert report.dataset.train_size == 400 and report.dataset.test_size == 1000
+    assert report.verdict.startswith("distillation ")
+    assert [c.kind for c in report.compressed] == ["dynamic_int8", "prune"]
+    assert "summary.md" in report.artifacts.values() and (out / "summary.md").read_text().startswith("# tiny")
+
+
+def test_the_written_report_reads_back_typed_unchanged(finished: tuple[Path, Report, Recorder]) -> None:
+    # what the API and the client do with a stored report: validate it, serve it again
+    out, _, _ = finished
+    written = json.loads((out / "report.json").read_text())
+    assert Report.model_validate(written).model_dump(mode="json") == written
 
 
 def test_artifacts_exist_and_the_exported_student_gives_the_reported_accuracy(
-    finished: tuple[Path, dict[str, Any], Recorder],
+    finished: tuple[Path, Report, Recorder],
 ) -> None:
     from core.data import load_dataset
 
     out, report, sink = finished
-    for name, rel in report["artifacts"].items():
+    for name, rel in report.artifacts.items():
         assert (out / rel).is_file(), name
     assert set(sink.artifacts) >= {"student_torchscript", "student_onnx", "student_safetensors"}
     data = load_dataset(tiny().data, out / "data", seed=0)
-    acc = verify_torchscript_accuracy(
-        out / report["artifacts"]["student_torchscript"], data.test.x, data.test.y
-    )
-    assert acc == pytest.approx(report["student"]["test_top1"])
+    acc = verify_torchscript_accuracy(out / report.artifacts["student_torchscript"], data.test.x, data.test.y)
+    assert acc == pytest.approx(report.student.test_top1)
+    assert report.student.exported_torchscript_test_top1 == pytest.approx(acc)
 
 
-def test_metrics_per_stage_and_epoch(finished: tuple[Path, dict[str, Any], Recorder]) -> None:
+def test_metrics_per_stage_and_epoch(finished: tuple[Path, Report, Recorder]) -> None:
     _, _, sink = finished
     keys = [(stage, epoch) for stage, epoch, _, _ in sink.rows]
     assert keys == [("teacher", e) for e in (1, 2, 3)] + [
@@ -119,7 +142,7 @@ def test_metrics_per_stage_and_epoch(finished: tuple[Path, dict[str, Any], Recor
         )
 
 
-def test_progress_is_monotone_and_ends_complete(finished: tuple[Path, dict[str, Any], Recorder]) -> None:
+def test_progress_is_monotone_and_ends_complete(finished: tuple[Path, Report, Recorder]) -> None:
     _, _, sink = finished
     fractions = [p.fraction for p in sink.progress_seen]
     assert fractions == sorted(fractions) and fractions[-1] == 1.0
@@ -131,7 +154,7 @@ def _weights(out: Path, stage: str) -> dict[str, torch.Tensor]:
 
 @pytest.mark.parametrize("stop_at", [("teacher", 1), ("student", 2)])
 def test_resume_reaches_the_same_numbers(
-    finished: tuple[Path, dict[str, Any], Recorder], tmp_path: Path, stop_at: tuple[str, int]
+    finished: tuple[Path, Report, Recorder], tmp_path: Path, stop_at: tuple[str, int]
 ) -> None:
     ref_out, ref, _ = finished
     out = tmp_path / "job"
@@ -148,7 +171,7 @@ def test_resume_reaches_the_same_numbers(
         for name, tensor in _weights(ref_out, stage).items():
             assert torch.equal(tensor, _weights(out, stage)[name]), (stage, name)
     for who in ("teacher", "baseline", "student"):
-        assert report[who]["test_top1"] == ref[who]["test_top1"]
+        assert getattr(report, who).test_top1 == getattr(ref, who).test_top1
 
 
 def test_cancellation_is_typed(tmp_path: Path) -> None:
@@ -163,9 +186,7 @@ def test_divergence_is_a_clear_failure(tmp_path: Path) -> None:
         run_job(spec, tmp_path, data_root=tmp_path, device="cpu")
 
 
-def test_an_output_directory_holds_one_job(
-    finished: tuple[Path, dict[str, Any], Recorder], tmp_path: Path
-) -> None:
+def test_an_output_directory_holds_one_job(finished: tuple[Path, Report, Recorder], tmp_path: Path) -> None:
     out, _, _ = finished
     with pytest.raises(SpecError, match="different spec"):
         run_job(tiny(seed=5), out, data_root=tmp_path, device="cpu")
@@ -174,8 +195,10 @@ def test_an_output_directory_holds_one_job(
 def test_no_baseline_means_no_gain(tmp_path: Path) -> None:
     spec = tiny(baseline=False, export=["torchscript"], compress=[], distill={**TINY["distill"], "epochs": 1})
     report = run_job(spec, tmp_path, data_root=tmp_path, device="cpu")
-    assert report["baseline"] is None and report["kd_gain"] is None
-    assert "student_onnx" not in report["artifacts"] and "no labels-only baseline" in report["verdict"]
+    assert report.baseline is None and report.kd_gain is None
+    assert "student_onnx" not in report.artifacts and "no labels-only baseline" in report.verdict
+    assert [name for name, _ in report.models()] == ["teacher", "student"]
+    assert "baseline_s" not in report.timing.stages
 
 
 def test_unlabelled_pool_joins_the_transfer_set(tmp_path: Path) -> None:
@@ -196,13 +219,13 @@ def test_unlabelled_pool_of_another_shape_is_refused(tmp_path: Path) -> None:
 
 
 def test_a_trained_teacher_can_be_reused_as_a_checkpoint(
-    finished: tuple[Path, dict[str, Any], Recorder], tmp_path: Path
+    finished: tuple[Path, Report, Recorder], tmp_path: Path
 ) -> None:
     ref_out, ref, _ = finished
     root = tmp_path / "root"
     (root / "teachers").mkdir(parents=True)
     (root / "teachers" / "t.safetensors").write_bytes(
-        (ref_out / ref["artifacts"]["teacher_safetensors"]).read_bytes()
+        (ref_out / ref.artifacts["teacher_safetensors"]).read_bytes()
     )
     teacher = {**TINY["teacher"], "checkpoint": "teachers/t.safetensors"}
     sink = Recorder()
@@ -210,12 +233,12 @@ def test_a_trained_teacher_can_be_reused_as_a_checkpoint(
         tiny(teacher=teacher, baseline=False), tmp_path / "out", data_root=root, device="cpu", sink=sink
     )
     assert "teacher" not in {stage for stage, _, _, _ in sink.rows}  # not trained again
-    assert report["teacher"]["source"] == "checkpoint"
-    assert report["teacher"]["test_top1"] == ref["teacher"]["test_top1"]
+    assert report.teacher.source == "checkpoint" and report.teacher.best_epoch is None
+    assert report.teacher.test_top1 == ref.teacher.test_top1
 
 
 def test_a_torchscript_teacher_takes_raw_inputs(
-    finished: tuple[Path, dict[str, Any], Recorder], tmp_path: Path
+    finished: tuple[Path, Report, Recorder], tmp_path: Path
 ) -> None:
     from core.data import load_dataset
     from core.models import build_classifier, load_weights
@@ -224,16 +247,16 @@ def test_a_torchscript_teacher_takes_raw_inputs(
     spec = tiny()
     data = load_dataset(spec.data, tmp_path, seed=0)
     model = build_classifier(spec.teacher.model, data, tmp_path)
-    load_weights(model, ref_out / ref["artifacts"]["teacher_safetensors"])
+    load_weights(model, ref_out / ref.artifacts["teacher_safetensors"])
     (tmp_path / "models").mkdir()
     torch.jit.trace(model.eval(), data.test.x[:4]).save(str(tmp_path / "models" / "teacher.pt"))
     teacher = {"model": {"kind": "torchscript", "path": "models/teacher.pt"}}
     report = run_job(
         tiny(teacher=teacher, baseline=False), tmp_path / "out", data_root=tmp_path, device="cpu"
     )
-    assert report["teacher"]["source"] == "checkpoint"
-    assert report["teacher"]["test_top1"] == pytest.approx(ref["teacher"]["test_top1"])
-    assert report["student"]["agreement"] > 0
+    assert report.teacher.source == "checkpoint"
+    assert report.teacher.test_top1 == pytest.approx(ref.teacher.test_top1)
+    assert report.student.agreement is not None and report.student.agreement > 0
 
 
 def test_gradient_clipping_and_other_optimizers_run(tmp_path: Path) -> None:

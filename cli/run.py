@@ -1,4 +1,4 @@
-"""``distill``: run a distillation job from the command line, without the service.
+"""``distill run | validate | schema``: the engine (core/) from the command line, without the service.
 
     distill run examples/mnist1d.yaml --out runs/mnist1d
     distill validate SPEC        distill schema
@@ -10,18 +10,17 @@ Exit codes: 0 success; 2 bad spec; 3 data missing; 4 diverged; 5 out of memory; 
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sys
 from pathlib import Path
 from types import FrameType
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
-from rich.table import Table
+from rich.progress import TaskID
 
+from cli.views import print_report, progress_bar
 from core.errors import (
     CancelledError,
     DataMissingError,
@@ -34,6 +33,7 @@ from core.estimate import Limits, check_limits, estimate
 from core.sink import Progress as JobProgress
 from core.sink import Sink
 from core.spec import load_spec, spec_schema
+from store.settings import Settings
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="Distillery's knowledge-distillation engine."
@@ -50,7 +50,9 @@ EXIT_CODES: dict[type[DistilleryError], int] = {
 
 
 def default_data_root() -> Path:
-    return Path(os.environ.get("DISTILLERY_DATA_ROOT", "data"))
+    """``DISTILLERY_DATA_ROOT``, else ``./data``: a run without the service keeps its data beside it
+    (the service's default, under ``DISTILLERY_HOME``, is for the jobs it runs)."""
+    return Settings().data_root or Path("data")
 
 
 class ConsoleSink(Sink):
@@ -58,15 +60,7 @@ class ConsoleSink(Sink):
 
     def __init__(self, quiet: bool) -> None:
         self.quiet = quiet
-        self.bar = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            TextColumn("{task.percentage:>5.1f}%"),
-            TextColumn("eta {task.fields[eta]}"),
-            TimeElapsedColumn(),
-            console=console,
-            disable=quiet,
-        )
+        self.bar = progress_bar(console, disable=quiet)
         self.task: TaskID = self.bar.add_task("starting", total=1.0, eta="?")
         self.stop_requested = False
 
@@ -90,33 +84,6 @@ class ConsoleSink(Sink):
 
     def should_stop(self) -> bool:
         return self.stop_requested
-
-
-def _table(report: dict[str, Any]) -> Table:
-    table = Table(
-        title=report["verdict"], caption="baseline: the student's architecture trained on labels alone"
-    )
-    for col in ("model", "top-1", "top-5", "agree", "params", "MACs", "CPU ms"):
-        table.add_column(col, justify="left" if col == "model" else "right")
-    rows = [("teacher", report["teacher"])]
-    if report["baseline"]:
-        rows.append(("baseline", report["baseline"]))
-    rows.append(("student", report["student"]))
-
-    def fmt(v: Any, pattern: str) -> str:
-        return "—" if v is None else pattern.format(v)
-
-    for name, m in rows:
-        table.add_row(
-            name,
-            fmt(m["test_top1"], "{:.4f}"),
-            fmt(m["test_top5"], "{:.4f}"),
-            fmt(m.get("agreement"), "{:.4f}"),
-            fmt(m["params"], "{:,}"),
-            fmt(m.get("macs"), "{:,}"),
-            fmt(m.get("latency_ms_cpu_b1"), "{:.3f}"),
-        )
-    return table
 
 
 def _fail(error: DistilleryError) -> None:
@@ -156,9 +123,9 @@ def run(
             report = run_job(spec, out, data_root=data_root or default_data_root(), device=device, sink=sink)
     except DistilleryError as e:
         _fail(e)
-    Console().print(_table(report))
+    print_report(Console(), report)
     console.print(
-        f"report: {out / 'report.json'}   student: {out / report['artifacts'].get('student_torchscript', '')}"
+        f"report: {out / 'report.json'}   student: {out / report.artifacts.get('student_torchscript', '')}"
     )
 
 

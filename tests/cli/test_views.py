@@ -8,22 +8,10 @@ from typing import Any
 
 from rich.console import Console
 
+from cli.views import LiveView, age, metric_tables, print_report, progress_text, report_lines
 from client import Event, Job, Metric, Update
-from client.views import LiveView, age, metric_tables, print_report, progress_text, report_lines
-
-MODEL = {"test_top1": 0.5, "test_top5": 0.9, "params": 1000, "macs": 2000, "size_bytes": 4000}
-REPORT: dict[str, Any] = {
-    "verdict": "distillation helped: student 0.8550 vs labels-only baseline 0.6320",
-    "teacher": {**MODEL, "test_top1": 0.97, "params": 28298},
-    "teachers": [],
-    "baseline": {**MODEL, "test_top1": 0.632},
-    "student": {**MODEL, "test_top1": 0.855, "latency_ms_cpu_b1": 0.03},
-    "kd_gain": 0.223,
-    "kd_gain_stderr": 0.019,
-    "compression": {"params_ratio": 1.9, "macs_ratio": 12.9, "size_ratio": None},
-    "compressed": [{"kind": "dynamic_int8", "test_top1": 0.85, "top1_change": -0.005, "size_bytes": 9}],
-    "timing": {"total_s": 43.2},
-}
+from core.report_model import Report
+from tests.reports import REPORT
 
 
 def job(**fields: Any) -> Job:
@@ -37,17 +25,28 @@ def render(printer: Any) -> str:
 
 
 def test_the_report_shows_every_model_the_gain_and_the_ratios() -> None:
-    text = render(lambda c: print_report(c, REPORT))
+    report = Report.model_validate(REPORT)
+    text = render(lambda c: print_report(c, report))
     assert REPORT["verdict"] in text
-    for row in ("teacher", "baseline", "student"):
-        assert row in text
+    rows = [line.split("│")[1].strip() for line in text.splitlines() if line.startswith("│")]
+    assert rows == ["teacher", "baseline", "student"]
     assert "0.9700" in text and "28,298" in text and "0.030" in text and "—" in text  # latencies not measured
-    assert report_lines(REPORT) == [
+    assert "0.8600" in text  # the student's agreement with the teacher
+    assert report_lines(report) == [
         "KD gain (student − baseline, test top-1): +0.2230 ± 0.0190 (standard error)",
         "student vs teacher: 1.90x fewer parameters, 12.90x fewer MACs",
         "compressed (dynamic_int8): test top-1 0.8500 (-0.0050), 9 bytes",
         "the job took 43 s",
     ]
+
+
+def test_extra_teachers_get_a_row_each_and_no_baseline_no_gain_line() -> None:
+    extra = {**REPORT["teacher"], "test_top1": 0.91, "source": "checkpoint"}
+    report = Report.model_validate({**REPORT, "teachers": [extra], "baseline": None, "kd_gain": None})
+    text = render(lambda c: print_report(c, report))
+    rows = [line.split("│")[1].strip() for line in text.splitlines() if line.startswith("│")]
+    assert rows == ["teacher", "teacher 1", "student"] and "0.9100" in text
+    assert not any(line.startswith("KD gain") for line in report_lines(report))
 
 
 def test_a_job_is_summed_up_by_where_it_stands() -> None:

@@ -1,8 +1,9 @@
-"""Rich views of the client's models, for terminals: what `distill` prints.
+"""What ``distill`` prints on a terminal, with rich: the one place that renders for people.
 
-Tables and one-line summaries of jobs, reports (docs/report.md), metrics, artifacts and the pool,
-and ``LiveView``, the progress display ``Client.wait`` feeds. Importing this module needs rich;
-``import client`` alone does not.
+A job's report (docs/report.md), the same for ``distill run`` (the engine, here) and for a job on a
+server; tables and one-line summaries of the client's jobs, metrics, artifacts and pool; and
+``LiveView``, the progress display ``Client.wait`` feeds. The HTTP client (``client``) renders
+nothing and needs no rich.
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedCo
 from rich.table import Table
 from rich.text import Text
 
-from client._models import Artifact, Event, Job, Metric, Pool
-from client._wait import Update
+from client import Artifact, Event, Job, Metric, Pool, Update
+from core.report_model import Report
 
 STATUS_STYLE = {
     "succeeded": "green",
@@ -64,61 +65,56 @@ def _num(value: Any, pattern: str) -> str:
     return "—" if value is None else format(value, pattern)
 
 
-def report_table(report: dict[str, Any]) -> Table:
+def report_table(report: Report) -> Table:
+    """One row per model (teachers, the labels-only baseline, the distilled student)."""
     table = Table(caption="baseline: the student's architecture trained on labels alone")
-    for col in ("model", "test top-1", "top-5", "params", "MACs", "size (bytes)", "CPU ms b1"):
+    for col in ("model", "test top-1", "top-5", "agree", "params", "MACs", "size (bytes)", "CPU ms b1"):
         table.add_column(col, justify="left" if col == "model" else "right")
-    rows = [("teacher", report.get("teacher"))]
-    rows += [(f"teacher {i + 1}", t) for i, t in enumerate(report.get("teachers") or [])]
-    rows += [("baseline", report.get("baseline")), ("student", report.get("student"))]
-    for name, m in rows:
-        if m:
-            table.add_row(
-                name,
-                _num(m.get("test_top1"), ".4f"),
-                _num(m.get("test_top5"), ".4f"),
-                _num(m.get("params"), ","),
-                _num(m.get("macs"), ","),
-                _num(m.get("size_bytes"), ","),
-                _num(m.get("latency_ms_cpu_b1"), ".3f"),
-            )
+    for name, m in report.models():
+        table.add_row(
+            name,
+            _num(m.test_top1, ".4f"),
+            _num(m.test_top5, ".4f"),
+            _num(m.agreement, ".4f"),
+            _num(m.params, ","),
+            _num(m.macs, ","),
+            _num(m.size_bytes, ","),
+            _num(m.latency_ms_cpu_b1, ".3f"),
+        )
     return table
 
 
-def report_lines(report: dict[str, Any]) -> list[str]:
+def report_lines(report: Report) -> list[str]:
     """The KD gain with its standard error, the compression ratios, post-training compression."""
     lines = []
-    if report.get("kd_gain") is not None:
-        se = report.get("kd_gain_stderr")
+    if report.kd_gain is not None:
+        se = report.kd_gain_stderr
         lines.append(
-            f"KD gain (student − baseline, test top-1): {report['kd_gain']:+.4f}"
+            f"KD gain (student − baseline, test top-1): {report.kd_gain:+.4f}"
             + (f" ± {se:.4f} (standard error)" if se is not None else "")
         )
-    labels = {
-        "params_ratio": "fewer parameters",
-        "macs_ratio": "fewer MACs",
-        "size_ratio": "smaller",
-        "latency_speedup_cpu": "faster (CPU, batch 1)",
-    }
-    ratios = report.get("compression") or {}
-    parts = [f"{ratios[k]:.2f}x {text}" for k, text in labels.items() if ratios.get(k) is not None]
+    c = report.compression
+    ratios = (
+        (c.params_ratio, "fewer parameters"),
+        (c.macs_ratio, "fewer MACs"),
+        (c.size_ratio, "smaller"),
+        (c.latency_speedup_cpu, "faster (CPU, batch 1)"),
+    )
+    parts = [f"{value:.2f}x {text}" for value, text in ratios if value is not None]
     if parts:
         lines.append("student vs teacher: " + ", ".join(parts))
-    for row in report.get("compressed") or []:
+    for row in report.compressed:
         lines.append(
-            f"compressed ({row.get('kind')}): test top-1 {_num(row.get('test_top1'), '.4f')} "
-            f"({_num(row.get('top1_change'), '+.4f')}), {_num(row.get('size_bytes'), ',')} bytes"
+            f"compressed ({row.kind}): test top-1 {_num(row.test_top1, '.4f')} "
+            f"({_num(row.top1_change, '+.4f')}), {_num(row.size_bytes, ',')} bytes"
         )
-    total = (report.get("timing") or {}).get("total_s")
-    if total is not None:
-        lines.append(f"the job took {total:.0f} s")
+    lines.append(f"the job took {report.timing.total_s:.0f} s")
     return lines
 
 
-def print_report(console: Console, report: dict[str, Any]) -> None:
+def print_report(console: Console, report: Report) -> None:
     """The verdict, the table of models, the KD gain and the compression ratios."""
-    if report.get("verdict"):
-        console.print(Text(str(report["verdict"]), style="bold"), soft_wrap=True)
+    console.print(Text(report.verdict, style="bold"), soft_wrap=True)
     console.print(report_table(report))
     for line in report_lines(report):
         console.print(line, highlight=False, soft_wrap=True)
@@ -220,6 +216,19 @@ def pool_views(view: Pool) -> list[RenderableType]:
     ]
 
 
+def progress_bar(console: Console, *, disable: bool) -> Progress:
+    """A job's progress: stage and epoch, the bar, percent done, time left and time taken."""
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.percentage:>5.1f}%"),
+        TextColumn("eta {task.fields[eta]}"),
+        TimeElapsedColumn(),
+        console=console,
+        disable=disable,
+    )
+
+
 class LiveView:
     """A job as it runs: a progress bar on a terminal; on a pipe or log, a line per change (status,
     stage, every 5%). Events (state changes, the worker's log lines) are printed as they come."""
@@ -227,15 +236,7 @@ class LiveView:
     def __init__(self, console: Console, enabled: bool = True) -> None:
         self.console, self.enabled = console, enabled
         self.live = enabled and console.is_terminal
-        self.bar = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            TextColumn("{task.percentage:>5.1f}%"),
-            TextColumn("eta {task.fields[eta]}"),
-            TimeElapsedColumn(),
-            console=console,
-            disable=not self.live,
-        )
+        self.bar = progress_bar(console, disable=not self.live)
         self.task: TaskID = self.bar.add_task("submitted", total=1.0, eta="?")
         self.last_line: tuple[str, str, int] | None = None
         self.val_top1: dict[str, float] = {}
