@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 from fastapi import Depends, FastAPI
-from fastapi.openapi.utils import get_openapi
 
 from api import dashboard
 from api.auth import get_caller
@@ -25,10 +24,10 @@ from api.deps import AppState, BrokerCheck, Publish
 from api.headers import SecurityHeadersMiddleware
 from api.inputs import NulGuardMiddleware
 from api.limits import BodyLimitMiddleware, LimitFor
+from api.openapi import install_openapi
 from api.problems import install_handlers
 from api.routes import admin, artifacts, catalog, events, health, jobs, metrics, pool, spec, uploads
 from api.telemetry import ApiMetrics, MetricsMiddleware
-from core.spec import JobSpec
 from store.db import session_scope
 from store.identity import ensure_admin
 from store.settings import Settings, get_settings
@@ -88,42 +87,10 @@ def _limit_for(settings: Settings) -> LimitFor:
     return limit_for
 
 
-def _openapi(app: FastAPI) -> Any:
-    """FastAPI's schema, plus ``JobSpec`` as a component: submit's body is read by hand (to
-    answer 415 and 413 itself) and refers to it."""
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            schema = get_openapi(
-                title=app.title,
-                version=app.version,
-                description=app.description,
-                routes=app.routes,
-                tags=TAGS,
-            )
-            job_spec = JobSpec.model_json_schema(ref_template="#/components/schemas/{model}")
-            components = schema.setdefault("components", {}).setdefault("schemas", {})
-            components.update(job_spec.pop("$defs", {}))
-            components["JobSpec"] = job_spec
-            app.openapi_schema = schema
-        return app.openapi_schema
-
-    return openapi
-
-
-def create_app(
-    settings: Settings | None = None,
-    *,
-    publish: Publish | None = None,
-    run_dispatcher: bool = True,
-    check_broker: BrokerCheck | None = None,
-) -> FastAPI:
-    settings = settings or get_settings()
-    state = AppState(
-        settings=settings,
-        publish=publish or celery_publisher(settings),
-        check_broker=check_broker or kombu_check(settings),
-    )
+def _lifespan(
+    settings: Settings, state: AppState, run_dispatcher: bool
+) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
+    """At start: make sure the configured admin token exists, start the dispatcher; at exit, stop it."""
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -146,6 +113,23 @@ def create_app(
             if dispatcher is not None:
                 dispatcher.stop()
 
+    return lifespan
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    publish: Publish | None = None,
+    run_dispatcher: bool = True,
+    check_broker: BrokerCheck | None = None,
+) -> FastAPI:
+    settings = settings or get_settings()
+    state = AppState(
+        settings=settings,
+        publish=publish or celery_publisher(settings),
+        check_broker=check_broker or kombu_check(settings),
+    )
+
     app = FastAPI(
         title="Distillery",
         version="1",
@@ -157,7 +141,7 @@ def create_app(
             "RFC 9457 `application/problem+json`; a bad spec names each offending field."
         ),
         openapi_tags=TAGS,
-        lifespan=lifespan,
+        lifespan=_lifespan(settings, state, run_dispatcher),
     )
     app.state.distillery = state
     app.state.telemetry = ApiMetrics(settings.db_url)
@@ -178,5 +162,5 @@ def create_app(
     app.add_middleware(BodyLimitMiddleware, limit_for=_limit_for(settings))
     app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(MetricsMiddleware, metrics=app.state.telemetry)
-    app.openapi = _openapi(app)  # type: ignore[method-assign]
+    install_openapi(app, TAGS)
     return app

@@ -13,25 +13,16 @@ import argparse
 import os
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import httpx
+from _local import free_port  # scripts/, on the path when a script runs
 from rich.console import Console
 
 console = Console(width=None if sys.stdout.isatty() else 120)  # logs and CI: no wrapping at 80
-
-
-def free_port(preferred: int) -> int:
-    with socket.socket() as s:
-        if s.connect_ex(("127.0.0.1", preferred)) != 0:
-            return preferred
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def wait_ready(client: httpx.Client, server: subprocess.Popen[bytes], timeout: float = 120) -> None:

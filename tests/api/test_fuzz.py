@@ -1,6 +1,8 @@
 """Schema-driven fuzzing: cases generated from the API's own OpenAPI document, valid ones and
-broken ones, sent in-process as an admin and as a team member. Any answer but a 5xx is fine here
-(the other tests say which 4xx); a 5xx is a bug, and the test lists each one found."""
+broken ones, sent in-process as an admin and as a team member. Each answer is checked against
+that document: no 5xx, no status code it does not list for the operation, no content type it
+does not list for that status (the other tests say which 4xx). The test lists each offending
+operation, status and content type found."""
 
 from __future__ import annotations
 
@@ -14,10 +16,16 @@ import schemathesis
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
+from schemathesis.checks import not_a_server_error
+from schemathesis.core.failures import FailureGroup
+from schemathesis.specs.openapi.checks import content_type_conformance, status_code_conformance
 
 from api.app import create_app
+from store.artifacts import LocalStore
 from store.db import session_scope
 from store.identity import ensure_admin
+from store.models import Artifact
+from store.settings import Settings
 from tests.api.conftest import FakeBroker, make_settings
 from tests.api.support import ADMIN_TOKEN, move, new_member
 
@@ -29,11 +37,13 @@ CASES = int(os.environ.get("FUZZ_CASES", "1200"))
 RANDOM = os.environ.get("FUZZ_RANDOM") == "1"
 # The event stream follows a live job until it ends; the fuzzer asks for JSON pages instead.
 STREAM = ("GET", "/v1/jobs/{job_id}/events")
+CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance]
 
 
-def _seed(db_url: str, client: Any) -> dict[str, str]:
-    """A finished job and a member: real ids for some cases to reach past the 404s."""
-    member = new_member(db_url)
+def _seed(settings: Settings, client: Any) -> dict[str, str]:
+    """A finished job with an artifact, and a member: real ids for some cases to reach past
+    the 404s (and a download to answer with a file)."""
+    member = new_member(settings.db_url)
     tiny = {
         "data": {"kind": "synthetic"},
         "teacher": {"model": {"kind": "mlp", "hidden": [4]}},
@@ -42,8 +52,23 @@ def _seed(db_url: str, client: Any) -> dict[str, str]:
     answer = client.post("/v1/jobs", json=tiny, headers=member.headers)
     assert answer.status_code == 202, answer.text
     job_id = answer.json()["id"]
-    move(db_url, job_id, "starting", "running", "succeeded")
-    return {"member": member.token, "team": member.team, "user": member.user, "job_id": job_id}
+    move(settings.db_url, job_id, "starting", "running", "succeeded")
+    source = settings.home / "report.json"
+    source.write_text('{"verdict": "seeded"}')
+    stored = LocalStore(Path(settings.artifacts_location)).put(f"jobs/{job_id}/report.json", source)
+    with session_scope(settings.db_url) as session:
+        row = Artifact(
+            job_id=job_id,
+            name="report",
+            filename="report.json",
+            size=stored.size,
+            sha256=stored.sha256,
+            location=stored.location,
+        )
+        session.add(row)
+        session.flush()
+        artifact_id = row.id
+    return {"member": member.token, "name": member.team, "job_id": job_id, "artifact_id": artifact_id}
 
 
 @pytest.fixture(scope="module")
@@ -52,23 +77,15 @@ def fuzz_app(db_url: str, tmp_path_factory: pytest.TempPathFactory) -> Any:
     home: Path = tmp_path_factory.mktemp("fuzz")
     with session_scope(db_url) as session:
         ensure_admin(session, ADMIN_TOKEN)
+    app_settings = make_settings(home, db_url)
     app = create_app(
-        make_settings(home, db_url),
-        publish=FakeBroker().publish,
-        run_dispatcher=False,
-        check_broker=lambda: None,
+        app_settings, publish=FakeBroker().publish, run_dispatcher=False, check_broker=lambda: None
     )
-    return app, db_url
+    return app, app_settings
 
 
-def test_no_generated_request_gets_a_server_error(fuzz_app: Any) -> None:
-    from fastapi.testclient import TestClient
-
-    app, db_url = fuzz_app
-    with TestClient(app) as client:
-        seed = _seed(db_url, client)
-    schema = schemathesis.openapi.from_asgi("/openapi.json", app)
-    known = {"job_id": seed["job_id"], "name": seed["team"]}
+def _strategies(schema: Any, known: dict[str, str]) -> list[Any]:
+    """Positive and negative cases for every operation, and positive ones on the seeded ids."""
     strategies = []
     for result in schema.get_all_operations():
         operation = result.ok()
@@ -80,9 +97,31 @@ def test_no_generated_request_gets_a_server_error(fuzz_app: Any) -> None:
         params = {p.name for p in operation.path_parameters}
         if params and params <= known.keys():
             strategies.append(operation.as_strategy(path_parameters={p: known[p] for p in params}))
+    return strategies
+
+
+def _failures(case: Any, response: Any) -> list[str]:
+    """What the document says the answer should not be: one line per failed check."""
+    try:
+        case.validate_response(response, checks=CHECKS)
+    except FailureGroup as group:
+        kind = response.headers.get("content-type", "no content type")
+        where = f"{case.operation.label} -> {response.status_code} {kind}"
+        return [f"{where}: {failure.title}" for failure in group.exceptions]
+    return []
+
+
+def test_every_answer_is_documented_and_none_is_a_server_error(fuzz_app: Any) -> None:
+    from fastapi.testclient import TestClient
+
+    app, app_settings = fuzz_app
+    with TestClient(app) as client:
+        seed = _seed(app_settings, client)
+    schema = schemathesis.openapi.from_asgi("/openapi.json", app)
+    strategies = _strategies(schema, seed)
     tokens = [ADMIN_TOKEN, seed["member"]]
     seen: Counter[int] = Counter()
-    failures: list[str] = []
+    found: dict[str, str] = {}  # each distinct failure once, with one request that shows it
 
     @settings(
         max_examples=CASES,
@@ -98,16 +137,16 @@ def test_no_generated_request_gets_a_server_error(fuzz_app: Any) -> None:
             response = case.call(headers={"Authorization": f"Bearer {token}"})
         except Exception as e:  # the in-process client re-raises what the app did not handle
             seen[500] += 1
-            failures.append(f"{type(e).__name__}: {e} on {case.method} {case.formatted_path}")
+            found.setdefault(f"{case.method} {case.path} raised {type(e).__name__}", str(e)[:300])
             return
         seen[response.status_code] += 1
-        if response.status_code >= 500:
-            failures.append(
-                f"{response.status_code} on {case.method} {case.formatted_path}: {response.text[:300]}"
-            )
+        for failure in _failures(case, response):
+            found.setdefault(failure, f"{case.method} {case.formatted_path}: {response.text[:300]}")
 
     run()
     total = sum(seen.values())
-    print(f"fuzzed {total} requests on {db_url.split(':')[0]}: {dict(sorted(seen.items()))}")
+    print(f"fuzzed {total} requests on {app_settings.db_url.split(':')[0]}: {dict(sorted(seen.items()))}")
     assert total >= 1000, seen
-    assert not failures, "\n\n".join(failures[:20])
+    assert not found, "\n".join(
+        f"{failure}\n    e.g. {example}" for failure, example in sorted(found.items())
+    )
