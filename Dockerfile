@@ -14,6 +14,7 @@ RUN pip install -r requirements/api.txt
 COPY pyproject.toml README.md ./
 COPY core core
 COPY store store
+COPY domain domain
 COPY worker worker
 COPY api api
 COPY cli cli
@@ -43,6 +44,7 @@ RUN pip install -r requirements/torch.txt
 COPY pyproject.toml README.md ./
 COPY core core
 COPY store store
+COPY domain domain
 COPY worker worker
 COPY api api
 COPY cli cli

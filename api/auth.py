@@ -19,7 +19,8 @@ from fastapi import Depends, Path, Request
 from sqlalchemy.orm import Session
 
 from api.deps import SessionDep, StateDep
-from core.errors import ForbiddenError, NotFoundError, TooManyRequestsError, UnauthorizedError
+from core.errors import ForbiddenError, TooManyRequestsError, UnauthorizedError
+from domain.jobs import get_visible
 from store.identity import Caller, authenticate, ensure_admin, mark_used, used_long_ago
 from store.models import Job
 from store.settings import Settings
@@ -102,10 +103,7 @@ AdminDep = Annotated[Caller, Depends(get_admin)]
 def get_job(job_id: Annotated[str, Path(max_length=64)], session: SessionDep, caller: CallerDep) -> Job:
     """The job in the path, if the caller may see it: another team's job is a 404 (its existence
     is not revealed), as is a deleted one (its row stays for the audit trail)."""
-    job = session.get(Job, job_id)
-    if job is None or job.deleted_at is not None or not caller.sees(job.team):
-        raise NotFoundError("job", job_id)
-    return job
+    return get_visible(session, caller, job_id)
 
 
 JobDep = Annotated[Job, Depends(get_job)]

@@ -44,7 +44,7 @@ class AppState:
     @cached_property
     def artifacts(self) -> ArtifactStore:
         # Lazily: an S3 store imports boto3 and builds a client, which most requests never need.
-        return open_store(self.settings.artifacts_location)
+        return open_store(self.settings.artifacts_location, s3_endpoint=self.settings.s3_endpoint)
 
     @cached_property
     def streams(self) -> StreamSlots:

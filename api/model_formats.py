@@ -1,4 +1,4 @@
-"""Uploaded teacher files, checked without torch and without unpickling anything.
+"""Uploaded files, teachers and datasets, checked without torch and without unpickling anything.
 
 - TorchScript: a zip archive with ``<name>/code/`` (the compiled program) and ``<name>/data.pkl``.
   A plain ``torch.save`` file is also a zip with ``data.pkl`` but no ``code/``: it is a pickle
@@ -11,6 +11,10 @@
 - ONNX: parsed with ``onnx`` (never following external data): default-domain operators only, in
   every subgraph and local function, and no tensor stored outside the file.
 - ``torch.export`` (``.pt2``): a zip of a JSON graph and raw tensors, checked by core.pt2check.
+- datasets: ``.npz`` archives, checked by core.npz_format.
+
+Every refusal is a 422 naming the offending field (``file``, or a dataset's array), raised here so
+that the upload routes translate nothing.
 """
 
 from __future__ import annotations
@@ -22,8 +26,9 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from core.errors import DistilleryError
+from core.errors import DistilleryError, FieldIssue, InvalidRequestError
 from core.modelcheck import check_torchscript_code, read_onnx
+from core.npz_format import NpzFormatError, check_npz
 from core.pt2check import check_pt2
 
 MAX_HEADER = 100 * 1024 * 1024  # the safetensors format's own limit
@@ -47,8 +52,21 @@ DTYPE_BYTES = {
 }
 
 
-class ModelFormatError(ValueError):
-    """The file is not what its format says."""
+class ModelFormatError(InvalidRequestError):
+    """The file is not what its format says: a 422 naming the ``file`` field."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(f"file: {reason}", errors=[FieldIssue("file", reason)])
+        self.reason = reason
+
+
+def check_dataset(path: Path, label: str, max_bytes: int) -> dict[str, Any]:
+    """The summary of an ``.npz`` dataset (``core.npz_format.check_npz``), or a 422 naming the
+    offending array (``file`` when the archive as a whole is at fault)."""
+    try:
+        return check_npz(path, label=label, max_bytes=max_bytes)
+    except NpzFormatError as e:
+        raise InvalidRequestError.field(e.array or "file", str(e)) from None
 
 
 def looks_like_zip(path: Path) -> bool:
@@ -72,7 +90,9 @@ def check_torchscript(path: Path) -> dict[str, Any]:
             check_torchscript_code(archive, root)
     except zipfile.BadZipFile as e:
         raise ModelFormatError(f"{refusal} (not a zip archive: {e})") from None
-    except DistilleryError as e:
+    except ModelFormatError:
+        raise
+    except DistilleryError as e:  # an operator outside the allowlist, an entry too large
         raise ModelFormatError(str(e)) from None
     return {"archive": root, "entries": len(names), "code_files": len(code), "format_version": version}
 

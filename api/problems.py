@@ -49,42 +49,6 @@ class Problem(BaseModel):
     errors: list[FieldError] | None = None
 
 
-class ProblemError(Exception):
-    """Raised by routes: becomes a problem response with this status, title and detail."""
-
-    def __init__(
-        self,
-        status: int,
-        detail: str | None = None,
-        *,
-        kind: str | None = None,
-        title: str | None = None,
-        errors: list[FieldError] | None = None,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        super().__init__(detail or title or str(status))
-        self.status = status
-        self.detail = detail
-        self.kind = kind
-        self.title = title or HTTPStatus(status).phrase
-        self.errors = errors
-        self.headers = headers
-
-
-def not_found(what: str, ident: str) -> ProblemError:
-    return ProblemError(404, f"{what} {ident!r} does not exist", kind="not-found")
-
-
-def invalid(field: str, message: str, *, detail: str | None = None) -> ProblemError:
-    """A 422 naming one offending field."""
-    return ProblemError(
-        422,
-        detail or f"{field}: {message}",
-        kind="invalid-request",
-        errors=[FieldError(field=field, message=message)],
-    )
-
-
 def problem_response(
     request: Request,
     status: int,
@@ -117,19 +81,6 @@ def _phrase(status: int) -> str:
 
 def _location(loc: tuple[Any, ...]) -> str:
     return ".".join(str(part) for part in loc) or "(request)"
-
-
-async def _on_problem(request: Request, exc: Exception) -> JSONResponse:
-    assert isinstance(exc, ProblemError)
-    return problem_response(
-        request,
-        exc.status,
-        detail=exc.detail,
-        kind=exc.kind,
-        title=exc.title,
-        errors=exc.errors,
-        headers=exc.headers,
-    )
 
 
 async def _on_error(request: Request, exc: Exception) -> JSONResponse:
@@ -200,7 +151,6 @@ async def _on_database(request: Request, exc: Exception) -> JSONResponse:
 
 def install_handlers(app: FastAPI) -> None:
     app.add_exception_handler(DistilleryError, _on_error)
-    app.add_exception_handler(ProblemError, _on_problem)
     app.add_exception_handler(StarletteHTTPException, _on_http)
     app.add_exception_handler(RequestValidationError, _on_validation)
     # wherever a request meets an unreachable database: a 503 the client can retry, not a 500

@@ -7,11 +7,9 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, Field
 
-from store.models import as_utc
+from core.report_model import Report  # torch-free: the engine's report, typed once
+from store.models import JobStatus, as_utc  # the model's status enum is the API's too
 
-JobStatus = Literal[
-    "queued", "starting", "running", "succeeded", "failed", "cancelling", "cancelled", "retrying"
-]
 Priority = Literal["low", "normal", "high"]
 
 
@@ -84,7 +82,7 @@ class JobSummary(BaseModel):
 class JobOut(JobSummary):
     """A job as clients see it: its summary, its spec and, once it succeeded, its report."""
 
-    report: dict[str, Any] | None = Field(description="The engine's report once the job succeeded.")
+    report: Report | None = Field(description="The engine's report once the job succeeded (docs/report.md).")
     spec: dict[str, Any]
 
 

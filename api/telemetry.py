@@ -18,7 +18,7 @@ from sqlalchemy import func, select
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from store.db import session_scope
-from store.models import STATUSES, Job
+from store.models import STATUSES, WAITING, Job
 
 log = logging.getLogger(__name__)
 
@@ -37,9 +37,7 @@ class JobCollector(Collector):
             with session_scope(self.db_url) as session:
                 counts = dict(session.execute(select(Job.status, func.count()).group_by(Job.status)).all())
                 waiting = session.scalar(
-                    select(func.count()).where(
-                        Job.status.in_(("queued", "retrying")), Job.published_at.is_(None)
-                    )
+                    select(func.count()).where(Job.status.in_(WAITING), Job.published_at.is_(None))
                 )
         except Exception:  # a scrape must not fail because the database is away: readyz says so
             log.warning("cannot count jobs for /metrics", exc_info=True)

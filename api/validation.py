@@ -8,19 +8,13 @@ the allowed kinds in the message.
 
 from __future__ import annotations
 
-import posixpath
 import re
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
-from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from core.errors import FieldIssue, InvalidDocumentError
-from core.estimate import Limits, check_limits, estimate
-from core.spec import JobSpec, NpzData
-from store.models import Upload
-from store.settings import Settings
+from core.spec import JobSpec
 
 _PATH_IN_MESSAGE = re.compile(r"^([A-Za-z_]\w*(?:\.\w+)*): ")
 
@@ -89,45 +83,3 @@ def validate_with(adapter: TypeAdapter[Any], data: Any, *, what: str, field: str
         return adapter.validate_python(data)
     except ValidationError as e:
         raise invalid_document(what, field_errors(e, data, prefix=field)) from None
-
-
-def limits_of(settings: Settings) -> Limits:
-    return Limits(
-        max_params=settings.max_params,
-        max_job_memory=settings.max_job_memory,
-        max_dataset_bytes=settings.max_dataset_bytes,
-        max_epoch_work=settings.max_epoch_work,
-    )
-
-
-def _named_files(spec: JobSpec) -> tuple[list[str], list[str]]:
-    """The archive paths (npz datasets) and teacher file paths (TorchScript and the like) a spec names."""
-    datasets = [spec.data, spec.distill.transfer.unlabelled]
-    datasets += [t.data for t in spec.all_teachers]
-    datasets += [getattr(loss, "source", None) for loss in spec.distill.losses]
-    archives = [d.path for d in datasets if isinstance(d, NpzData)]
-    models = [path for t in spec.all_teachers if isinstance(path := getattr(t.model, "path", None), str)]
-    return archives, models
-
-
-def _upload_facts(session: Session, spec: JobSpec) -> tuple[dict[str, dict[str, Any]], dict[str, int]]:
-    """What the uploads a spec names tell the estimate: archives' shapes, teacher files' sizes."""
-    archives, models = _named_files(spec)
-    if not archives and not models:
-        return {}, {}
-    wanted = {posixpath.normpath(p.replace("\\", "/")): p for p in archives + models}
-    rows = session.scalars(select(Upload).where(Upload.path.in_(wanted))).all()
-    by_path = {wanted[row.path]: row for row in rows}
-    summaries = {p: row.details for p in archives if (row := by_path.get(p)) and row.details}
-    sizes = {p: row.size for p in models if (row := by_path.get(p))}
-    return summaries, sizes
-
-
-def check_resources(spec: JobSpec, settings: Settings, session: Session | None = None) -> None:
-    """A 422 naming each field whose estimated cost (core.estimate) is over the service's limits:
-    a spec is refused before it is stored, not after it has held a GPU. With a session, the
-    uploads the spec names lend the estimate their shapes and sizes."""
-    uploads, files = _upload_facts(session, spec) if session is not None else ({}, {})
-    violations = check_limits(estimate(spec, uploads=uploads, files=files), limits_of(settings))
-    if violations:
-        raise invalid_document("spec", [FieldIssue(v.field, v.message) for v in violations])

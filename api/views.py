@@ -19,13 +19,15 @@ from api.schemas import (
     Priority,
     Waiting,
 )
+from core.errors import DistilleryError
+from core.report_model import Report
+from domain.jobs import queue_place
 from store.models import Artifact, Job, JobEvent, Metric
-from store.scheduler import Wait, waits
-
-PRIORITIES: dict[str, int] = {"low": -1, "normal": 0, "high": 1}
+from store.scheduler import Wait
 
 
 def priority_name(value: int) -> Priority:
+    """The spec's name for a stored priority (``store.models.PRIORITIES``)."""
     return "low" if value < 0 else "high" if value > 0 else "normal"
 
 
@@ -40,32 +42,23 @@ def etag(job: Job) -> str:
 def _error(value: dict[str, Any] | None) -> JobError | None:
     if value is None:
         return None
-    return JobError(type=str(value.get("type", "internal")), message=str(value.get("message", "")))
+    kind = value.get("type", DistilleryError.type)  # a row written without one: an internal error
+    return JobError(type=str(kind), message=str(value.get("message", "")))
 
 
-def job_result(report: dict[str, Any] | None) -> JobResult | None:
+def job_result(report: Report | dict[str, Any] | None) -> JobResult | None:
+    """The headline numbers of a report, built or as the database stores it (a dict)."""
     if not report:
         return None
-
-    def top1(stage: str) -> float | None:
-        info = report.get(stage)
-        return _number(info.get("test_top1")) if isinstance(info, dict) else None
-
-    student = report.get("student")
-    best = student.get("best_epoch") if isinstance(student, dict) else None
+    typed = report if isinstance(report, Report) else Report.model_validate(report)
     return JobResult(
-        student_top1=top1("student"),
-        baseline_top1=top1("baseline"),
-        teacher_top1=top1("teacher"),
-        kd_gain=_number(report.get("kd_gain")),
-        kd_gain_stderr=_number(report.get("kd_gain_stderr")),
-        best_epoch=best if isinstance(best, int) and not isinstance(best, bool) else None,
+        student_top1=typed.student.test_top1,
+        baseline_top1=typed.baseline.test_top1 if typed.baseline is not None else None,
+        teacher_top1=typed.teacher.test_top1,
+        kd_gain=typed.kd_gain,
+        kd_gain_stderr=typed.kd_gain_stderr,
+        best_epoch=typed.student.best_epoch,
     )
-
-
-def _number(value: Any) -> float | None:
-    ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
-    return float(value) if ok else None
 
 
 def _summary_fields(job: Job, wait: Wait | None) -> dict[str, Any]:
@@ -99,7 +92,7 @@ def _summary_fields(job: Job, wait: Wait | None) -> dict[str, Any]:
 def job_out(session: Session, job: Job, *, wait: Wait | None = None, known: bool = False) -> JobOut:
     """``wait`` may be precomputed (``known``) for a page of jobs; else it is queried."""
     if not known:
-        wait = waits(session, [job]).get(job.id)
+        wait = queue_place(session, job)
     return JobOut(**_summary_fields(job, wait), report=job.report, spec=job.spec)
 
 

@@ -1,9 +1,11 @@
 """The artifact store: students, reports and weights of finished jobs, with checksums.
 
 Local filesystem by default (``file:`` locations under one directory); S3-compatible storage
-when ``DISTILLERY_ARTIFACTS_URL`` is ``s3://bucket/prefix`` (boto3, optional dependency). Writes
+when ``DISTILLERY_ARTIFACTS_URL`` is ``s3://bucket/prefix`` (boto3, optional dependency;
+``DISTILLERY_S3_ENDPOINT`` for MinIO, Ceph and the like). Writes
 and reads stream in chunks; the SHA-256 is computed while writing, recorded, and checked again
-when a file is read back whole.
+when a file is read back whole. The rows recording them (``store.models.Artifact``) are read
+here too.
 """
 
 from __future__ import annotations
@@ -15,6 +17,11 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Protocol
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from store.models import Artifact
 
 CHUNK = 1 << 20
 
@@ -101,12 +108,12 @@ class LocalStore:
 class S3Store:
     """S3 or any S3-compatible service (MinIO, Ceph); credentials from the usual AWS variables."""
 
-    def __init__(self, url: str, client: Any | None = None) -> None:
+    def __init__(self, url: str, client: Any | None = None, *, endpoint: str | None = None) -> None:
         import boto3  # optional: only deployments that store artifacts in S3 install it
 
         bucket, _, prefix = url.removeprefix("s3://").partition("/")
         self.bucket, self.prefix = bucket, prefix.strip("/")
-        self.client = client or boto3.client("s3", endpoint_url=os.environ.get("DISTILLERY_S3_ENDPOINT"))
+        self.client = client or boto3.client("s3", endpoint_url=endpoint)
 
     def _key(self, key: str) -> str:
         return f"{self.prefix}/{key}" if self.prefix else key
@@ -129,8 +136,15 @@ class S3Store:
         self.client.delete_object(Bucket=bucket, Key=key)
 
 
-def open_store(url_or_dir: str | Path) -> ArtifactStore:
+def open_store(url_or_dir: str | Path, *, s3_endpoint: str | None = None) -> ArtifactStore:
+    """The store at ``settings.artifacts_location``; ``s3_endpoint`` (``settings.s3_endpoint``)
+    names an S3-compatible service other than AWS's."""
     text = str(url_or_dir)
     if text.startswith("s3://"):
-        return S3Store(text)
+        return S3Store(text, endpoint=s3_endpoint)
     return LocalStore(Path(text.removeprefix("file://")))
+
+
+def artifacts_of(session: Session, job_id: str) -> list[Artifact]:
+    """A job's artifact rows, by name."""
+    return list(session.scalars(select(Artifact).where(Artifact.job_id == job_id).order_by(Artifact.name)))

@@ -3,7 +3,9 @@
 A token is ``dst_`` + 43 random URL-safe characters (256 bits). With that much entropy a single
 SHA-256 is the right hash: nothing to brute-force, and a lookup is one indexed equality, so every
 request can check revocation in the database (a revoked token is refused at once, on every API
-process). Functions take a session and never commit.
+process). Functions take a session and never commit; they raise ``AlreadyExistsError`` and
+``NotFoundError`` (``core.errors``), and leave the rules (who may do what, which role) to
+``domain.access``.
 """
 
 from __future__ import annotations
@@ -18,19 +20,12 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from store.models import ROLES, ApiToken, Team, User, as_utc, utcnow
+from core.errors import AlreadyExistsError, NotFoundError
+from store.models import ApiToken, Team, User, as_utc, utcnow
 
 TOKEN_PREFIX = "dst_"
 ADMIN = "admin"  # the user and the team DISTILLERY_ADMIN_TOKEN and `distill admin bootstrap` make
 LAST_USED_EVERY = timedelta(minutes=1)  # how stale `last_used_at` may get (saves a write per request)
-
-
-class AlreadyExists(Exception):
-    pass
-
-
-class NotFound(LookupError):
-    pass
 
 
 @dataclass(frozen=True)
@@ -69,7 +64,7 @@ def _add(session: Session, row: object, what: str) -> None:
         with session.begin_nested():
             session.add(row)
     except IntegrityError:
-        raise AlreadyExists(what) from None
+        raise AlreadyExistsError(what) from None
 
 
 def create_team(
@@ -81,7 +76,7 @@ def create_team(
     max_storage_bytes: int | None = None,
 ) -> Team:
     if session.get(Team, name) is not None:
-        raise AlreadyExists(f"team {name!r} exists")
+        raise AlreadyExistsError(f"team {name!r} exists")
     team = Team(
         name=name, max_running=max_running, max_queued=max_queued, max_storage_bytes=max_storage_bytes
     )
@@ -90,12 +85,10 @@ def create_team(
 
 
 def create_user(session: Session, name: str, *, team: str, role: str) -> User:
-    if role not in ROLES:
-        raise ValueError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
     if session.get(Team, team) is None:
-        raise NotFound(f"no team {team!r}")
+        raise NotFoundError("team", team)
     if session.get(User, name) is not None:
-        raise AlreadyExists(f"user {name!r} exists")
+        raise AlreadyExistsError(f"user {name!r} exists")
     user = User(name=name, team=team, role=role)
     _add(session, user, f"user {name!r} exists")
     return user
@@ -106,7 +99,7 @@ def create_token(
 ) -> tuple[ApiToken, str]:
     """A new token for ``user``; the secret is returned here and never again."""
     if session.get(User, user) is None:
-        raise NotFound(f"no user {user!r}")
+        raise NotFoundError("user", user)
     secret = secret or new_secret()
     token = ApiToken(user=user, token_hash=hash_token(secret), label=label)
     _add(session, token, "this token exists already")
@@ -116,11 +109,37 @@ def create_token(
 def revoke_token(session: Session, token_id: str) -> ApiToken:
     token = session.get(ApiToken, token_id)
     if token is None:
-        raise NotFound(f"no token {token_id!r}")
+        raise NotFoundError("token", token_id)
     if token.revoked_at is None:
         token.revoked_at = utcnow()
     session.flush()
     return token
+
+
+def get_team(session: Session, name: str) -> Team | None:
+    return session.get(Team, name)
+
+
+def list_teams(session: Session, *, name: str | None = None) -> list[Team]:
+    """Teams by name; with ``name``, that one only (none if it does not exist)."""
+    stmt = select(Team).order_by(Team.name)
+    if name is not None:
+        stmt = stmt.where(Team.name == name)
+    return list(session.scalars(stmt))
+
+
+def list_users(session: Session, *, team: str | None = None) -> list[User]:
+    stmt = select(User).order_by(User.team, User.name)
+    if team is not None:
+        stmt = stmt.where(User.team == team)
+    return list(session.scalars(stmt))
+
+
+def list_tokens(session: Session, *, user: str | None = None) -> list[ApiToken]:
+    stmt = select(ApiToken).order_by(ApiToken.created_at)
+    if user is not None:
+        stmt = stmt.where(ApiToken.user == user)
+    return list(session.scalars(stmt))
 
 
 @dataclass(frozen=True)
@@ -177,10 +196,10 @@ def token_valid(session: Session, token_id: str) -> bool:
 def ensure_admin_user(session: Session) -> None:
     """The ``admin`` team and user (role admin), unless they exist."""
     if session.get(Team, ADMIN) is None:
-        with suppress(AlreadyExists):  # another API process made it at the same moment
+        with suppress(AlreadyExistsError):  # another API process made it at the same moment
             create_team(session, ADMIN)
     if session.get(User, ADMIN) is None:
-        with suppress(AlreadyExists):
+        with suppress(AlreadyExistsError):
             create_user(session, ADMIN, team=ADMIN, role="admin")
 
 
@@ -196,7 +215,7 @@ def ensure_admin(session: Session, secret: str, *, revive: bool = True) -> ApiTo
     if token is None:
         try:
             token, _ = create_token(session, ADMIN, label="DISTILLERY_ADMIN_TOKEN", secret=secret)
-        except AlreadyExists:  # another process made it at the same moment
+        except AlreadyExistsError:  # another process made it at the same moment
             token = session.scalars(select(ApiToken).where(ApiToken.token_hash == hash_token(secret))).one()
     if revive:
         token.revoked_at = None

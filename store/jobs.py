@@ -1,29 +1,37 @@
-"""The job lifecycle as conditional updates (DESIGN.md §4). Functions take a session and never commit.
+"""Job rows as conditional updates, and the queries the jobs domain runs. Functions never commit.
 
-    queued -> starting -> running -> succeeded | failed
-    queued | starting | running | retrying -> cancelling -> cancelled   (queued/retrying: at once)
-    starting | running -> retrying -> queued                            (worker lost, attempts left)
+``domain.lifecycle`` decides which state a job may move to, and when; this module makes each move
+one conditional update. A transition names the states it may leave, so two actors racing (a
+duplicate delivery, a reaper and a late worker) cannot both win: the loser's update matches no row.
 
 Every change bumps ``version`` (the API's ETag) and records a ``JobEvent``; new metric rows and
 events bump it too, so a client whose conditional read gets ``304`` knows there is nothing new
-to fetch. A transition names
-the states it may leave, so two actors racing (a duplicate delivery, a reaper and a late worker)
-cannot both win: the loser's update matches no row.
+to fetch.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from datetime import datetime, timedelta
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import Row, delete, or_, select, update
+from sqlalchemy.orm import Session, defer
 
-from store.models import TERMINAL, Job, JobEvent, Metric, utcnow
-
-WAITING = ("queued", "retrying")
+from store.models import (
+    HELD,
+    TERMINAL,
+    Artifact,
+    IdempotencyKey,
+    Job,
+    JobEvent,
+    JobStatus,
+    Metric,
+    Upload,
+    utcnow,
+)
 
 
 def _bump(session: Session, job_id: str) -> None:
@@ -37,8 +45,8 @@ def add_event(
     message: str = "",
     *,
     actor: str | None = None,
-    from_status: str | None = None,
-    to_status: str | None = None,
+    from_status: JobStatus | None = None,
+    to_status: JobStatus | None = None,
     bump: bool = True,
 ) -> None:
     """Record an event; ``bump=False`` for a caller whose own update already moved the version."""
@@ -80,8 +88,8 @@ def add_event_once(
 def transition(
     session: Session,
     job_id: str,
-    sources: Sequence[str],
-    target: str,
+    sources: Collection[JobStatus],
+    target: JobStatus,
     *,
     actor: str | None = None,
     message: str = "",
@@ -138,33 +146,6 @@ def touch(session: Session, job_id: str, *, lease_owner: str | None = None, **va
     return session.execute(stmt).rowcount == 1  # type: ignore[attr-defined]
 
 
-# ---------------------------------------------------------------- the worker's side
-
-
-def claim(session: Session, job_id: str, worker: str, lease_s: float) -> Job | None:
-    """Take a queued (or retrying) job for ``worker``; None if someone else has it or it is over."""
-    job = session.get(Job, job_id)
-    if job is None:
-        return None
-    moved = transition(
-        session,
-        job_id,
-        ("queued", "retrying"),
-        "starting",
-        actor=worker,
-        message=f"claimed by {worker}",
-        attempt=Job.attempt + 1,
-        set_lease=(worker,),
-        lease_expires_at=utcnow() + timedelta(seconds=lease_s),
-        started_at=job.started_at or utcnow(),
-    )
-    return session.get(Job, job_id) if moved else None
-
-
-def renew_lease(session: Session, job_id: str, worker: str, lease_s: float) -> bool:
-    return touch(session, job_id, lease_owner=worker, lease_expires_at=utcnow() + timedelta(seconds=lease_s))
-
-
 def record_metrics(
     session: Session, job_id: str, stage: str, epoch: int, step: int, values: dict[str, float]
 ) -> None:
@@ -193,106 +174,85 @@ def record_metrics(
     _bump(session, job_id)
 
 
-# ---------------------------------------------------------------- the dispatcher's side
-
-
-def mark_published(session: Session, job_id: str) -> None:
-    """After a successful publish: the job holds a slot of the pool (``store.scheduler``).
-
-    A retrying job becomes queued again. The dispatcher calls it in the transaction that holds
-    ``store.locks.DISPATCH``, so the next pass sees the slot taken; for a job published again
-    (its message was lost) it only moves ``published_at``.
-    """
-    job = session.get(Job, job_id, populate_existing=True)
-    if job is None:
-        return
-    again = job.status == "queued" and job.published_at is not None
-    if job.status == "retrying":
-        transition(session, job_id, ("retrying",), "queued", message="requeued", published_at=utcnow())
-    else:
-        touch(session, job_id, published_at=utcnow())
-    what = "published again (the broker lost it)" if again else "handed to the pool"
-    add_event(session, job_id, "dispatched", f"{what}: queue gpu.{job.queue}")
-
-
-def reap_expired(session: Session, now: datetime | None = None) -> list[str]:
-    """Jobs whose worker stopped renewing its lease: back to the queue while attempts remain."""
-    now = now or utcnow()
+def expired_leases(session: Session, now: datetime) -> Sequence[Job]:
+    """Started jobs whose worker has not renewed the lease by ``now`` (the reaper's candidates)."""
     stmt = select(Job).where(
-        Job.status.in_(("starting", "running", "cancelling")),
-        Job.lease_expires_at.is_not(None),
-        Job.lease_expires_at < now,
+        Job.status.in_(HELD), Job.lease_expires_at.is_not(None), Job.lease_expires_at < now
     )
-    reaped = []
-    for job in session.scalars(stmt).all():
-        sources = (job.status,)
-        note = f"worker {job.lease_owner} lost (lease expired)"
-        if job.status == "cancelling":
-            done = transition(
-                session,
-                job.id,
-                sources,
-                "cancelled",
-                message=note,
-                finished_at=now,
-                lease_expired_at=now,  # unless it was renewed meanwhile
-                set_lease=(None,),
-                error={"type": "cancelled", "message": "cancelled; the worker was lost"},
-            )
-        elif job.attempt < job.max_attempts:
-            done = transition(
-                session,
-                job.id,
-                sources,
-                "retrying",
-                message=note + "; will retry",
-                published_at=None,
-                lease_expired_at=now,  # unless it was renewed meanwhile
-                set_lease=(None,),
-                lease_expires_at=None,
-            )
-        else:
-            done = transition(
-                session,
-                job.id,
-                sources,
-                "failed",
-                message=note,
-                finished_at=now,
-                lease_expired_at=now,  # unless it was renewed meanwhile
-                set_lease=(None,),
-                error={"type": "worker_lost", "message": f"{note}; {job.attempt} attempt(s) used"},
-            )
-        if done:
-            reaped.append(job.id)
-    return reaped
+    return session.scalars(stmt).all()
 
 
-# ---------------------------------------------------------------- the API's side
+# ---------------------------------------------------------------- the API's queries
 
 
-def request_cancel(session: Session, job_id: str, actor: str | None = None) -> Job | None:
-    """Queued jobs are cancelled at once; running ones are asked to stop (the worker polls)."""
+@dataclass(frozen=True)
+class JobQuery:
+    """A filter of the jobs list: every field that is set must match."""
+
+    teams: Collection[str] | None = None  # None: every team
+    statuses: Collection[JobStatus] = ()
+    owner: str | None = None
+    name: str | None = None  # a substring, case-insensitive
+    after: tuple[datetime, str] | None = None  # the (created_at, id) of the previous page's last job
+
+
+JobKeyRow = Row[str, JobStatus, int, datetime]  # id, status, version, created_at
+
+
+def job_keys(session: Session, query: JobQuery, limit: int) -> Sequence[JobKeyRow]:
+    """``(id, status, version, created_at)`` of visible jobs, newest first: no row is loaded."""
+    stmt = (
+        select(Job.id, Job.status, Job.version, Job.created_at)
+        .where(Job.deleted_at.is_(None))
+        .order_by(Job.created_at.desc(), Job.id.desc())
+        .limit(limit)
+    )
+    if query.teams is not None:
+        stmt = stmt.where(Job.team.in_(query.teams))
+    if query.statuses:
+        stmt = stmt.where(Job.status.in_(query.statuses))
+    if query.owner is not None:
+        stmt = stmt.where(Job.owner == query.owner)
+    if query.name:
+        stmt = stmt.where(Job.name.icontains(query.name, autoescape=True))
+    if query.after is not None:
+        created, last_id = query.after
+        stmt = stmt.where(or_(Job.created_at < created, (Job.created_at == created) & (Job.id < last_id)))
+    return session.execute(stmt).all()
+
+
+def jobs_without_spec(session: Session, ids: Collection[str]) -> dict[str, Job]:
+    """The rows of a list page, by id; the spec (the largest column) is left unloaded."""
+    rows = session.scalars(select(Job).where(Job.id.in_(ids)).options(defer(Job.spec)))
+    return {job.id: job for job in rows}
+
+
+def uploads_at(session: Session, paths: Collection[str]) -> dict[str, Upload]:
+    """The uploads stored at these (normalized) paths, by path: what a spec may name."""
+    if not paths:
+        return {}
+    return {row.path: row for row in session.scalars(select(Upload).where(Upload.path.in_(paths)))}
+
+
+def hide(session: Session, job_id: str) -> bool:
+    """Mark a finished job deleted (its row and events stay: the audit trail); False if it is
+    live or already deleted (a concurrent request won)."""
     now = utcnow()
-    if transition(
-        session,
-        job_id,
-        ("queued", "retrying"),
-        "cancelled",
-        actor=actor,
-        message="cancelled",
-        finished_at=now,
-        cancel_requested_at=now,
-        error={"type": "cancelled", "message": "cancelled before it started"},
-    ):
-        return session.get(Job, job_id)
-    transition(
-        session,
-        job_id,
-        ("starting", "running"),
-        "cancelling",
-        actor=actor,
-        message="cancellation requested",
-        cancel_requested_at=now,
+    stmt = (
+        update(Job)
+        .where(Job.id == job_id, Job.status.in_(TERMINAL), Job.deleted_at.is_(None))
+        .values(deleted_at=now, version=Job.version + 1, updated_at=now)
+        .execution_options(synchronize_session=False)
     )
-    return session.get(Job, job_id)
+    return session.execute(stmt).rowcount == 1  # type: ignore[attr-defined]
+
+
+def purge_results(session: Session, job_id: str) -> list[str]:
+    """Delete a job's artifact and metric rows and its Idempotency-Keys; the artifact locations
+    whose files are to go once this is committed."""
+    locations = list(session.scalars(select(Artifact.location).where(Artifact.job_id == job_id)))
+    session.execute(delete(Artifact).where(Artifact.job_id == job_id))
+    session.execute(delete(Metric).where(Metric.job_id == job_id))
+    # its keys too: a retry after a deletion makes a new job rather than naming a gone one
+    session.execute(delete(IdempotencyKey).where(IdempotencyKey.job_id == job_id))
+    return locations

@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any, ClassVar
 
 from sqlalchemy import (
     JSON,
     BigInteger,
     DateTime,
+    Enum,
     Float,
     ForeignKey,
     Index,
@@ -41,9 +43,42 @@ class Base(DeclarativeBase):
     type_annotation_map: ClassVar[dict[Any, Any]] = {dict[str, Any]: JSON, datetime: DateTime(timezone=True)}
 
 
-LIVE = ("queued", "starting", "running", "cancelling", "retrying")
-TERMINAL = ("succeeded", "failed", "cancelled")
+# A StrEnum: stored, compared and serialized as the plain strings clients see; its docstring is
+# the API schema's description, the members' order its enum's. ``domain.lifecycle`` moves jobs.
+class JobStatus(StrEnum):
+    """Where a job stands: queued → starting → running → succeeded | failed. A cancelled job went
+    through cancelling if it had started; one whose worker was lost goes retrying → queued while
+    attempts remain."""
+
+    QUEUED = "queued"
+    STARTING = "starting"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLING = "cancelling"
+    CANCELLED = "cancelled"
+    RETRYING = "retrying"
+
+
+LIVE = (JobStatus.QUEUED, JobStatus.STARTING, JobStatus.RUNNING, JobStatus.CANCELLING, JobStatus.RETRYING)
+TERMINAL = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)  # never left
 STATUSES = (*LIVE, *TERMINAL)
+WAITING = (JobStatus.QUEUED, JobStatus.RETRYING)  # for a GPU, dispatched or not: the team's queue
+HELD = (JobStatus.STARTING, JobStatus.RUNNING, JobStatus.CANCELLING)  # a worker holds the lease, and a slot
+OWNED = (JobStatus.STARTING, JobStatus.RUNNING)  # a worker may still work; a cancelling job ends cancelled
+
+# How ``Job.priority`` stores the spec's priority names: higher runs first.
+PRIORITIES: dict[str, int] = {"low": -1, "normal": 0, "high": 1}
+
+# The same VARCHAR(16) as ever (no CHECK constraint, no native enum): rows read back as members.
+_STATUS = Enum(
+    JobStatus,
+    native_enum=False,
+    create_constraint=False,
+    length=16,
+    values_callable=lambda members: [m.value for m in members],
+    validate_strings=True,
+)
 
 
 class Job(Base):
@@ -54,7 +89,7 @@ class Job(Base):
     owner: Mapped[str] = mapped_column(String(100), default="anonymous", index=True)
     team: Mapped[str | None] = mapped_column(String(100), index=True)
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
-    status: Mapped[str] = mapped_column(String(16), default="queued", index=True)
+    status: Mapped[JobStatus] = mapped_column(_STATUS, default=JobStatus.QUEUED, index=True)
     attempt: Mapped[int] = mapped_column(Integer, default=0)
     max_attempts: Mapped[int] = mapped_column(Integer, default=3)
     queue: Mapped[str] = mapped_column(String(64), default="any")

@@ -16,9 +16,8 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from store.jobs import add_event
-from store.models import Job, Worker, utcnow
+from store.models import HELD, TERMINAL, WAITING, Job, JobStatus, Worker, utcnow
 
-HELD = ("starting", "running", "cancelling")
 # What another team may see of a job's progress: how far along, never what it trains.
 PUBLIC_PROGRESS = ("stage", "fraction", "eta_s")
 
@@ -90,7 +89,7 @@ def stranded(session: Session, older_than_s: float, now: datetime | None = None)
     queues = {*idle_types, "any"}  # every worker also serves gpu.any
     stmt = (
         select(Job)
-        .where(Job.status == "queued", Job.published_at < cutoff, Job.queue.in_(queues))
+        .where(Job.status == JobStatus.QUEUED, Job.published_at < cutoff, Job.queue.in_(queues))
         .order_by(Job.priority.desc(), Job.created_at)
     )
     return list(session.scalars(stmt))
@@ -108,13 +107,13 @@ def pool_view(session: Session, visible: Callable[[str | None], bool] = lambda _
     }
     counts = session.execute(
         select(Job.team, Job.queue, Job.status, func.count())
-        .where(Job.status.not_in(("succeeded", "failed", "cancelled")))
+        .where(Job.status.not_in(TERMINAL))
         .group_by(Job.team, Job.queue, Job.status)
     ).all()
     teams: dict[str, dict[str, int]] = {}
     queues: dict[str, dict[str, int]] = {}
     for team, queue, status, n in counts:
-        bucket = "queued" if status in ("queued", "retrying") else "running"
+        bucket = "queued" if status in WAITING else "running"
         for table, key in ((teams, team or "default"), (queues, queue)):
             row = table.setdefault(key, {"queued": 0, "running": 0})
             row[bucket] += n

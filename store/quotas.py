@@ -13,18 +13,9 @@ from dataclasses import dataclass
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from store.jobs import WAITING
+from core.errors import QuotaExceededError
 from store.locks import hold_team
-from store.models import Artifact, Job, Team, Upload
-from store.pool import HELD
-
-
-class QuotaExceeded(Exception):
-    """A team limit refuses the request; ``kind`` names which."""
-
-    def __init__(self, kind: str, message: str) -> None:
-        super().__init__(message)
-        self.kind = kind
+from store.models import HELD, WAITING, Artifact, Job, Team, Upload
 
 
 @dataclass(frozen=True)
@@ -70,15 +61,15 @@ def _check_storage(session: Session, team: Team, adding: int) -> None:
         return
     used = storage_used(session, team.name)
     if used + adding > team.max_storage_bytes or (adding == 0 and used >= team.max_storage_bytes):
-        raise QuotaExceeded(
-            "storage-quota-exceeded",
+        raise QuotaExceededError(
+            QuotaExceededError.STORAGE,
             f"team {team.name} keeps {used} bytes of artifacts and uploads; its quota is "
             f"{team.max_storage_bytes} bytes (delete finished jobs or uploads to make room)",
         )
 
 
 def admit_job(session: Session, team_name: str) -> None:
-    """Raises ``QuotaExceeded`` when the team's queue is full or its storage quota is used up."""
+    """Raises ``QuotaExceededError`` when the team's queue is full or its storage quota is used up."""
     team = _team(session, team_name)
     if team is None:
         return
@@ -87,8 +78,8 @@ def admit_job(session: Session, team_name: str) -> None:
             select(func.count()).select_from(Job).where(Job.team == team.name, Job.status.in_(WAITING))
         )
         if int(waiting or 0) >= team.max_queued:
-            raise QuotaExceeded(
-                "team-queue-full",
+            raise QuotaExceededError(
+                QuotaExceededError.QUEUE_FULL,
                 f"team {team.name} already has {waiting} job(s) waiting, its limit (max_queued); "
                 "submit again when some have started",
             )
@@ -96,6 +87,7 @@ def admit_job(session: Session, team_name: str) -> None:
 
 
 def admit_upload(session: Session, team_name: str, size: int) -> None:
+    """Raises ``QuotaExceededError`` when ``size`` more bytes would go past the storage quota."""
     team = _team(session, team_name)
     if team is not None:
         _check_storage(session, team, size)

@@ -63,12 +63,13 @@ from typing import Protocol
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
-from store.models import Job, Team, Worker, as_utc
-from store.pool import HELD
+from store.models import HELD, WAITING, Job, JobStatus, Team, Worker, as_utc
 
 ANY = "any"
-IS_WAITING = or_(and_(Job.status == "queued", Job.published_at.is_(None)), Job.status == "retrying")
-IS_DISPATCHED = and_(Job.status == "queued", Job.published_at.is_not(None))
+IS_WAITING = or_(
+    and_(Job.status == JobStatus.QUEUED, Job.published_at.is_(None)), Job.status == JobStatus.RETRYING
+)
+IS_DISPATCHED = and_(Job.status == JobStatus.QUEUED, Job.published_at.is_not(None))
 
 TeamKey = str | None  # None: the jobs without a team, a team of their own
 
@@ -146,7 +147,7 @@ def _snapshot(session: Session) -> _Snapshot:
             free[online[owner]] -= 1
         else:
             unplaced.append(queue)
-        if status == "queued" and published_at is not None:  # dispatched, not yet claimed
+        if status == JobStatus.QUEUED and published_at is not None:  # dispatched, not yet claimed
             dispatched.append((job_id, queue, as_utc(published_at)))
     for queue in sorted(unplaced, key=lambda q: q == ANY):  # the constrained ones first
         if _fits(free, queue):
@@ -237,7 +238,7 @@ def _ranks(snap: _Snapshot, jobs: Sequence[_Waiting]) -> dict[str, int]:
 def plan(session: Session, limit: int | None = None) -> list[Job]:
     """The waiting jobs to hand to the pool now, in order (at most ``limit``).
 
-    Call it with ``store.locks.DISPATCH`` held, and mark each job published (``store.jobs.
+    Call it with ``store.locks.DISPATCH`` held, and mark each job published (``domain.lifecycle.
     mark_published``) in the same transaction: a second pass then sees those slots taken.
     """
     chosen = [job.id for job in _select(_snapshot(session), limit)]
@@ -254,12 +255,12 @@ class JobKey(Protocol):
     def id(self) -> str: ...
 
     @property
-    def status(self) -> str: ...
+    def status(self) -> JobStatus: ...
 
 
 def waits(session: Session, jobs: Sequence[JobKey]) -> dict[str, Wait]:
     """Position and reason for each job of a page that is waiting or dispatched and unclaimed."""
-    if not any(job.status in ("queued", "retrying") for job in jobs):
+    if not any(job.status in WAITING for job in jobs):
         return {}  # a page of started or finished jobs costs no query
     snap = _snapshot(session)
     wanted = {job.id for job in jobs}

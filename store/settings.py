@@ -27,6 +27,9 @@ class Settings(BaseSettings):
     artifacts_url: str | None = Field(
         None, description="A directory or s3://bucket/prefix; default: home/artifacts."
     )
+    s3_endpoint: str | None = Field(
+        None, description="The S3-compatible service's URL (MinIO, Ceph); default: AWS's."
+    )
     data_root: Path | None = Field(None, description="Datasets and uploads; default: home/data.")
     work_dir: Path | None = Field(None, description="Jobs' working directories (checkpoints).")
     examples_dir: Path | None = Field(

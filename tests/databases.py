@@ -6,10 +6,11 @@ import os
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
-from store.db import get_engine
+from store.db import get_engine, migrate
 
 PG_ADMIN = os.environ.get("DISTILLERY_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -31,3 +32,16 @@ def fresh_postgres(prefix: str) -> Iterator[str]:
         get_engine(url).dispose()
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.close()
+
+
+@contextmanager
+def migrated(kind: str, tmp_path: Path, prefix: str) -> Iterator[str]:
+    """A migrated, empty database: a SQLite file under ``tmp_path``, or a fresh PostgreSQL one."""
+    if kind == "sqlite":
+        url = f"sqlite:///{tmp_path / f'{prefix}.db'}"
+        migrate(url)
+        yield url
+        return
+    with fresh_postgres(prefix) as url:
+        migrate(url)
+        yield url

@@ -20,8 +20,8 @@ import threading
 import time
 from collections.abc import Callable
 
+from domain.lifecycle import mark_published, reap_expired
 from store.db import session_scope
-from store.jobs import mark_published, reap_expired
 from store.locks import DISPATCH, hold
 from store.pool import mark_lost, stranded
 from store.scheduler import plan
@@ -87,7 +87,7 @@ def _republish_stranded(db_url: str, publish_fn: PublishFn, older_than_s: float)
 
 
 def reap_once(db_url: str, worker_timeout_s: float | None = None) -> list[str]:
-    """Jobs with an expired lease: back to ``retrying``, or ``failed``/``cancelled`` (store.jobs).
+    """Jobs with an expired lease: back to ``retrying``, or ``failed``/``cancelled`` (domain.lifecycle).
 
     With ``worker_timeout_s``, workers silent that long are marked lost first, which ends their
     leases at once: their jobs are reaped in the same pass.

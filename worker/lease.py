@@ -25,13 +25,11 @@ from typing import TypeVar
 from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError, SQLAlchemyError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
+from domain.lifecycle import renew
 from store.db import session_scope
-from store.jobs import renew_lease, transition
-from store.models import Job, as_utc, utcnow
 
 log = logging.getLogger(__name__)
 
-HELD = ("starting", "running", "cancelling")  # states in which a worker holds a job's lease
 EXIT_CANCELLED = 75  # the child's exit status after a forced cancellation
 RETRY_FIRST_S, RETRY_CAP_S = 0.5, 2.0  # once the database is back, a renewal lands within seconds
 
@@ -207,27 +205,7 @@ class LeaseRenewer:
     def _renew(self) -> tuple[bool, bool]:
         """(still held, cancellation forced) after one renewal in one transaction."""
         with session_scope(self.db_url) as session:
-            job = session.get(Job, self.job_id)
-            if job is None or job.status not in HELD or job.lease_owner != self.worker_id:
-                log.warning("job %s: lease no longer held, renewal stops", self.job_id)
-                return False, False
-            if not self._overdue(job):
-                return renew_lease(session, self.job_id, self.worker_id, self.lease_s), False
-            forced = transition(
-                session,
-                self.job_id,
-                ("cancelling",),
-                "cancelled",
-                actor=self.worker_id,
-                message=f"cancelled: training did not stop within {self.cancel_grace_s:g}s",
-                lease_owner=self.worker_id,
-                finished_at=utcnow(),
-                error={"type": "cancelled", "message": "cancelled; the run was terminated"},
-            )
-        return False, forced
-
-    def _overdue(self, job: Job) -> bool:
-        if job.status != "cancelling" or job.cancel_requested_at is None:
-            return False
-        waited = (utcnow() - as_utc(job.cancel_requested_at)).total_seconds()
-        return waited > self.cancel_grace_s
+            keep, forced = renew(session, self.job_id, self.worker_id, self.lease_s, self.cancel_grace_s)
+        if not keep and not forced:
+            log.warning("job %s: lease no longer held, renewal stops", self.job_id)
+        return keep, forced

@@ -21,20 +21,19 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 from sqlalchemy.exc import SQLAlchemyError
 
 from core.sink import Progress, Sink
+from domain.lifecycle import report_progress, standing
 from store.db import session_scope
-from store.jobs import add_event_once, record_metrics, touch, transition
-from store.models import Job, utcnow
+from store.jobs import add_event_once, record_metrics
+from store.models import utcnow
 from worker.lease import Backoff, Lease, unavailable
 
 log = logging.getLogger(__name__)
 
-OWNED = ("starting", "running")  # the states in which a worker may still be working on a job
 MAX_PENDING = 10_000  # writes held during an outage: one per epoch and stage, plus log lines
 
 
@@ -53,6 +52,8 @@ class _Line:
 
 
 class DbSink(Sink):
+    """Artifacts are not reported here: the task stores them from the report once the run succeeded."""
+
     def __init__(
         self,
         db_url: str,
@@ -69,7 +70,6 @@ class DbSink(Sink):
         self.clock = clock
         self.lease = lease or Lease(math.inf, clock=clock)
         self.max_pending = max_pending
-        self.artifacts: list[tuple[str, Path]] = []
         self.last_progress: dict[str, Any] | None = None
         self.lease_lost = False
         self.cancel_seen = False
@@ -108,10 +108,6 @@ class DbSink(Sink):
         self._queue(_Metrics(stage, epoch, step, finite))
         self._flush_if_due()
 
-    def artifact(self, name: str, path: Path) -> None:
-        # uploaded once the run has succeeded, from the report's list (which also has the report)
-        self.artifacts.append((name, path))
-
     def log(self, message: str) -> None:
         log.info("job %s: %s", self.job_id, message)
         # strictly increasing, so two lines of one instant are still two events
@@ -133,19 +129,20 @@ class DbSink(Sink):
             return self.lease_lost
         try:
             with session_scope(self.db_url) as session:
-                job = session.get(Job, self.job_id)
-                status, owner = (job.status, job.lease_owner) if job else (None, None)
+                held = standing(session, self.job_id, self.worker_id)
         except SQLAlchemyError as e:
             if unavailable(e):
                 self._failed(e)
             else:
                 log.warning("job %s: cannot read its status: %s", self.job_id, e)
             return self.lease_lost
-        if status == "cancelling" and owner == self.worker_id:
+        if held.cancel_requested:
             self.cancel_seen = True
-        elif status not in OWNED or owner != self.worker_id:
+        elif held.lost:
             # reaped (lease expired) and maybe claimed by another worker: stop writing at once
-            log.warning("job %s: lease lost (status %s, owner %s)", self.job_id, status, owner)
+            log.warning(
+                "job %s: lease lost (status %s, owner %s)", self.job_id, held.status, held.lease_owner
+            )
             self.lease_lost = True
         return self.cancel_seen or self.lease_lost
 
@@ -190,18 +187,9 @@ class DbSink(Sink):
     def _write_progress(self) -> bool:
         try:
             with session_scope(self.db_url) as session:
-                if not self._running:
-                    # the first sign of training: starting -> running (a cancelling job stays so)
-                    transition(
-                        session,
-                        self.job_id,
-                        ("starting",),
-                        "running",
-                        actor=self.worker_id,
-                        message="training",
-                        lease_owner=self.worker_id,
-                    )
-                touch(session, self.job_id, lease_owner=self.worker_id, progress=self.last_progress)
+                report_progress(
+                    session, self.job_id, self.worker_id, self.last_progress, first=not self._running
+                )
         except SQLAlchemyError as e:
             if unavailable(e):
                 self._failed(e)

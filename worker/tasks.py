@@ -14,20 +14,20 @@ import logging
 import math
 import os
 import socket
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from celery import Task, shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy.exc import OperationalError
-from sqlalchemy.orm import Session
 
-from core.errors import CancelledError, DistilleryError, SpecError
+from core.errors import CancelledError, DistilleryError, JobTimeoutError, SpecError
 from core.spec import JobSpec, parse_spec
+from domain.lifecycle import Ending, claim, end, succeed
 from store.artifacts import open_store
 from store.db import session_scope
-from store.jobs import claim, transition
-from store.models import Artifact, Job, utcnow
+from store.models import JobStatus
 from store.settings import Settings, get_settings
 from worker.celery_app import TASK_NAME
 from worker.engine_process import run_engine_process
@@ -37,7 +37,6 @@ from worker.sink import DbSink
 
 log = logging.getLogger(__name__)
 
-OWNED = ("starting", "running")  # where a worker's own job may be; cancelling jobs end as cancelled
 CLAIM_RETRY_S = 10  # the database was unreachable at claim time: deliver the id again this much later
 
 
@@ -120,17 +119,17 @@ class Attempt:
             if sink.lease_lost:
                 log.warning("job %s: stopped, this worker lost its lease", self.job_id)
                 return "lost"
-            return self._end("cancelled", ("starting", "running", "cancelling"), "cancelled", str(e))
+            return self._end(Ending.cancelled(str(e), requested=False))
         except DistilleryError as e:
             # Terminal, never retried: out_of_memory too (the next attempt would not fit either),
             # whether the engine caught it or the kernel's OOM killer ended its process.
             return self._fail(e.type, str(e))
         except SoftTimeLimitExceeded:
             limit = self.settings.task_time_limit_s
-            return self._fail("timeout", f"the attempt ran past its time limit ({limit}s)")
+            return self._fail(JobTimeoutError.type, f"the attempt ran past its time limit ({limit}s)")
         except Exception as e:
             log.exception("job %s: unexpected error", self.job_id)
-            return self._fail("internal", f"{type(e).__name__}: {e}")
+            return self._fail(DistilleryError.type, f"{type(e).__name__}: {e}")
 
     # ---------------------------------------------------------------- endings
 
@@ -138,40 +137,32 @@ class Attempt:
         rows = self._upload(report.get("artifacts", {}))
         progress = {**(sink.last_progress or {}), "fraction": 1.0, "eta_s": 0.0}
         if not sink.drain():  # every metric and log line first: a succeeded job has them all
-            return self._gave_up("succeeded")
+            return self._gave_up(JobStatus.SUCCEEDED)
 
         def write() -> bool:
             with session_scope(self.db_url) as session:
-                moved = transition(
+                return succeed(
                     session,
                     self.job_id,
-                    OWNED,
-                    "succeeded",
-                    actor=self.worker_id,
-                    message="succeeded",
-                    lease_owner=self.worker_id,
+                    self.worker_id,
                     report=_json_safe(report),
                     progress=progress,
-                    finished_at=utcnow(),
+                    artifacts=rows,
                 )
-                if moved:  # in the same transaction: a job is never succeeded without its artifacts
-                    # new rows on each try: a rolled-back transaction's rows cannot be added again
-                    session.add_all(Artifact(**fields) for fields in rows)
-                return moved or self._ended(session, "succeeded")
 
         # a database outage as the run ends: retry while the lease lasts, the result is worth it
         done, moved = until_lease_ends(self.lease, self.job_id, write)
         if not done:
-            return self._gave_up("succeeded")
+            return self._gave_up(JobStatus.SUCCEEDED)
         if moved:
             log.info("job %s: succeeded with %d artifact(s)", self.job_id, len(rows))
-            return "succeeded"
+            return JobStatus.SUCCEEDED.value
         # asked to cancel while the last steps ran, or the lease was lost meanwhile
-        return self._end("cancelled", ("cancelling",), "cancelled", "cancelled as the run finished")
+        return self._end(Ending.cancelled("cancelled as the run finished"))
 
     def _upload(self, artifacts: dict[str, str]) -> list[dict[str, Any]]:
-        """Stores the run's files; the values of their ``Artifact`` rows."""
-        store = open_store(self.settings.artifacts_location)
+        """Stores the run's files; the values of their ``Artifact`` rows (but the job's id)."""
+        store = open_store(self.settings.artifacts_location, s3_endpoint=self.settings.s3_endpoint)
         root = self.out_dir.resolve()
         names = [Path(rel).name for rel in artifacts.values()]
         rows = []
@@ -185,7 +176,6 @@ class Attempt:
             stored = store.put(f"{self.job_id}/{filename}", path)
             rows.append(
                 {
-                    "job_id": self.job_id,
                     "name": name,
                     "filename": filename,
                     "size": stored.size,
@@ -197,14 +187,16 @@ class Attempt:
 
     def _fail(self, error_type: str, message: str) -> str:
         log.warning("job %s: failed (%s): %s", self.job_id, error_type, message)
-        moved = self._end("failed", OWNED, error_type, message)
-        if moved != "failed":  # a cancel request came first: the user's intent wins
-            return self._end("cancelled", ("cancelling",), "cancelled", message)
+        moved = self._end(Ending.failed(error_type, message))
+        if moved != JobStatus.FAILED:  # a cancel request came first: the user's intent wins
+            return self._end(Ending.cancelled(message))
         return moved
 
-    def _end(self, target: str, sources: tuple[str, ...], error_type: str, message: str) -> str:
+    def _end(self, ending: Ending) -> str:
         """Move the job to a terminal state if this worker still holds it; returns the outcome."""
-        message = redact(message, self.settings, self.out_dir)  # the team sees no server paths
+        # the team sees no server paths
+        ending = replace(ending, message=redact(ending.message, self.settings, self.out_dir))
+        target = ending.target.value
         # the sink saves progress at intervals: record where the run really stopped
         last: dict[str, Any] = {}
         if self.sink is not None and self.sink.last_progress:
@@ -214,19 +206,7 @@ class Attempt:
 
         def write() -> bool:
             with session_scope(self.db_url) as session:
-                moved = transition(
-                    session,
-                    self.job_id,
-                    sources,
-                    target,
-                    actor=self.worker_id,
-                    message=message.splitlines()[0] if message else target,
-                    lease_owner=self.worker_id,
-                    error={"type": error_type, "message": message},
-                    finished_at=utcnow(),
-                    **last,
-                )
-                return moved or self._ended(session, target)
+                return end(session, self.job_id, self.worker_id, ending, **last)
 
         done, moved = until_lease_ends(self.lease, self.job_id, write)
         if not done:
@@ -235,11 +215,6 @@ class Attempt:
             log.warning("job %s: not moved to %s (no longer held by this worker)", self.job_id, target)
             return "lost"
         return target
-
-    def _ended(self, session: Session, target: str) -> bool:
-        """Whether a write of ours already ended the job (its commit's answer was lost in an outage)."""
-        job = session.get(Job, self.job_id, populate_existing=True)
-        return job is not None and job.status == target and job.lease_owner == self.worker_id
 
     def _gave_up(self, target: str) -> str:
         log.error("job %s: not moved to %s: the database stayed away past the lease", self.job_id, target)

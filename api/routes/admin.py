@@ -1,7 +1,8 @@
 """Teams, users and tokens (admins), who you are, and the audit trail (DESIGN.md §5).
 
 A token's secret is in the answer to ``POST /v1/tokens`` and nowhere else: only its SHA-256 is
-stored. ``DELETE /v1/tokens/{id}`` revokes it for every API process at once.
+stored. ``DELETE /v1/tokens/{id}`` revokes it for every API process at once. The operations are
+``domain.access``'s, shared with ``distill admin``.
 """
 
 from __future__ import annotations
@@ -10,18 +11,16 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Response
 from pydantic import BaseModel, Field
-from sqlalchemy import select
 
 from api.auth import AdminDep, CallerDep
 from api.cursors import decode_row_cursor
 from api.deps import SessionDep
 from api.inputs import ByteCount, Count, Name, Text
-from api.problems import Problem, ProblemError, invalid, not_found
+from api.problems import Problem
 from api.schemas import UTCDateTime
-from store.audit import AUDIT_KINDS, audit_trail
-from store.identity import AlreadyExists, NotFound, create_team, create_token, create_user, revoke_token
-from store.models import ApiToken, Team, User
-from store.quotas import usage
+from domain import access
+from domain.access import TeamView
+from store.models import ApiToken
 
 router = APIRouter(prefix="/v1", tags=["access"])
 
@@ -127,8 +126,8 @@ class AuditPage(BaseModel):
     has_more: bool
 
 
-def _team_out(session: SessionDep, team: Team) -> TeamOut:
-    used = usage(session, team.name)
+def _team_out(view: TeamView) -> TeamOut:
+    team, used = view.team, view.usage
     return TeamOut(
         name=team.name,
         max_running=team.max_running,
@@ -154,33 +153,20 @@ def me(caller: CallerDep) -> Me:
     "/teams", status_code=201, response_model=TeamOut, summary="Create a team", responses=_ADMIN | _EXISTS
 )
 def post_team(body: TeamIn, session: SessionDep, _admin: AdminDep, response: Response) -> TeamOut:
-    try:
-        team = create_team(session, body.name, **body.model_dump(exclude={"name"}))
-    except AlreadyExists as e:
-        raise ProblemError(409, str(e), kind="exists") from None
-    response.headers["Location"] = f"/v1/teams/{team.name}"
-    return _team_out(session, team)
+    view = access.create_team(session, body.name, **body.model_dump(exclude={"name"}))
+    response.headers["Location"] = f"/v1/teams/{view.team.name}"
+    return _team_out(view)
 
 
 @router.get("/teams", response_model=TeamList, summary="Teams with their limits and usage")
 def list_teams(session: SessionDep, caller: CallerDep) -> TeamList:
     """Every team for an admin; your own team otherwise."""
-    stmt = select(Team).order_by(Team.name)
-    if not caller.is_admin:
-        stmt = stmt.where(Team.name == caller.team)
-    return TeamList(items=[_team_out(session, t) for t in session.scalars(stmt)])
-
-
-def _visible_team(session: SessionDep, caller: CallerDep, name: str) -> Team:
-    team = session.get(Team, name)
-    if team is None or not caller.sees(name):
-        raise not_found("team", name)
-    return team
+    return TeamList(items=[_team_out(v) for v in access.list_teams(session, caller)])
 
 
 @router.get("/teams/{name}", response_model=TeamOut, summary="A team, its limits and usage")
 def get_team(name: Annotated[str, Path(max_length=100)], session: SessionDep, caller: CallerDep) -> TeamOut:
-    return _team_out(session, _visible_team(session, caller, name))
+    return _team_out(access.get_team(session, caller, name))
 
 
 @router.patch("/teams/{name}", response_model=TeamOut, summary="Change a team's limits", responses=_ADMIN)
@@ -189,23 +175,14 @@ def patch_team(
 ) -> TeamOut:
     """Only the fields sent change (send `null` to lift a limit). New limits apply to the next
     submission and the next scheduling pass; running jobs are never stopped."""
-    team = _visible_team(session, caller, name)
-    for key, value in body.model_dump(exclude_unset=True).items():
-        setattr(team, key, value)
-    session.flush()
-    return _team_out(session, team)
+    return _team_out(access.set_team_limits(session, caller, name, body.model_dump(exclude_unset=True)))
 
 
 @router.post(
     "/users", status_code=201, response_model=UserOut, summary="Create a user", responses=_ADMIN | _EXISTS
 )
 def post_user(body: UserIn, session: SessionDep, _admin: AdminDep) -> UserOut:
-    try:
-        user = create_user(session, body.name, team=body.team, role=body.role)
-    except NotFound:
-        raise invalid("team", "no such team", detail=f"no team {body.team!r}") from None
-    except AlreadyExists as e:
-        raise ProblemError(409, str(e), kind="exists") from None
+    user = access.create_user(session, body.name, team=body.team, role=body.role)
     return UserOut.model_validate(user, from_attributes=True)
 
 
@@ -213,31 +190,22 @@ def post_user(body: UserIn, session: SessionDep, _admin: AdminDep) -> UserOut:
 def list_users(
     session: SessionDep, _admin: AdminDep, team: Annotated[str | None, Query(max_length=100)] = None
 ) -> UserList:
-    stmt = select(User).order_by(User.team, User.name)
-    if team is not None:
-        stmt = stmt.where(User.team == team)
-    return UserList(items=[UserOut.model_validate(u, from_attributes=True) for u in session.scalars(stmt)])
+    users = access.list_users(session, team=team)
+    return UserList(items=[UserOut.model_validate(u, from_attributes=True) for u in users])
 
 
 @router.post("/tokens", status_code=201, response_model=NewToken, summary="Create a token", responses=_ADMIN)
 def post_token(body: TokenIn, session: SessionDep, _admin: AdminDep) -> NewToken:
     """The answer holds the secret (`token`), shown this once."""
-    try:
-        token, secret = create_token(session, body.user, label=body.label)
-    except NotFound:
-        raise invalid("user", "no such user", detail=f"no user {body.user!r}") from None
-    session.flush()
-    return NewToken(**_token_out(token).model_dump(), token=secret)
+    made = access.create_token(session, body.user, label=body.label)
+    return NewToken(**_token_out(made.token).model_dump(), token=made.secret)
 
 
 @router.get("/tokens", response_model=TokenList, summary="Tokens (never their secrets)", responses=_ADMIN)
 def list_tokens(
     session: SessionDep, _admin: AdminDep, user: Annotated[str | None, Query(max_length=100)] = None
 ) -> TokenList:
-    stmt = select(ApiToken).order_by(ApiToken.created_at)
-    if user is not None:
-        stmt = stmt.where(ApiToken.user == user)
-    return TokenList(items=[_token_out(t) for t in session.scalars(stmt)])
+    return TokenList(items=[_token_out(t) for t in access.list_tokens(session, user=user)])
 
 
 @router.delete(
@@ -251,10 +219,7 @@ def delete_token(
     token_id: Annotated[str, Path(max_length=64)], session: SessionDep, _admin: AdminDep
 ) -> Response:
     """Refused from the next request on, by every API process; revoking twice is harmless."""
-    try:
-        revoke_token(session, token_id)
-    except NotFound:
-        raise not_found("token", token_id) from None
+    access.revoke_token(session, token_id)
     return Response(status_code=204)
 
 
@@ -269,15 +234,8 @@ def get_audit(
     limit: Annotated[int, Query(ge=1, le=1000)] = 200,
 ) -> AuditPage:
     """Oldest first; deleted jobs included. An admin sees every team's, others their own team's."""
-    start = decode_row_cursor(after) if after else 0
-    entries = audit_trail(
-        session,
-        teams=None if caller.is_admin else [caller.team],
-        actor=actor,
-        job_id=job_id,
-        kinds=kind or AUDIT_KINDS,
-        after=start,
-        limit=limit + 1,
+    page = access.audit_page(
+        session, caller, actor=actor, job_id=job_id, kinds=kind, after=decode_row_cursor(after), limit=limit
     )
     items = [
         AuditEntryOut(
@@ -290,8 +248,6 @@ def get_audit(
             job_name=e.job_name,
             team=e.team,
         )
-        for e in entries[:limit]
+        for e in page.items
     ]
-    return AuditPage(
-        items=items, next_cursor=str(items[-1].id if items else start), has_more=len(entries) > limit
-    )
+    return AuditPage(items=items, next_cursor=str(page.next_cursor), has_more=page.has_more)

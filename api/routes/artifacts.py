@@ -3,25 +3,19 @@
 from __future__ import annotations
 
 import base64
-import logging
 import mimetypes
-from collections.abc import Iterator
 from typing import Annotated, Any
 from urllib.parse import quote
 
 from fastapi import APIRouter, Header, Path
 from fastapi.responses import Response, StreamingResponse
-from sqlalchemy import select
 
 from api.auth import CallerDep, JobDep
 from api.deps import SessionDep, StateDep
-from api.problems import Problem, ProblemError, not_found
+from api.problems import Problem
 from api.schemas import ArtifactList
 from api.views import artifact_out
-from store.artifacts import ChecksumError, iter_verified
-from store.models import Artifact, Job
-
-log = logging.getLogger(__name__)
+from domain import artifacts
 
 router = APIRouter(tags=["artifacts"])
 
@@ -33,28 +27,7 @@ router = APIRouter(tags=["artifacts"])
     responses={404: {"model": Problem, "description": "No such job."}},
 )
 def list_artifacts(job: JobDep, session: SessionDep) -> ArtifactList:
-    rows = session.scalars(select(Artifact).where(Artifact.job_id == job.id).order_by(Artifact.name))
-    return ArtifactList(items=[artifact_out(a) for a in rows])
-
-
-def held_back(chunks: Iterator[bytes], artifact_id: str) -> Iterator[bytes]:
-    """Send each chunk only once the next one is read.
-
-    ``iter_verified`` raises after the last chunk when the file does not match its checksum;
-    holding that chunk back means a corrupt file reaches the client short of its
-    ``Content-Length``, which every HTTP client reports as a failed transfer.
-    """
-    previous: bytes | None = None
-    try:
-        for chunk in chunks:
-            if previous is not None:
-                yield previous
-            previous = chunk
-    except ChecksumError:
-        log.error("artifact %s does not match its checksum; download aborted", artifact_id)
-        raise
-    if previous is not None:
-        yield previous
+    return ArtifactList(items=[artifact_out(a) for a in artifacts.of_job(session, job.id)])
 
 
 def _disposition(filename: str) -> str:
@@ -83,20 +56,11 @@ def download_artifact(
     """The file with `Content-Length`, `ETag: "<sha256>"`, `Digest: sha-256=<base64>` and
     `X-Checksum-SHA256: <hex>`. It is checked while it streams: a file that no longer matches
     its checksum is cut short, so the client sees a failed download rather than bad bytes."""
-    artifact = session.get(Artifact, artifact_id)
-    job = session.get(Job, artifact.job_id) if artifact is not None else None
-    if artifact is None or job is None or job.deleted_at is not None or not caller.sees(job.team):
-        raise not_found("artifact", artifact_id)
+    artifact = artifacts.get_visible(session, caller, artifact_id)
     tag = f'"{artifact.sha256}"'
     if if_none_match and tag in {t.strip().removeprefix("W/") for t in if_none_match.split(",")}:
         return Response(status_code=304, headers={"ETag": tag})
-    try:
-        stream = state.artifacts.open(artifact.location)
-    except (FileNotFoundError, ValueError):
-        log.error("artifact %s: file %s is missing from the store", artifact.id, artifact.location)
-        raise ProblemError(
-            410, "the artifact's file is no longer in the store", kind="artifact-gone"
-        ) from None
+    chunks = artifacts.read(state.artifacts, artifact)  # 410 now if the file is gone
     media_type = mimetypes.guess_type(artifact.filename)[0] or "application/octet-stream"
     headers = {
         "Content-Length": str(artifact.size),
@@ -105,6 +69,4 @@ def download_artifact(
         "X-Checksum-SHA256": artifact.sha256,
         "Content-Disposition": _disposition(artifact.filename),
     }
-    return StreamingResponse(
-        held_back(iter_verified(stream, artifact.sha256), artifact.id), media_type=media_type, headers=headers
-    )
+    return StreamingResponse(chunks, media_type=media_type, headers=headers)

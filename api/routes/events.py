@@ -24,21 +24,16 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.sse import KEEPALIVE_COMMENT, EventSourceResponse, format_sse_event
-from sqlalchemy import select
-from sqlalchemy.exc import OperationalError
-from sqlalchemy.exc import TimeoutError as SQLTimeoutError
-from sqlalchemy.orm import Session
 
 from api.auth import CallerDep, JobDep
 from api.cursors import decode_row_cursor
 from api.deps import AppState, SessionDep, StateDep
-from api.problems import Problem, ProblemError
+from api.problems import Problem, database_unavailable
 from api.schemas import EventOut, EventPage, JobOut
 from api.streams import Slot
 from api.views import event_out, job_out
-from store.db import session_scope
-from store.identity import token_valid
-from store.models import TERMINAL, Job, JobEvent
+from core.errors import UnavailableError
+from domain import activity
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 
@@ -48,31 +43,19 @@ RETRY_MS = 2000
 BATCH = 500
 
 
-def _events_after(session: Session, job_id: str, after: int, limit: int) -> list[JobEvent]:
-    stmt = (
-        select(JobEvent)
-        .where(JobEvent.job_id == job_id, JobEvent.id > after)
-        .order_by(JobEvent.id)
-        .limit(limit)
-    )
-    return list(session.scalars(stmt))
-
-
 def _poll(
     state: AppState, job_id: str, seen_version: int | None, after: int, token_id: str
 ) -> tuple[JobOut | None, list[EventOut], bool] | None:
-    """(the job if its version changed, new events, finished); None once the job is gone or
-    the stream's token has been revoked (revocation ends open streams too)."""
-    with session_scope(state.settings.db_url) as session:
-        job = session.get(Job, job_id)
-        if job is None or job.deleted_at is not None or not token_valid(session, token_id):
+    """(the job if its version changed, new events, finished), rendered; None once the job is
+    gone or the stream's token has been revoked. A short read-only session of its own."""
+    with state.sessions() as session:
+        polled = activity.poll_job(
+            session, job_id, seen_version=seen_version, after=after, token_id=token_id, batch=BATCH
+        )
+        if polled is None:
             return None
-        changed = job_out(session, job) if job.version != seen_version else None
-        # Events after the job: a state change commits its event with the row, so every event
-        # up to the state just read is visible now, and a finished job's last events are sent.
-        events = [event_out(e) for e in _events_after(session, job_id, after, BATCH)]
-        # Finished only when every event is out: a full batch means more are waiting.
-        return changed, events, job.status in TERMINAL and len(events) < BATCH
+        changed = job_out(session, polled.job) if polled.changed else None
+        return changed, [event_out(e) for e in polled.events], polled.finished
 
 
 async def stream(state: AppState, job_id: str, after: int, slot: Slot) -> AsyncIterator[bytes]:
@@ -93,7 +76,9 @@ async def _follow(state: AppState, job_id: str, after: int, token_id: str) -> As
         try:
             async with state.db_gate.admit():
                 polled = await run_in_threadpool(_poll, state, job_id, version, after, token_id)
-        except (ProblemError, OperationalError, SQLTimeoutError):
+        except Exception as e:
+            if not (isinstance(e, UnavailableError) or database_unavailable(e)):
+                raise
             # the database is busy or away: keep the stream open (pings) and poll again later
             polled = (None, [], False)
         if polled is None:
@@ -151,10 +136,11 @@ def job_events(
     )
     start = decode_row_cursor(after) if after else decode_row_cursor(last_event_id, "Last-Event-ID")
     if as_json:
-        rows = _events_after(session, job.id, start, limit + 1)
-        items = [event_out(e) for e in rows[:limit]]
+        page = activity.events_page(session, job.id, after=start, limit=limit)
         return EventPage(
-            items=items, next_cursor=str(items[-1].id if items else start), has_more=len(rows) > limit
+            items=[event_out(e) for e in page.items],
+            next_cursor=str(page.next_cursor),
+            has_more=page.has_more,
         )
     headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}  # no proxy buffering
     slot = state.streams.take(caller.token_id)  # 429 past the caps

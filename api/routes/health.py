@@ -10,13 +10,12 @@ from fastapi import APIRouter, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from sqlalchemy import text
 
 from api.deps import StateDep
-from api.problems import FieldError, Problem, problem_response
+from api.problems import Problem
 from api.schemas import Health
 from api.telemetry import ApiMetrics
-from store.db import get_engine
+from domain.health import NotReadyError, check_database
 
 log = logging.getLogger(__name__)
 
@@ -29,11 +28,6 @@ CHECK_TIMEOUT_S = 5.0
 def healthz() -> Health:
     """Answers without touching the database or the broker."""
     return Health(status="ok")
-
-
-def _check_database(url: str) -> None:
-    with get_engine(url).connect() as connection:
-        connection.execute(text("SELECT 1"))
 
 
 async def _run_check(name: str, check: Callable[..., None], *args: object) -> str:
@@ -51,22 +45,14 @@ async def _run_check(name: str, check: Callable[..., None], *args: object) -> st
     summary="The database and the broker answer",
     responses={503: {"model": Problem, "description": "Not ready: a dependency does not answer."}},
 )
-async def readyz(request: Request, state: StateDep) -> Response:
+async def readyz(state: StateDep) -> Response:
     checks = {
-        "database": await _run_check("database", _check_database, state.settings.db_url),
+        "database": await _run_check("database", check_database, state.settings.db_url),
         "broker": await _run_check("broker", state.check_broker),
     }
     failing = [name for name, result in checks.items() if result != "ok"]
     if failing:
-        response = problem_response(
-            request,
-            503,
-            detail=f"not ready: {', '.join(failing)} unavailable",
-            kind="not-ready",
-            errors=[FieldError(field=name, message=checks[name]) for name in failing],
-        )
-        response.headers["Retry-After"] = "5"
-        return response
+        raise NotReadyError({name: checks[name] for name in failing})
     return JSONResponse(Health(status="ready", checks=checks).model_dump())
 
 

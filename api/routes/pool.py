@@ -10,7 +10,7 @@ from pydantic import BaseModel
 from api.auth import CallerDep
 from api.deps import SessionDep
 from api.schemas import UTCDateTime
-from store.pool import pool_view
+from domain import pool
 
 router = APIRouter(prefix="/v1", tags=["pool"])
 
@@ -63,4 +63,4 @@ def get_pool(session: SessionDep, caller: CallerDep) -> dict[str, Any]:
     `DISTILLERY_WORKER_TIMEOUT_S` is `lost`, and the job it held goes back to the queue.
     Everyone sees the whole pool and every team's queue; another team's job shows only its
     team, status and progress."""
-    return pool_view(session, visible=caller.sees)
+    return pool.view(session, caller)

@@ -14,9 +14,9 @@ from api.auth import CallerDep
 from api.deps import SessionDep, SettingsDep
 from api.documents import spec_document
 from api.problems import Problem
-from api.routes.jobs import check_uploads
-from api.validation import check_resources, validate_spec
+from api.validation import validate_spec
 from core.spec import spec_schema
+from domain.specs import check_spec
 
 router = APIRouter(prefix="/v1/spec", tags=["catalog"])
 
@@ -66,8 +66,7 @@ def validate(
     included), with nothing stored: `200` with the normalized spec, or the same `422` a submission
     would get."""
     spec = validate_spec(body)
-    check_uploads(session, spec, caller)
-    check_resources(spec, settings, session)
+    check_spec(session, caller, spec, settings)
     return ValidSpec(spec=spec.model_dump(mode="json"))
 
 

@@ -2,8 +2,10 @@
 datasets (``.npz`` archives), stored under the data root for specs to name.
 
 Each upload streams to a temporary file next to its destination, hashed and counted as it
-goes (413 past ``max_upload_bytes``), is checked without torch and without unpickling, and is
-then renamed into place: a half-written or refused file is never visible under its final name.
+goes (413 past ``max_upload_bytes``), is checked without torch and without unpickling
+(``api.model_formats``), and is then recorded by ``domain.uploads`` (the team's storage quota,
+the rename into place, the row): a half-written or refused file is never visible under its
+final name.
 """
 
 from __future__ import annotations
@@ -14,20 +16,17 @@ import json
 import os
 import tempfile
 from collections.abc import Iterator
-from dataclasses import dataclass
 from email.message import Message
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, File, Form, Request, Response, UploadFile
 from pydantic import TypeAdapter
-from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from api.auth import CallerDep, WriterDep
 from api.deps import SessionDep, SettingsDep
 from api.model_formats import (
-    ModelFormatError,
+    check_dataset,
     check_export_program,
     check_onnx,
     check_safetensors,
@@ -35,16 +34,14 @@ from api.model_formats import (
     is_pt2,
     looks_like_zip,
 )
-from api.problems import Problem, ProblemError, invalid, not_found
+from api.problems import Problem
 from api.schemas import UploadList, UploadOut
 from api.validation import validate_with
-from core.npz_format import NpzFormatError, check_npz
-from core.paths import UPLOADS
+from core.errors import InvalidRequestError, TooLargeError, UnsupportedMediaTypeError
 from core.spec import ArchitectureSpec
-from store.identity import Caller
-from store.models import Upload, new_id
-from store.quotas import QuotaExceeded, admit_upload
-from store.settings import Settings
+from domain import uploads
+from domain.uploads import PROGRAM_FORMATS, Staged
+from store.models import Upload
 
 CHUNK = 1 << 20
 _architecture = TypeAdapter(ArchitectureSpec)
@@ -54,10 +51,8 @@ def require_multipart(request: Request) -> None:
     message = Message()
     message["content-type"] = request.headers.get("content-type", "")
     if message.get_content_type() != "multipart/form-data":
-        raise ProblemError(415, "send the file as multipart/form-data", kind="unsupported-media-type")
+        raise UnsupportedMediaTypeError("send the file as multipart/form-data")
 
-
-PROGRAM_FORMATS = ("torchscript", "onnx", "pt2")  # teachers that carry their own architecture
 
 router = APIRouter(tags=["uploads"], dependencies=[Depends(require_multipart)])
 read_router = APIRouter(tags=["uploads"])
@@ -71,21 +66,8 @@ _PROBLEMS: dict[int | str, dict[str, Any]] = {
 }
 
 
-def stored_filename(name: str | None) -> str:
-    """The client's file name as a label: printable characters only (no NUL, which PostgreSQL
-    cannot store, no control characters), at most 300 of them. It never names a path."""
-    return "".join(c for c in (name or "") if c.isprintable())[:300]
-
-
-@dataclass
-class Received:
-    tmp: Path
-    size: int
-    sha256: str
-
-
 @contextlib.contextmanager
-def receive_upload(upload: UploadFile, folder: Path, limit: int) -> Iterator[Received]:
+def receive_upload(upload: UploadFile, folder: Path, limit: int) -> Iterator[Staged]:
     """The upload copied into ``folder`` under a temporary name; removed unless moved away."""
     folder.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(dir=folder, prefix=".upload.")
@@ -96,29 +78,16 @@ def receive_upload(upload: UploadFile, folder: Path, limit: int) -> Iterator[Rec
             while chunk := upload.file.read(CHUNK):
                 size += len(chunk)
                 if size > limit:
-                    raise ProblemError(
-                        413, f"the file is larger than the {limit} bytes accepted", kind="upload-too-large"
+                    raise TooLargeError(
+                        "upload-too-large", f"the file is larger than the {limit} bytes accepted"
                     )
                 digest.update(chunk)
                 out.write(chunk)
         if size == 0:
-            raise invalid("file", "the file is empty")
-        yield Received(tmp, size, digest.hexdigest())
+            raise InvalidRequestError.field("file", "the file is empty")
+        yield Staged(tmp, size, digest.hexdigest())
     finally:
         tmp.unlink(missing_ok=True)
-
-
-def _store(session: Session, settings: Settings, received: Received, upload: Upload) -> None:
-    """Move the checked file to its final name, then record it; undo the move if that fails."""
-    final = settings.data_path / upload.path
-    os.chmod(received.tmp, 0o644)
-    os.replace(received.tmp, final)
-    try:
-        session.add(upload)
-        session.commit()
-    except BaseException:
-        final.unlink(missing_ok=True)
-        raise
 
 
 def _out(upload: Upload) -> UploadOut:
@@ -147,14 +116,18 @@ def _out(upload: Upload) -> UploadOut:
 def _architecture_of(text: str | None, fmt: str) -> dict[str, Any] | None:
     if fmt in PROGRAM_FORMATS:
         if text:
-            raise invalid("architecture", f"a {fmt} file carries its own architecture: leave it out")
+            raise InvalidRequestError.field(
+                "architecture", f"a {fmt} file carries its own architecture: leave it out"
+            )
         return None
     if not text:
-        raise invalid("architecture", "safetensors weights need the registry architecture they fit")
+        raise InvalidRequestError.field(
+            "architecture", "safetensors weights need the registry architecture they fit"
+        )
     try:
         data = json.loads(text)
     except json.JSONDecodeError as e:
-        raise invalid("architecture", f"malformed JSON: {e}") from None
+        raise InvalidRequestError.field("architecture", f"malformed JSON: {e}") from None
     spec = validate_with(_architecture, data, what="architecture", field="architecture")
     return dict(spec.model_dump(mode="json"))
 
@@ -175,11 +148,7 @@ def _check_model(path: Path, fmt: str | None, filename: str) -> tuple[str, dict[
         "onnx": check_onnx,
         "pt2": check_export_program,
     }
-    try:
-        details = checks[fmt](path)
-    except ModelFormatError as e:
-        raise invalid("file", str(e)) from None
-    return fmt, details
+    return fmt, checks[fmt](path)
 
 
 @router.post(
@@ -205,28 +174,17 @@ def upload_model(
     """A teacher for `teacher.model: {kind: torchscript|onnx|pt2, path}` or, for safetensors
     weights, `teacher.model: <architecture>` with `teacher.checkpoint: path`. Pickles are refused,
     and so are programs calling an operator outside the allowlist of pure tensor operators."""
-    upload_id = new_id()
-    with receive_upload(file, settings.data_path / UPLOADS / "models", settings.max_upload_bytes) as received:
-        fmt, details = _check_model(received.tmp, format_, file.filename or "")
+    folder = uploads.folder(settings.data_path, "model")
+    with receive_upload(file, folder, settings.max_upload_bytes) as staged:
+        fmt, details = _check_model(staged.tmp, format_, file.filename or "")
         arch = _architecture_of(architecture, fmt)
         if arch is not None:
             details["architecture"] = arch
-        suffix = {"torchscript": "pt", "onnx": "onnx", "pt2": "pt2"}.get(fmt, "safetensors")
-        upload = Upload(
-            id=upload_id,
-            kind="model",
-            format=fmt,
-            filename=stored_filename(file.filename),
-            path=f"{UPLOADS}/models/{upload_id}.{suffix}",
-            size=received.size,
-            sha256=received.sha256,
-            details=details,
-            owner=caller.user,
-            team=caller.team,
-        )
-        _admit(session, caller, received.size)
-        _store(session, settings, received, upload)
-    response.headers["Location"] = f"/v1/models/{upload_id}"
+        upload = uploads.record(
+            session, caller, settings.data_path, staged,
+            kind="model", fmt=fmt, filename=file.filename, details=details,
+        )  # fmt: skip
+    response.headers["Location"] = f"/v1/models/{upload.id}"
     return _out(upload)
 
 
@@ -242,70 +200,34 @@ def upload_dataset(
 ) -> UploadOut:
     """A dataset for `data: {kind: npz, path}`: arrays `x_train`, `y_train`, `x_test`, `y_test`
     (optionally `x_val`, `y_val`); inputs `(N, L)`, `(N, H, W)` or `(N, C, H, W)`, integer labels."""
-    upload_id = new_id()
-    limit = settings.max_upload_bytes
-    with receive_upload(file, settings.data_path / UPLOADS / "datasets", limit) as received:
-        try:
-            summary = check_npz(
-                received.tmp, label=file.filename or "the archive", max_bytes=settings.max_unpacked_bytes
-            )
-        except NpzFormatError as e:
-            raise invalid(e.array or "file", str(e)) from None
-        upload = Upload(
-            id=upload_id,
-            kind="dataset",
-            format="npz",
-            filename=stored_filename(file.filename),
-            path=f"{UPLOADS}/datasets/{upload_id}.npz",
-            size=received.size,
-            sha256=received.sha256,
-            details=summary,
-            owner=caller.user,
-            team=caller.team,
-        )
-        _admit(session, caller, received.size)
-        _store(session, settings, received, upload)
-    response.headers["Location"] = f"/v1/datasets/{upload_id}"
-    return _out(upload)
-
-
-def _admit(session: Session, caller: Caller, size: int) -> None:
-    """The team's storage quota, checked (under the team's lock) once the size is known."""
-    try:
-        admit_upload(session, caller.team, size)
-    except QuotaExceeded as e:
-        raise ProblemError(409, str(e), kind=e.kind) from None
-
-
-def _list(session: Session, kind: str, caller: Caller) -> UploadList:
-    stmt = select(Upload).where(Upload.kind == kind).order_by(Upload.created_at.desc())
-    if not caller.is_admin:
-        stmt = stmt.where(Upload.team == caller.team)
-    return UploadList(items=[_out(u) for u in session.scalars(stmt)])
-
-
-def _one(session: Session, kind: str, upload_id: str, caller: Caller) -> UploadOut:
-    upload = session.get(Upload, upload_id)
-    if upload is None or upload.kind != kind or not caller.sees(upload.team):
-        raise not_found(kind, upload_id)
+    with receive_upload(
+        file, uploads.folder(settings.data_path, "dataset"), settings.max_upload_bytes
+    ) as staged:
+        label = file.filename or "the archive"
+        summary = check_dataset(staged.tmp, label, settings.max_unpacked_bytes)
+        upload = uploads.record(
+            session, caller, settings.data_path, staged,
+            kind="dataset", fmt="npz", filename=file.filename, details=summary,
+        )  # fmt: skip
+    response.headers["Location"] = f"/v1/datasets/{upload.id}"
     return _out(upload)
 
 
 @read_router.get("/v1/models", response_model=UploadList, summary="Your team's uploaded teachers")
 def list_models(session: SessionDep, caller: CallerDep) -> UploadList:
-    return _list(session, "model", caller)
+    return UploadList(items=[_out(u) for u in uploads.list_visible(session, caller, "model")])
 
 
 @read_router.get("/v1/models/{upload_id}", response_model=UploadOut, summary="An uploaded teacher")
 def get_model(upload_id: str, session: SessionDep, caller: CallerDep) -> UploadOut:
-    return _one(session, "model", upload_id, caller)
+    return _out(uploads.get_visible(session, caller, "model", upload_id))
 
 
 @read_router.get("/v1/datasets", response_model=UploadList, summary="Your team's uploaded datasets")
 def list_datasets(session: SessionDep, caller: CallerDep) -> UploadList:
-    return _list(session, "dataset", caller)
+    return UploadList(items=[_out(u) for u in uploads.list_visible(session, caller, "dataset")])
 
 
 @read_router.get("/v1/datasets/{upload_id}", response_model=UploadOut, summary="An uploaded dataset")
 def get_dataset(upload_id: str, session: SessionDep, caller: CallerDep) -> UploadOut:
-    return _one(session, "dataset", upload_id, caller)
+    return _out(uploads.get_visible(session, caller, "dataset", upload_id))

@@ -8,6 +8,7 @@ from fastapi.testclient import TestClient
 from api.routes import jobs as jobs_routes
 from store.settings import Settings
 from tests.api.support import move, spec, unique
+from tests.reports import REPORT, report
 
 
 def test_the_jobs_list_gives_summaries_with_the_headline_result(
@@ -15,14 +16,14 @@ def test_the_jobs_list_gives_summaries_with_the_headline_result(
 ) -> None:
     name = unique("summary")
     job = client.post("/v1/jobs", json=spec(name=name)).json()
-    report = {
-        "teacher": {"test_top1": 0.97},
-        "baseline": {"test_top1": 0.63},
-        "student": {"test_top1": 0.855, "best_epoch": 41},
-        "kd_gain": 0.225,
-        "kd_gain_stderr": 0.019,
-    }
-    move(settings.db_url, job["id"], "starting", "running", "succeeded", report=report)
+    stored = report(
+        teacher={**REPORT["teacher"], "test_top1": 0.97},
+        baseline={**REPORT["baseline"], "test_top1": 0.63},
+        student={**REPORT["student"], "test_top1": 0.855, "best_epoch": 41},
+        kd_gain=0.225,
+        kd_gain_stderr=0.019,
+    )
+    move(settings.db_url, job["id"], "starting", "running", "succeeded", report=stored)
     item = client.get("/v1/jobs", params={"name": name}).json()["items"][0]
     assert "spec" not in item and "report" not in item  # those are on GET /v1/jobs/{id}
     assert item["result"] == {
@@ -34,7 +35,7 @@ def test_the_jobs_list_gives_summaries_with_the_headline_result(
         "best_epoch": 41,
     }
     whole = client.get(f"/v1/jobs/{job['id']}").json()
-    assert whole["report"] == report and whole["result"] == item["result"] and whole["spec"]
+    assert whole["report"] == stored and whole["result"] == item["result"] and whole["spec"]
 
 
 def test_the_lists_304_is_decided_before_any_summary_is_built(

@@ -15,12 +15,12 @@ import uvicorn
 from fastapi.testclient import TestClient
 
 from api.app import create_app
-from api.routes.metrics import strided
 from store.db import session_scope
 from store.jobs import record_metrics, touch
 from store.settings import Settings
 from tests.api.conftest import FakeBroker
 from tests.api.support import Member, assert_problem, move, spec, unique
+from tests.reports import REPORT
 
 
 def submit(client: TestClient) -> str:
@@ -91,12 +91,6 @@ def test_metrics_downsampling_keeps_ends_of_each_series(client: TestClient, sett
     all_rows = client.get(f"/v1/jobs/{job_id}/metrics", params={"limit": 10_000}).json()
     assert body["next_cursor"] == all_rows["next_cursor"]  # the next poll starts after every row read
     assert_problem(client.get(f"/v1/jobs/{job_id}/metrics", params={"max_points": 1}), 422)
-
-
-def test_strided() -> None:
-    assert strided(3, 5) == [0, 1, 2]
-    assert strided(10, 2) == [0, 9]
-    assert strided(101, 5) == [0, 25, 50, 75, 100]
 
 
 def test_events_as_json_with_cursor(client: TestClient, settings: Settings) -> None:
@@ -171,7 +165,7 @@ def test_sse_follows_a_job_to_its_end(server: str, settings: Settings, member: M
                     session, job_id, progress={"stage": "student", "epoch": 1, "epochs": 3, "fraction": 0.5}
                 )
             time.sleep(0.6)
-            move(settings.db_url, job_id, "succeeded", report={"student": {"accuracy": 0.9}})
+            move(settings.db_url, job_id, "succeeded", report=REPORT)
 
         thread = threading.Thread(target=worker)
         thread.start()
@@ -186,7 +180,7 @@ def test_sse_follows_a_job_to_its_end(server: str, settings: Settings, member: M
     jobs = [json.loads(data) for event, data, _ in messages if event == "job"]
     events = [(json.loads(data), ident) for event, data, ident in messages if event == "event"]
     assert jobs[0]["status"] == "queued" and jobs[-1]["status"] == "succeeded"
-    assert jobs[-1]["report"] == {"student": {"accuracy": 0.9}}
+    assert jobs[-1]["report"] == REPORT
     assert any(j["progress"] for j in jobs)  # a progress-only change was sent too
     statuses = [e["to_status"] for e, _ in events]
     assert statuses == ["queued", "starting", "running", "succeeded"]

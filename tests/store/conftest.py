@@ -7,17 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from store.db import migrate
-from tests.databases import fresh_postgres
+from tests.databases import migrated
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'store.db'}"
-        migrate(url)
-        yield url
-        return
-    with fresh_postgres("distillery_store") as url:
-        migrate(url)
+    with migrated(request.param, tmp_path, "distillery_store") as url:
         yield url

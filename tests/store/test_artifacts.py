@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from store.artifacts import ChecksumError, LocalStore, S3Store, iter_verified, open_store
+from store.settings import Settings
 
 
 def payload(tmp_path: Path, size: int = 3 * (1 << 20) + 17) -> tuple[Path, bytes]:
@@ -66,3 +67,15 @@ def test_s3_round_trip(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         assert b"".join(iter_verified(store.open(stored.location), stored.sha256)) == data
         store.delete(stored.location)
         assert boto3.client("s3").list_objects_v2(Bucket="distillery").get("KeyCount") == 0
+
+
+def test_the_s3_endpoint_comes_from_the_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``DISTILLERY_S3_ENDPOINT`` (MinIO, Ceph) reaches the client through ``Settings``, not a
+    read of the environment of its own."""
+    pytest.importorskip("boto3")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    monkeypatch.setenv("DISTILLERY_S3_ENDPOINT", "http://minio.internal:9000")
+    settings = Settings(_env_file=None, artifacts_url="s3://distillery/prod")
+    store = open_store(settings.artifacts_location, s3_endpoint=settings.s3_endpoint)
+    assert isinstance(store, S3Store) and store.client.meta.endpoint_url == "http://minio.internal:9000"
+    assert open_store("s3://distillery/prod").client.meta.endpoint_url.startswith("https://s3.")  # type: ignore[attr-defined]

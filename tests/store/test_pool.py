@@ -6,8 +6,8 @@ from datetime import timedelta
 
 from sqlalchemy.orm import Session
 
+from domain.lifecycle import claim, reap_expired
 from store.db import session_scope
-from store.jobs import claim, reap_expired
 from store.models import Job, Worker, utcnow
 from store.pool import heartbeat, mark_lost, pool_view, sign_off, stranded
 

@@ -14,11 +14,12 @@ from typing import Any
 
 from sqlalchemy import func, select
 
+from domain.lifecycle import claim, mark_published
 from store.db import session_scope
-from store.jobs import claim, mark_published, transition
+from store.jobs import transition
 from store.locks import DISPATCH, hold
-from store.models import Job, Team, Worker
-from store.pool import HELD, heartbeat
+from store.models import HELD, Job, JobStatus, Team, Worker
+from store.pool import heartbeat
 from store.scheduler import Wait, plan, waits
 from worker.dispatcher import dispatch_once
 
@@ -74,7 +75,7 @@ def start(db_url: str, name: str, worker: str) -> None:
 
 def finish(db_url: str, name: str) -> None:
     with session_scope(db_url) as session:
-        assert transition(session, job_id(db_url, name), HELD, "succeeded")
+        assert transition(session, job_id(db_url, name), HELD, JobStatus.SUCCEEDED)
 
 
 def wait_of(db_url: str) -> dict[str, Wait]:

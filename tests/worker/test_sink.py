@@ -16,8 +16,9 @@ from sqlalchemy import select
 from sqlalchemy.engine import make_url
 
 from core.sink import Progress
+from domain.lifecycle import Ending, request_cancel
 from store.db import get_engine, migrate, session_scope
-from store.jobs import add_event_once, request_cancel
+from store.jobs import add_event_once
 from store.models import Job, Metric, utcnow
 from store.settings import Settings
 from tests.databases import fresh_postgres
@@ -348,7 +349,7 @@ def test_the_job_s_end_waits_for_the_database(db: Outage, tmp_path: Path) -> Non
     db.proxy.cut()
     attempt.sink.metrics("student", 1, 10, {"train/loss": 2.0})
     threading.Timer(1.5, db.proxy.restore).start()
-    assert attempt._end("failed", ("starting", "running"), "internal", "boom") == "failed"
+    assert attempt._end(Ending.failed("internal", "boom")) == "failed"
     assert get_job(db.direct, job_id).status == "failed"
     assert stored_epochs(db.direct, job_id) == [("student", 1)]  # written before the ending
 
@@ -357,14 +358,14 @@ def test_the_job_s_end_gives_up_when_the_lease_runs_out(db: Outage, tmp_path: Pa
     job_id = started_job(pg(db))
     attempt = Attempt(Settings(home=tmp_path, database_url=db.url, lease_s=1), job_id, ME)
     db.proxy.cut()
-    assert attempt._end("failed", ("starting", "running"), "internal", "boom") == "lost"
+    assert attempt._end(Ending.failed("internal", "boom")) == "lost"
     assert get_job(db.direct, job_id).status == "starting"
 
 
 def test_an_ending_whose_answer_was_lost_is_not_lost(deployment: Deployment) -> None:
     job_id = started_job(deployment)
     attempt = Attempt(deployment.settings, job_id, ME)
-    assert attempt._end("failed", ("starting", "running"), "internal", "boom") == "failed"
+    assert attempt._end(Ending.failed("internal", "boom")) == "failed"
     # the same write again (its first commit landed, but the worker never heard so)
-    assert attempt._end("failed", ("starting", "running"), "internal", "boom") == "failed"
+    assert attempt._end(Ending.failed("internal", "boom")) == "failed"
     assert [e.to_status for e in events(deployment.db_url, job_id, "status")] == ["failed"]

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from domain.lifecycle import request_cancel
 from store.artifacts import open_store
 from store.db import session_scope
-from store.jobs import request_cancel
 from store.models import Artifact, Job, Metric
 from tests.worker.support import (
     SLOW,
