@@ -12,183 +12,45 @@ codes (docs/cli.md): 0 ok, 1 the job failed or was cancelled, 2 usage, 3 server 
 
 from __future__ import annotations
 
-import json
-import os
 import sys
 import uuid
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from enum import IntEnum
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, NoReturn
+from typing import Annotated, Any
 
 import typer
 import yaml
-from rich.console import Console
-from rich.text import Text
 
+from cli import views
+from cli.remote import (
+    AsJson,
+    Code,
+    JobId,
+    Quiet,
+    Token,
+    Url,
+    connect,
+    dump,
+    err,
+    fail,
+    follow_job,
+    out,
+    print_json,
+    print_outcome,
+)
 from client import (
-    ApiError,
     Artifact,
-    AuthError,
-    ChecksumMismatch,
     Client,
     ClientError,
     Config,
-    Conflict,
-    Invalid,
     Job,
     NotFound,
-    Unreachable,
     Upload,
     forget_login,
     parse_spec_text,
     resolve,
     save_login,
-    views,
 )
-
-
-class Code(IntEnum):
-    OK = 0
-    JOB_FAILED = 1
-    USAGE = 2
-    UNREACHABLE = 3
-    AUTH = 4
-    NOT_FOUND = 5
-    INVALID = 6
-    CONFLICT = 7
-    API_ERROR = 8
-    CHECKSUM = 9
-    INTERRUPTED = 130
-
-
-def _console(stderr: bool) -> Console:
-    stream = sys.stderr if stderr else sys.stdout
-    # logs and pipes: wide enough that ids and tables are not wrapped at rich's default of 80
-    width = None if stream.isatty() or "COLUMNS" in os.environ else 140
-    return Console(stderr=stderr, width=width)
-
-
-out = _console(stderr=False)
-err = _console(stderr=True)
-
-Url = Annotated[
-    str | None,
-    typer.Option(
-        "--url", help="Server URL (else $DISTILLERY_URL, else `distill login`'s, else http://127.0.0.1:8000)."
-    ),
-]
-Token = Annotated[
-    str | None,
-    typer.Option(
-        "--token", help="API token (else $DISTILLERY_TOKEN, else the one `distill login` saved for the URL)."
-    ),
-]
-AsJson = Annotated[bool, typer.Option("--json", help="Print JSON only (stdout), for scripts.")]
-JobId = Annotated[str, typer.Argument(metavar="JOB", help="The job's id.")]
-Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No live progress on stderr.")]
-
-
-# ---------------------------------------------------------------------------- errors
-
-
-# the most specific class first: AuthError, NotFound, Invalid and Conflict are ApiErrors
-EXIT_CODES: tuple[tuple[type[ClientError], Code], ...] = (
-    (Unreachable, Code.UNREACHABLE),
-    (ChecksumMismatch, Code.CHECKSUM),
-    (AuthError, Code.AUTH),
-    (NotFound, Code.NOT_FOUND),
-    (Invalid, Code.INVALID),
-    (Conflict, Code.CONFLICT),
-)
-
-
-def exit_code(error: ClientError) -> Code:
-    return next((code for cls, code in EXIT_CODES if isinstance(error, cls)), Code.API_ERROR)
-
-
-def _auth_hint(error: AuthError, config: Config) -> str:
-    if error.status == 403:
-        return "not allowed"
-    if config.token is None:
-        return f"no API token for {config.url}: run `distill login` or set DISTILLERY_TOKEN"
-    return f"{config.url} refused the token (from the {config.token_from})"
-
-
-def _headline(error: ClientError, config: Config) -> str:
-    message = error.message
-    if isinstance(error, AuthError):
-        # without a token the server's "send a token" says less than how to get one
-        hint = _auth_hint(error, config)
-        return hint if config.token is None and error.status == 401 else f"{hint}: {message}"
-    if isinstance(error, Unreachable) and config.url_from != "option":
-        return f"{message} (URL from the {config.url_from})"
-    if isinstance(error, Invalid) and error.errors:
-        # the detail repeats the field list printed below it: keep what comes before
-        listed = "; ".join(f"{e.field}: {e.message}" for e in error.errors)
-        return message.removesuffix(listed).rstrip(": ") or "invalid input"
-    if isinstance(error, ApiError) and not isinstance(error, NotFound | Conflict):
-        return f"the server answered {error.status}: {message}"
-    return message
-
-
-def fail(error: ClientError, config: Config) -> NoReturn:
-    """One clear line (and the offending fields) on stderr, then the documented exit code."""
-    err.print(Text.assemble(("error: ", "bold red"), _headline(error, config)), soft_wrap=True)
-    if isinstance(error, ApiError):
-        for e in error.errors:
-            err.print(Text(f"  {e.field}: {e.message}"), soft_wrap=True)
-    raise typer.Exit(exit_code(error))
-
-
-@contextmanager
-def connect(url: str | None, token: str | None) -> Iterator[Client]:
-    """A client for the configured server; any ``ClientError`` inside ends the command cleanly."""
-    config = resolve(url, token)
-    try:
-        with Client(config.url, config.token) as client:
-            yield client
-    except ClientError as e:
-        fail(e, config)
-    except KeyboardInterrupt:
-        err.print("interrupted")
-        raise typer.Exit(Code.INTERRUPTED) from None
-
-
-def print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
-
-
-def _dump(model: Any) -> Any:
-    return model.model_dump(mode="json")
-
-
-def print_outcome(job: Job) -> Code:
-    """The report of a succeeded job, or what ended it; the exit code for that outcome."""
-    if job.status == "succeeded" and job.report:
-        views.print_report(out, job.report)
-        return Code.OK
-    if job.error is not None:
-        err.print(f"[bold red]job {job.id} {job.status}[/] ({job.error.type}): {job.error.message}")
-    else:
-        err.print(f"job {job.id} {views.styled_status(job.status)}")
-    return Code.OK if job.status == "succeeded" else Code.JOB_FAILED
-
-
-def follow_job(client: Client, job_id: str, quiet: bool) -> Job:
-    """Poll the job to its end with the live view; Ctrl-C stops following, not the job."""
-    try:
-        with views.LiveView(err, enabled=not quiet) as view:
-            return client.wait(job_id, on_update=view, interval=1.0, metrics=not quiet, events=not quiet)
-    except KeyboardInterrupt:
-        err.print(
-            f"stopped following; job {job_id} goes on (distill follow {job_id} / distill cancel {job_id})"
-        )
-        raise typer.Exit(Code.INTERRUPTED) from None
-
-
-# ---------------------------------------------------------------------------- account
 
 
 def _read_token(token: str | None) -> str:
@@ -204,7 +66,7 @@ def login(url: Url = None, token: Token = None) -> None:
     """Check a token against the server (GET /v1/me) and save both in the config file (mode 0600).
 
     Without --token, the token is asked for (hidden), or read from stdin when it is not a terminal."""
-    config = resolve(url, None, env={k: v for k, v in os.environ.items() if k != "DISTILLERY_TOKEN"})
+    config = resolve(url, None)
     secret = _read_token(token)
     if not secret:
         err.print("[bold red]error:[/] no token given")
@@ -218,7 +80,7 @@ def login(url: Url = None, token: Token = None) -> None:
     save_login(config.url, secret, config.path)
     out.print(f"logged in to {config.url} as {me.user} (team {me.team}, {me.role})", highlight=False)
     err.print(f"token saved in {config.path}", highlight=False)
-    if os.environ.get("DISTILLERY_TOKEN"):
+    if config.token_from == "environment":
         err.print("note: DISTILLERY_TOKEN is set and takes precedence over the saved token")
 
 
@@ -237,7 +99,7 @@ def whoami(url: Url = None, token: Token = None, as_json: AsJson = False) -> Non
     with connect(url, token) as client:
         me = client.me()
     if as_json:
-        print_json({**_dump(me), "url": config.url, "token_from": config.token_from})
+        print_json({**dump(me), "url": config.url, "token_from": config.token_from})
         return
     out.print(f"{me.user} (team {me.team}, {me.role}) on {config.url}", highlight=False)
     err.print(f"URL from the {config.url_from}, token from the {config.token_from}", highlight=False)
@@ -277,7 +139,7 @@ def submit(
             err.print(f"submitted job {job.id} ({job.name}): {_where(job)}", highlight=False)
         if not wait:
             if as_json:
-                print_json(_dump(job))
+                print_json(dump(job))
             else:
                 out.print(job.id, highlight=False)
             return
@@ -293,7 +155,7 @@ def _where(job: Job) -> str:
 
 def _finish(job: Job, as_json: bool) -> None:
     if as_json:
-        print_json(_dump(job))
+        print_json(dump(job))
         code = Code.OK if job.status == "succeeded" else Code.JOB_FAILED
     else:
         code = print_outcome(job)
@@ -328,7 +190,7 @@ def list_jobs(
             if len(jobs) >= limit:
                 break
     if as_json:
-        print_json([_dump(j) for j in jobs])
+        print_json([dump(j) for j in jobs])
         return
     out.print(views.job_table(jobs))
 
@@ -339,10 +201,10 @@ def show(job_id: JobId, as_json: AsJson = False, url: Url = None, token: Token =
         job = client.get_job(job_id)
         artifacts = client.artifacts(job_id) if job.status == "succeeded" and not as_json else []
     if as_json:
-        print_json(_dump(job))
+        print_json(dump(job))
         return
     out.print(views.job_details(job))
-    if job.report:
+    if job.report is not None:
         views.print_report(out, job.report)
     if artifacts:
         out.print(views.artifact_table(artifacts, None))
@@ -364,7 +226,7 @@ def metrics(
     with connect(url, token) as client:
         rows = client.all_metrics(job_id, stage=stage, name=name)
     if as_json:
-        print_json([_dump(m) for m in rows])
+        print_json([dump(m) for m in rows])
         return
     if not rows:
         err.print(f"job {job_id} has no metrics yet")
@@ -377,7 +239,7 @@ def cancel(job_id: JobId, as_json: AsJson = False, url: Url = None, token: Token
     with connect(url, token) as client:
         job = client.cancel(job_id)
     if as_json:
-        print_json(_dump(job))
+        print_json(dump(job))
     elif job.status == "cancelling":
         out.print(f"job {job.id} cancelling: its worker stops it within seconds", highlight=False)
     else:
@@ -423,7 +285,7 @@ def download(
         out_dir.mkdir(parents=True, exist_ok=True)
         paths = {a.id: client.download(a, out_dir) for a in chosen}
     if as_json:
-        print_json([{**_dump(a), "path": str(paths[a.id])} for a in chosen])
+        print_json([{**dump(a), "path": str(paths[a.id])} for a in chosen])
     else:
         out.print(views.artifact_table(chosen, paths))
 
@@ -473,7 +335,7 @@ def upload_dataset(file: UploadFile, as_json: AsJson = False, url: Url = None, t
 
 def _print_upload(upload: Upload, as_json: bool) -> None:
     if as_json:
-        print_json(_dump(upload))
+        print_json(dump(upload))
         return
     out.print(f"uploaded {upload.filename} as {upload.kind} {upload.id}: {upload.path}", highlight=False)
     out.print("use it in a job spec:", highlight=False)
@@ -488,7 +350,7 @@ def pool(as_json: AsJson = False, url: Url = None, token: Token = None) -> None:
     with connect(url, token) as client:
         view = client.pool()
     if as_json:
-        print_json(_dump(view))
+        print_json(dump(view))
         return
     for renderable in views.pool_views(view):
         out.print(renderable)
