@@ -1,7 +1,16 @@
 # Two images from one file:
 #   docker build --target api    -t distillery-api .     # the HTTP API: no CUDA, no torch
 #   docker build --target worker -t distillery-worker .  # a GPU worker: CUDA base + torch
-# docker-compose.yml builds both.
+# docker-compose.yml builds both. Both install the project's wheel, built once below: what ships
+# is what pyproject.toml's [tool.setuptools] lists, nothing is copied by hand.
+# tests/test_images.py rebuilds each image's files and dependencies in a virtual environment and
+# runs its commands there (no Docker engine needed).
+
+# ---------------------------------------------------------------- the project's wheel
+FROM python:3.11-slim-bookworm AS wheel
+WORKDIR /src
+COPY . .
+RUN pip wheel --no-deps --wheel-dir /wheels .
 
 # ---------------------------------------------------------------- api
 FROM python:3.11-slim-bookworm AS api
@@ -11,16 +20,10 @@ ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1 \
 WORKDIR /app
 COPY requirements/api.txt requirements/api.txt
 RUN pip install -r requirements/api.txt
-COPY pyproject.toml README.md ./
-COPY core core
-COPY store store
-COPY domain domain
-COPY worker worker
-COPY api api
-COPY cli cli
 COPY examples examples
+COPY --from=wheel /wheels /wheels
 # --no-deps: the API's dependencies are above; torch stays out of this image
-RUN pip install --no-deps . && useradd --system --uid 1000 distillery \
+RUN pip install --no-deps /wheels/distillery-*.whl && useradd --system --uid 1000 distillery \
     && mkdir -p /var/lib/distillery && chown distillery /var/lib/distillery
 USER distillery
 EXPOSE 8000
@@ -41,15 +44,8 @@ ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /app
 COPY requirements/torch.txt requirements/torch.txt
 RUN pip install -r requirements/torch.txt
-COPY pyproject.toml README.md ./
-COPY core core
-COPY store store
-COPY domain domain
-COPY worker worker
-COPY api api
-COPY cli cli
-COPY examples examples
-RUN pip install '.[s3]' && useradd --system --uid 1000 distillery \
+COPY --from=wheel /wheels /wheels
+RUN pip install "$(echo /wheels/distillery-*.whl)[s3]" && useradd --system --uid 1000 distillery \
     && mkdir -p /var/lib/distillery && chown distillery /var/lib/distillery
 USER distillery
 CMD ["distill", "worker"]
