@@ -24,12 +24,13 @@ from core.errors import SpecError
 from core.files import atomic_write_text
 from core.losses import Objective, SourceConsistencyTerm
 from core.models import build_classifier, load_weights, save_weights
+from core.oom import translate_oom
 from core.report import StageOutputs, build_report, teacher_stage, write_report
 from core.report_model import Report, SourceTask
 from core.seeding import derive_seed, seed_everything
 from core.sink import Sink
 from core.spec import CELoss, JobSpec, SourceConsistencyLoss, TeacherSpec
-from core.trainer import ProgressTracker, StagePlan, StageResult, Trainer, evaluate_split, translate_oom
+from core.trainer import ProgressTracker, StagePlan, StageResult, Trainer, evaluate_split
 
 STUDENT_COST = 2.0  # a distillation step also runs the teachers: roughly twice a plain step
 
@@ -198,6 +199,7 @@ class JobRun:
             precision=self.spec.runtime.precision,
             eval_batch_size=self.spec.runtime.eval_batch_size,
             seed=self.spec.seed,
+            checkpoint_every_s=self.spec.runtime.checkpoint_every_s,
         )
         teachers, teacher_data = [], []
         for i, tspec in enumerate(self.spec.all_teachers):

@@ -590,6 +590,15 @@ class RuntimeSpec(_Spec):
     compile: bool = Field(False, description="torch.compile the student and teacher.")
     eval_batch_size: int = Field(1000, ge=1, le=MAX_BATCH)
     measure_speed: bool = Field(True, description="Measure CPU latency and throughput in the report.")
+    checkpoint_every_s: float = Field(
+        300.0,
+        ge=0,
+        le=86_400,
+        description=(
+            "Inside an epoch, save a step checkpoint (weights, optimizer, RNG, batch position) at most "
+            "this often; a retried attempt resumes from it mid-epoch. Epoch ends always checkpoint."
+        ),
+    )
 
 
 class JobSpec(_Spec):

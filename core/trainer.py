@@ -10,6 +10,7 @@ would have ended (the RNG is re-seeded per epoch, the schedule is a function of 
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import time
 from collections.abc import Callable
@@ -22,11 +23,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from core.augment import Augment
-from core.errors import CancelledError, DivergedError, OutOfMemoryError, SpecError
+from core.errors import CancelledError, DivergedError
 from core.files import atomic_path
 from core.losses import Objective
 from core.optim import build_optimizer, schedule
-from core.seeding import derive_seed, seed_everything
+from core.seeding import derive_seed, rng_state, seed_everything, set_rng_state
 from core.sink import Progress, Sink
 from core.spec import OptimizerSpec, ScheduleSpec
 
@@ -116,6 +117,36 @@ def evaluate_split(model: nn.Module, x: Tensor, y: Tensor, batch_size: int) -> d
     return {"top1": correct1 / n, "top5": correct5 / n, "loss": loss / n}
 
 
+@dataclass
+class Position:
+    """Where a stage stands inside an epoch, as a step checkpoint keeps it: the epoch's batch
+    order, the steps done, the loss sums so far, the generators' states and the time spent."""
+
+    epoch: int
+    step: int
+    perm: Tensor
+    sums: Tensor
+    rng: dict[str, Any]
+    seconds: float
+
+
+@dataclass
+class _Loop:
+    """What one stage's epochs share: the plan, its step counts, the optimizer and schedule."""
+
+    plan: StagePlan
+    steps: int
+    bs: int
+    fwd: nn.Module
+    objective: Objective
+    opt: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    lr_fn: Callable[[int], float]
+    params: list[nn.Parameter]
+    augment: Augment | None
+    save_step: Callable[[Position], None]
+
+
 class Trainer:
     def __init__(
         self,
@@ -126,6 +157,7 @@ class Trainer:
         precision: str = "auto",
         eval_batch_size: int = 1000,
         seed: int = 0,
+        checkpoint_every_s: float = 300.0,
     ) -> None:
         self.device = device
         self.sink = sink
@@ -133,6 +165,7 @@ class Trainer:
         self.amp_dtype = autocast_dtype(device, precision)
         self.eval_batch_size = eval_batch_size
         self.seed = seed
+        self.checkpoint_every_s = checkpoint_every_s
 
     def fit(
         self,
@@ -145,62 +178,76 @@ class Trainer:
         augment: Augment | None = None,
         forward_model: nn.Module | None = None,
     ) -> StageResult:
-        """Train ``model`` on (raw inputs, target distributions) and keep the selected epoch's weights."""
+        """Train ``model`` on (raw inputs, target distributions) and keep the selected epoch's weights.
+
+        Every epoch ends with ``last.pt``; inside an epoch, ``step.pt`` is written at most every
+        ``checkpoint_every_s`` seconds. Started again over either, the stage resumes from the newer
+        and ends with the weights an uninterrupted run ends with."""
         x_train, targets = train
         n = len(x_train)
         bs = min(plan.batch_size, n)
         steps = max(1, n // bs)
-        total_steps = plan.epochs * steps
         params = [*model.parameters(), *objective.parameters()]
         opt = build_optimizer(plan.optimizer, params)
-        base_lr = opt.param_groups[0]["lr"]
-        lr_fn = schedule(plan.schedule, base_lr, steps, total_steps)
+        lr_fn = schedule(plan.schedule, opt.param_groups[0]["lr"], steps, plan.epochs * steps)
         scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
         ckpt_dir.mkdir(parents=True, exist_ok=True)
         state = self._resume(ckpt_dir, model, objective, opt, scaler)
-        if state["epoch"]:
-            self.sink.log(f"resumed {plan.stage} after epoch {state['epoch']} from its checkpoint")
-        fwd = forward_model or model
-        history: list[dict[str, float]] = state["history"]
-        best_epoch, best_top1 = state["best_epoch"], state["best_val_top1"]
-        elapsed = state["elapsed_s"]
-
+        position: Position | None = state.get("position")
+        self._say_resumed(plan.stage, state, steps)
+        save_step = functools.partial(
+            self._save_step, ckpt_dir / "step.pt", model, objective, opt, scaler, state
+        )
+        loop = _Loop(
+            plan, steps, bs, forward_model or model, objective, opt, scaler, lr_fn, params, augment, save_step
+        )
         model.train()
         for epoch in range(state["epoch"] + 1, plan.epochs + 1):
-            seed_everything(derive_seed(self.seed, plan.stage, "epoch", epoch))
-            t_epoch = time.monotonic()
-            sums = self._run_epoch(
-                plan, epoch, steps, bs, fwd, objective, opt, scaler, lr_fn, x_train, targets, augment, params
-            )
-            train_s = time.monotonic() - t_epoch
+            if position is None:
+                seed_everything(derive_seed(self.seed, plan.stage, "epoch", epoch))
+            t_epoch = time.monotonic() - (position.seconds if position else 0.0)  # the part done before
+            sums, train_s = self._run_epoch(loop, epoch, x_train, targets, position)
+            position = None
             metrics = {f"train/{k}": v / steps for k, v in sums.items()}
             val_m = evaluate_split(model, val[0], val[1], self.eval_batch_size)
             metrics |= {f"val/{k}": v for k, v in val_m.items()}
             metrics |= {"lr": lr_fn(epoch * steps - 1), "samples_per_s": steps * bs / train_s}
-            elapsed += time.monotonic() - t_epoch
-            history.append({"epoch": epoch, **metrics})
+            state["elapsed_s"] += time.monotonic() - t_epoch
+            state["history"].append({"epoch": epoch, **metrics})
             # metrics before the checkpoint: a crash between the two replays the epoch (and its
             # metrics, which the sink keys idempotently) instead of losing them
             self.sink.metrics(plan.stage, epoch, epoch * steps, metrics)
-            if val_m["top1"] > best_top1 or best_epoch == 0:
-                best_epoch, best_top1 = epoch, val_m["top1"]
+            if val_m["top1"] > state["best_val_top1"] or state["best_epoch"] == 0:
+                state["best_epoch"], state["best_val_top1"] = epoch, val_m["top1"]
                 atomic_save({"model": model.state_dict(), "epoch": epoch}, ckpt_dir / "best.pt")
-            atomic_save(
-                {
-                    "epoch": epoch,
-                    "model": model.state_dict(),
-                    "objective": objective.state_dict(),
-                    "optimizer": opt.state_dict(),
-                    "scaler": scaler.state_dict(),
-                    "history": history,
-                    "best_epoch": best_epoch,
-                    "best_val_top1": best_top1,
-                    "elapsed_s": elapsed,
-                },
-                ckpt_dir / "last.pt",
-            )
+            state["epoch"] = epoch
+            atomic_save(self._state(model, objective, opt, scaler, state), ckpt_dir / "last.pt")
+            (ckpt_dir / "step.pt").unlink(missing_ok=True)  # older than last.pt from now on
             self.tracker.report(plan.stage, epoch, plan.epochs, steps, steps)
+        return self._result(plan, model, ckpt_dir, state)
 
+    def _say_resumed(self, stage: str, state: dict[str, Any], steps: int) -> None:
+        if (position := state.get("position")) is not None:
+            self.sink.log(f"resumed {stage} in epoch {position.epoch}, after step {position.step} of {steps}")
+        elif state["epoch"]:
+            self.sink.log(f"resumed {stage} after epoch {state['epoch']} from its checkpoint")
+
+    def _save_step(
+        self,
+        path: Path,
+        model: nn.Module,
+        objective: Objective,
+        opt: torch.optim.Optimizer,
+        scaler: torch.amp.GradScaler,
+        state: dict[str, Any],
+        at: Position,
+    ) -> None:
+        atomic_save({**self._state(model, objective, opt, scaler, state), "position": vars(at)}, path)
+
+    def _result(
+        self, plan: StagePlan, model: nn.Module, ckpt_dir: Path, state: dict[str, Any]
+    ) -> StageResult:
+        best_epoch = state["best_epoch"]
         if plan.select == "best" and (ckpt_dir / "best.pt").exists():
             model.load_state_dict(
                 torch.load(ckpt_dir / "best.pt", map_location=self.device, weights_only=True)["model"]
@@ -208,67 +255,89 @@ class Trainer:
         else:
             best_epoch = plan.epochs
         model.eval()
-        rates = [h["samples_per_s"] for h in history]
+        rates = [h["samples_per_s"] for h in state["history"]]
         return StageResult(
             plan.stage,
             plan.epochs,
             best_epoch,
-            best_top1,
-            elapsed,
+            state["best_val_top1"],
+            state["elapsed_s"],
             sum(rates) / len(rates) if rates else 0.0,
-            history,
+            state["history"],
         )
 
-    def _run_epoch(
-        self,
-        plan: StagePlan,
-        epoch: int,
-        steps: int,
-        bs: int,
-        fwd: nn.Module,
+    @staticmethod
+    def _state(
+        model: nn.Module,
         objective: Objective,
         opt: torch.optim.Optimizer,
         scaler: torch.amp.GradScaler,
-        lr_fn: Callable[[int], float],
-        x_train: Tensor,
-        targets: Tensor,
-        augment: Augment | None,
-        params: list[nn.Parameter],
-    ) -> dict[str, float]:
-        perm = torch.randperm(len(x_train), device=self.device)
-        names = ["loss", *objective.names]
-        sums = torch.zeros(len(names), device=self.device)  # summed on the device: no sync per step
+        state: dict[str, Any],
+    ) -> dict[str, Any]:
+        """A checkpoint: the weights, the optimizer and scaler, and the stage's bookkeeping."""
+        kept = ("epoch", "history", "best_epoch", "best_val_top1", "elapsed_s")
+        return {
+            "model": model.state_dict(),
+            "objective": objective.state_dict(),
+            "optimizer": opt.state_dict(),
+            "scaler": scaler.state_dict(),
+            **{key: state[key] for key in kept},
+        }
+
+    def _run_epoch(
+        self, loop: _Loop, epoch: int, x_train: Tensor, targets: Tensor, resume: Position | None
+    ) -> tuple[dict[str, float], float]:
+        """One epoch's steps, from ``resume``'s position if given; the loss sums and the seconds."""
+        plan, steps, bs, opt, scaler = loop.plan, loop.steps, loop.bs, loop.opt, loop.scaler
+        names = ["loss", *loop.objective.names]
+        if resume is None:
+            perm = torch.randperm(len(x_train), device=self.device)
+            sums = torch.zeros(len(names), device=self.device)  # summed on the device: no sync per step
+            first, spent = 0, 0.0
+        else:
+            perm, sums, first, spent = (
+                resume.perm.to(self.device),
+                resume.sums.to(self.device),
+                resume.step,
+                resume.seconds,
+            )
+            set_rng_state(resume.rng)
         scaled = scaler.is_enabled()
-        last_check = time.monotonic()
-        for step in range(steps):
+        started = last_check = last_save = time.monotonic()
+        for step in range(first, steps):
             idx = perm[step * bs : (step + 1) * bs]
             xb, yb = x_train[idx].float(), targets[idx]
-            if augment is not None:
-                xb, yb = augment(xb, yb)
+            if loop.augment is not None:
+                xb, yb = loop.augment(xb, yb)
             for group in opt.param_groups:
-                group["lr"] = lr_fn((epoch - 1) * steps + step)
+                group["lr"] = loop.lr_fn((epoch - 1) * steps + step)
             with self._autocast():
-                loss, terms = objective(fwd, xb, yb)
+                loss, terms = loop.objective(loop.fwd, xb, yb)
             opt.zero_grad(set_to_none=True)
             if scaled:  # fp16 autocast only: loss scaling against gradient underflow
                 scaler.scale(loss).backward()
                 if plan.grad_clip_norm is not None:
                     scaler.unscale_(opt)
-                    torch.nn.utils.clip_grad_norm_(params, plan.grad_clip_norm)
+                    torch.nn.utils.clip_grad_norm_(loop.params, plan.grad_clip_norm)
                 scaler.step(opt)
                 scaler.update()
             else:
                 loss.backward()
                 if plan.grad_clip_norm is not None:
-                    torch.nn.utils.clip_grad_norm_(params, plan.grad_clip_norm)
+                    torch.nn.utils.clip_grad_norm_(loop.params, plan.grad_clip_norm)
                 opt.step()
             sums += torch.stack([loss.detach(), *terms.values()]).detach().float()
-            if time.monotonic() - last_check > CHECK_EVERY_S:
-                last_check = time.monotonic()
+            now = time.monotonic()
+            if now - last_check > CHECK_EVERY_S:
+                last_check = now
                 self._check(plan.stage, epoch, sums[0])
                 self.tracker.report(plan.stage, epoch, plan.epochs, step + 1, steps)
+                if now - last_save >= self.checkpoint_every_s and step + 1 < steps:
+                    last_save = now
+                    done = spent + now - started
+                    loop.save_step(Position(epoch, step + 1, perm, sums, rng_state(), done))
         self._check(plan.stage, epoch, sums[0])
-        return dict(zip(names, sums.tolist(), strict=True))
+        return dict(zip(names, sums.tolist(), strict=True)), spent + time.monotonic() - started
 
     def _check(self, stage: str, epoch: int, loss_sum: Tensor) -> None:
         if not math.isfinite(float(loss_sum)):
@@ -292,47 +361,22 @@ class Trainer:
         opt: torch.optim.Optimizer,
         scaler: torch.amp.GradScaler,
     ) -> dict[str, Any]:
-        path = ckpt_dir / "last.pt"
-        if not path.exists():
+        """The newer checkpoint's bookkeeping, its weights and optimizer loaded: ``step.pt`` (inside
+        an epoch, with its ``position``) if it is newer than ``last.pt``, else ``last.pt``."""
+        last, step = ckpt_dir / "last.pt", ckpt_dir / "step.pt"
+        state: dict[str, Any] | None = None
+        if last.exists():
+            state = torch.load(last, map_location=self.device, weights_only=True)
+        if step.exists():
+            inside = torch.load(step, map_location=self.device, weights_only=True)
+            # a step checkpoint of an epoch that last.pt already holds is stale (the stage was
+            # stopped between saving last.pt and removing step.pt)
+            if state is None or inside["epoch"] >= state["epoch"]:
+                state = {**inside, "position": Position(**inside["position"])}
+        if state is None:
             return {"epoch": 0, "history": [], "best_epoch": 0, "best_val_top1": -1.0, "elapsed_s": 0.0}
-        state = torch.load(path, map_location=self.device, weights_only=True)
         model.load_state_dict(state["model"])
         objective.load_state_dict(state["objective"])
         opt.load_state_dict(state["optimizer"])
         scaler.load_state_dict(state["scaler"])
         return state
-
-
-# How an allocation that cannot be served reads (CPU allocator, MKL-DNN, HIP, MPS, CUDA drivers).
-_OOM_MESSAGES = ("can't allocate memory", "not enough memory", "out of memory", "cannot allocate memory")
-# How a size that cannot exist reads: arithmetic on the shapes overflowed, or went negative.
-_SIZE_MESSAGES = (
-    "numel overflow",
-    "calculation overflowed",
-    "negative dimension",
-    "without overflow",
-    "integer overflow",
-    "too large to",
-    "overflow when unpacking",
-)
-
-
-def translate_oom(error: BaseException) -> BaseException:
-    """Out-of-memory errors (CUDA's, the CPU allocator's, Python's ``MemoryError``) become the
-    engine's typed ``OutOfMemoryError``; impossible sizes (overflowed or negative) a ``SpecError``.
-    Anything else is returned as it is."""
-    first = (str(error).strip().splitlines() or [type(error).__name__])[0]
-    if isinstance(error, torch.OutOfMemoryError):
-        return OutOfMemoryError(f"the device ran out of memory: {first}")
-    if isinstance(error, MemoryError):
-        return OutOfMemoryError(f"the host ran out of memory: {first}")
-    text = str(error).lower()
-    if isinstance(error, RuntimeError) and any(m in text for m in _OOM_MESSAGES):
-        return OutOfMemoryError(f"the job ran out of memory: {first}")
-    if isinstance(error, OverflowError) or (
-        isinstance(error, RuntimeError | ValueError | TypeError) and any(m in text for m in _SIZE_MESSAGES)
-    ):
-        return SpecError(
-            f"the job asks for a tensor too large to exist; make the model or data smaller ({first})"
-        )
-    return error

@@ -276,7 +276,7 @@ def real_error(make: Any) -> BaseException:
     ids=["negative", "storage-overflow", "linear-overflow", "python-int"],
 )
 def test_impossible_sizes_are_a_bad_spec_not_an_internal_error(tmp_path: Path, make: Any) -> None:
-    from core.trainer import translate_oom
+    from core.oom import translate_oom
 
     typed = translate_oom(real_error(make))
     assert isinstance(typed, SpecError) and typed.type == "bad_spec"

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +20,7 @@ from core.runner import run_job
 from core.sink import Progress, Sink
 from core.spec import JobSpec, parse_spec
 
+ROOT = Path(__file__).resolve().parents[2]
 TINY: dict[str, Any] = {
     "name": "tiny",
     "data": {"kind": "mnist1d", "train_limit": 400},
@@ -172,6 +176,68 @@ def test_resume_reaches_the_same_numbers(
             assert torch.equal(tensor, _weights(out, stage)[name]), (stage, name)
     for who in ("teacher", "baseline", "student"):
         assert getattr(report, who).test_top1 == getattr(ref, who).test_top1
+
+
+# A job that checks the host and takes a step checkpoint after every step, and kills itself
+# (SIGKILL: no cleanup, no finally) in the middle of the student's second epoch.
+KILLED_MID_EPOCH = """
+import json, os, signal, sys
+from pathlib import Path
+import core.trainer
+from core.runner import run_job
+from core.sink import Sink
+from core.spec import parse_spec
+
+core.trainer.CHECK_EVERY_S = 0.0
+
+class KillMidEpoch(Sink):
+    def progress(self, p):
+        if (p.stage, p.epoch, p.step) == ("student", 2, 5):
+            os.kill(os.getpid(), signal.SIGKILL)
+
+spec, out = parse_spec(json.loads(sys.argv[1])), Path(sys.argv[2])
+run_job(spec, out, data_root=out, device="cpu", sink=KillMidEpoch())
+"""
+
+
+class Logs(Recorder):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+
+    def log(self, message: str) -> None:
+        self.lines.append(message)
+
+
+def test_a_job_killed_mid_epoch_resumes_from_its_step_checkpoint(
+    finished: tuple[Path, Report, Recorder], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ref_out, ref, _ = finished
+    out = tmp_path / "job"
+    spec = {**TINY, "runtime": {**TINY["runtime"], "checkpoint_every_s": 0}}
+    killed = subprocess.run(
+        [sys.executable, "-c", KILLED_MID_EPOCH, json.dumps(spec), str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    ckpt = out / "stages" / "student" / "ckpt"
+    assert (ckpt / "step.pt").exists()  # inside epoch 2: after step 4 (the kill came before step 5's)
+    assert torch.load(ckpt / "last.pt", weights_only=True)["epoch"] == 1
+
+    monkeypatch.setattr("core.trainer.CHECK_EVERY_S", 0.0)  # the same cadence: it changes no number
+    sink = Logs()
+    report = run_job(parse_spec(spec), out, data_root=out, device="cpu", sink=sink)
+    assert "resumed student in epoch 2, after step 4 of 8" in sink.lines
+    assert [e for s, e, _, _ in sink.rows if s == "student"] == [2, 3, 4]
+    assert not (ckpt / "step.pt").exists()  # every epoch ended: nothing inside one is left
+    # the same weights, bit for bit, as the uninterrupted run (which took no step checkpoint)
+    for stage in ("teacher", "baseline", "student"):
+        for name, tensor in _weights(ref_out, stage).items():
+            assert torch.equal(tensor, _weights(out, stage)[name]), (stage, name)
+    assert report.student.test_top1 == ref.student.test_top1
 
 
 def test_cancellation_is_typed(tmp_path: Path) -> None:

@@ -1,7 +1,8 @@
 """A worker killed mid-training (SIGKILL): the reaper, the dispatcher and a new worker finish the job.
 
-The new attempt resumes from the last epoch checkpoint in the job's working directory, and the
-epochs it replays overwrite their metric rows instead of adding new ones.
+The new attempt resumes from the newest checkpoint in the job's working directory: the last
+epoch's, or, killed inside a long epoch, the step checkpoint taken in it. The epochs it replays
+overwrite their metric rows instead of adding new ones.
 """
 
 from __future__ import annotations
@@ -31,6 +32,15 @@ from worker.dispatcher import dispatch_once, reap_once
 
 EPOCHS = 12
 RESUMED = re.compile(r"^resumed .*after epoch (\d+)")  # the trainer's log line
+RESUMED_INSIDE = re.compile(r"^resumed student in epoch 1, after step (\d+) of (\d+)")
+# Two long student epochs (1,500 steps of batch 2, a few seconds each) with a step checkpoint
+# every half second.
+LONG_EPOCHS = {
+    **SLOW,
+    "student": {"model": {"kind": "mlp", "hidden": [128]}},
+    "distill": {"epochs": 2, "batch_size": 2},
+    "runtime": {**SLOW["runtime"], "checkpoint_every_s": 0.5},
+}
 
 
 def student_epochs(db_url: str, job_id: str) -> int:
@@ -78,3 +88,43 @@ def test_a_killed_worker_s_job_resumes_on_a_new_worker(
     rows, keys = metric_keys(dep.db_url, job_id)
     assert rows == keys
     assert student_epochs(dep.db_url, job_id) == EPOCHS
+
+
+def _requeue(dep: Deployment, job_id: str) -> None:
+    """What happens after a worker dies: its lease expires, the reaper and the dispatcher requeue."""
+    wait_until(lambda: job_id in reap_once(dep.db_url), dep.settings.lease_s + 10, "the reaper")
+    assert get_job(dep.db_url, job_id).status == "retrying"
+    assert dispatch_once(dep.db_url, dep.publish) == 1
+
+
+def test_a_worker_killed_inside_an_epoch_resumes_from_its_step_checkpoint(
+    deployment: Deployment, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    dep = deployment
+    logs = tmp_path_factory.mktemp("resume-step-logs")
+    job_id = insert_job(dep.db_url, LONG_EPOCHS)
+    step_ckpt = dep.settings.work_path / job_id / "stages" / "student" / "ckpt" / "step.pt"
+    first = WorkerProcess(dep, logs / "first.log").wait_ready()
+    try:
+        assert dispatch_once(dep.db_url, dep.publish) == 1
+        wait_until(step_ckpt.exists, 90, "a step checkpoint inside the student's first epoch")
+        first.kill(signal.SIGKILL)
+        first.proc.wait(timeout=10)
+    finally:
+        first.stop()
+    assert student_epochs(dep.db_url, job_id) == 0  # no student epoch had ended
+    _requeue(dep, job_id)
+
+    second = WorkerProcess(dep, logs / "second.log").wait_ready()
+    try:
+        job = wait_status(dep.db_url, job_id, ("succeeded", "failed", "cancelled"), timeout=120)
+    finally:
+        second.stop()
+    assert job.status == "succeeded", (job.error, second.log()[-3000:])
+    assert job.attempt == 2
+    resumed = [m for e in events(dep.db_url, job_id, "log") if (m := RESUMED_INSIDE.search(e.message))]
+    assert resumed, "the second attempt did not resume inside the epoch"
+    step, steps = int(resumed[-1].group(1)), int(resumed[-1].group(2))
+    assert 0 < step < steps == 1500
+    assert student_epochs(dep.db_url, job_id) == 2
+    assert not step_ckpt.exists()
