@@ -49,6 +49,13 @@ def student_epochs(db_url: str, job_id: str) -> int:
         return int(session.scalar(stmt) or 0)
 
 
+def _requeue(dep: Deployment, job_id: str) -> None:
+    """What happens after a worker dies: its lease expires, the reaper and the dispatcher requeue."""
+    wait_until(lambda: job_id in reap_once(dep.db_url), dep.settings.lease_s + 10, "the reaper")
+    assert get_job(dep.db_url, job_id).status == "retrying"
+    assert dispatch_once(dep.db_url, dep.publish) == 1
+
+
 def test_a_killed_worker_s_job_resumes_on_a_new_worker(
     deployment: Deployment, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
@@ -69,9 +76,7 @@ def test_a_killed_worker_s_job_resumes_on_a_new_worker(
     assert done_before < EPOCHS
 
     # nothing renews the lease any more: once it expires the reaper sends the job back
-    wait_until(lambda: job_id in reap_once(dep.db_url), dep.settings.lease_s + 10, "the reaper")
-    assert get_job(dep.db_url, job_id).status == "retrying"
-    assert dispatch_once(dep.db_url, dep.publish) == 1
+    _requeue(dep, job_id)
     assert get_job(dep.db_url, job_id).status == "queued"
 
     second = WorkerProcess(dep, logs / "second.log").wait_ready()
@@ -88,13 +93,6 @@ def test_a_killed_worker_s_job_resumes_on_a_new_worker(
     rows, keys = metric_keys(dep.db_url, job_id)
     assert rows == keys
     assert student_epochs(dep.db_url, job_id) == EPOCHS
-
-
-def _requeue(dep: Deployment, job_id: str) -> None:
-    """What happens after a worker dies: its lease expires, the reaper and the dispatcher requeue."""
-    wait_until(lambda: job_id in reap_once(dep.db_url), dep.settings.lease_s + 10, "the reaper")
-    assert get_job(dep.db_url, job_id).status == "retrying"
-    assert dispatch_once(dep.db_url, dep.publish) == 1
 
 
 def test_a_worker_killed_inside_an_epoch_resumes_from_its_step_checkpoint(
