@@ -53,9 +53,19 @@ class SandboxUnavailable(DistilleryError):
 
 
 def run_engine_process(
-    spec: dict[str, Any], out_dir: Path, *, data_root: Path, device: str, sink: Sink, sandbox: str
+    spec: dict[str, Any],
+    out_dir: Path,
+    *,
+    data_root: Path,
+    device: str,
+    sink: Sink,
+    sandbox: str,
+    devices: list[int] | None = None,
 ) -> dict[str, Any]:
-    """Run the job in a confined child process; its report, or the engine's typed error."""
+    """Run the job in a confined child process; its report, or the engine's typed error.
+
+    ``devices``: the GPU indices the scheduler placed the job on; the child sees exactly those
+    (``CUDA_VISIBLE_DEVICES``). None on a CPU host, or to keep what the worker sees."""
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "tmp").mkdir(exist_ok=True)
     request = {
@@ -74,7 +84,7 @@ def run_engine_process(
             stdout=log,
             stderr=log,
             pass_fds=(write_fd,),
-            env=child_env(out_dir / "tmp"),
+            env=child_env(out_dir / "tmp", devices),
             cwd=out_dir,
         )
     os.close(write_fd)
@@ -91,9 +101,12 @@ def run_engine_process(
         proc.stdin.close()
 
 
-def child_env(tmp: Path) -> dict[str, str]:
-    """What the child may know of the environment: nothing of the service's settings."""
+def child_env(tmp: Path, devices: list[int] | None = None) -> dict[str, str]:
+    """What the child may know of the environment: nothing of the service's settings; the GPUs
+    it was given, when the scheduler gave it some."""
     env = {k: v for k, v in os.environ.items() if k in PASSED_ENV or k.startswith(PASSED_PREFIXES)}
+    if devices is not None:
+        env["CUDA_VISIBLE_DEVICES"] = ",".join(str(d) for d in devices)
     return env | {"HOME": str(tmp), "TMPDIR": str(tmp), "PYTHONDONTWRITEBYTECODE": "1"}
 
 

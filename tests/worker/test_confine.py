@@ -95,6 +95,8 @@ def test_the_child_environment_carries_no_settings(monkeypatch: pytest.MonkeyPat
     env = child_env(tmp_path)
     assert "secret" not in json.dumps(env)
     assert env["CUDA_VISIBLE_DEVICES"] == "1" and env["TMPDIR"] == str(tmp_path)
+    # the GPUs the scheduler placed the job on replace what the worker sees
+    assert child_env(tmp_path, [2, 3])["CUDA_VISIBLE_DEVICES"] == "2,3"
 
 
 class Recorder(Sink):
