@@ -2,7 +2,9 @@
 
 The new attempt resumes from the newest checkpoint in the job's working directory: the last
 epoch's, or, killed inside a long epoch, the step checkpoint taken in it. The epochs it replays
-overwrite their metric rows instead of adding new ones.
+overwrite their metric rows instead of adding new ones, and a job resumed from a step checkpoint
+ends with the student weights, bit for bit, of the same spec run through without a kill (CPU,
+fixed seed, the same worker and so the same thread count).
 """
 
 from __future__ import annotations
@@ -11,8 +13,10 @@ import re
 import signal
 
 import pytest
+import torch
 from sqlalchemy import func, select
 
+from core.models.io import read_weights
 from store.db import session_scope
 from store.models import Metric
 from tests.worker.support import (
@@ -47,6 +51,23 @@ def student_epochs(db_url: str, job_id: str) -> int:
     with session_scope(db_url) as session:
         stmt = select(func.max(Metric.epoch)).where(Metric.job_id == job_id, Metric.stage == "student")
         return int(session.scalar(stmt) or 0)
+
+
+def student_weights(dep: Deployment, job_id: str) -> dict[str, torch.Tensor]:
+    """The student stage's final weights, as the job's working directory keeps them."""
+    path = dep.settings.work_path / job_id / "stages" / "student" / "model.safetensors"
+    return read_weights(path)[0]
+
+
+def weight_differences(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> list[str]:
+    """The tensors that are not bit-identical, with their largest difference: empty if none."""
+    if a.keys() != b.keys():
+        return [f"different tensors: {sorted(a)} != {sorted(b)}"]
+    return [
+        f"{key}: max |diff| {(a[key].double() - b[key].double()).abs().max().item():.3g}"
+        for key in sorted(a)
+        if not torch.equal(a[key], b[key])
+    ]
 
 
 def _requeue(dep: Deployment, job_id: str) -> None:
@@ -116,9 +137,15 @@ def test_a_worker_killed_inside_an_epoch_resumes_from_its_step_checkpoint(
     second = WorkerProcess(dep, logs / "second.log").wait_ready()
     try:
         job = wait_status(dep.db_url, job_id, ("succeeded", "failed", "cancelled"), timeout=120)
+        assert job.status == "succeeded", (job.error, second.log()[-3000:])
+        # the same spec (seed included) run through without a kill, as a job of its own (its own
+        # working directory), by the same kind of worker: the reference the resumed job must match
+        whole_id = insert_job(dep.db_url, LONG_EPOCHS)
+        assert dispatch_once(dep.db_url, dep.publish) == 1
+        whole = wait_status(dep.db_url, whole_id, ("succeeded", "failed", "cancelled"), timeout=120)
+        assert whole.status == "succeeded", (whole.error, second.log()[-3000:])
     finally:
         second.stop()
-    assert job.status == "succeeded", (job.error, second.log()[-3000:])
     assert job.attempt == 2
     resumed = [m for e in events(dep.db_url, job_id, "log") if (m := RESUMED_INSIDE.search(e.message))]
     assert resumed, "the second attempt did not resume inside the epoch"
@@ -126,3 +153,8 @@ def test_a_worker_killed_inside_an_epoch_resumes_from_its_step_checkpoint(
     assert 0 < step < steps == 1500
     assert student_epochs(dep.db_url, job_id) == 2
     assert not step_ckpt.exists()
+    # the resumed job ends with the uninterrupted run's student, bit for bit (CPU, fixed seed)
+    assert whole.attempt == 1
+    assert not [e for e in events(dep.db_url, whole_id, "log") if e.message.startswith("resumed")]
+    differences = weight_differences(student_weights(dep, job_id), student_weights(dep, whole_id))
+    assert not differences, f"resumed vs uninterrupted student weights differ: {differences}"
