@@ -24,6 +24,8 @@ from torch import nn
 from torch.ao.nn.quantized import dynamic as nnqd
 from torch.utils.flop_counter import FlopCounterMode
 
+from core.data.samples import Samples
+
 
 @contextlib.contextmanager
 def _eval_mode(model: nn.Module) -> Iterator[nn.Module]:
@@ -43,9 +45,10 @@ def _model_device(model: nn.Module) -> torch.device:
 
 
 def predict_logits(
-    model: nn.Module, x: torch.Tensor, *, batch_size: int, device: torch.device
+    model: nn.Module, x: torch.Tensor | Samples, *, batch_size: int, device: torch.device
 ) -> torch.Tensor:
-    """Float32 CPU logits of ``model`` on raw inputs ``x``, computed batch by batch on ``device``."""
+    """Float32 CPU logits of ``model`` on raw inputs ``x`` (a tensor, or streamed ``Samples``),
+    computed batch by batch on ``device``."""
     if len(x) == 0:
         raise ValueError("predict_logits needs at least one input")
     outputs = []

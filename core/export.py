@@ -25,7 +25,6 @@ from safetensors.torch import load_model, save_model
 from torch import nn
 
 from core.errors import DistilleryError
-from core.evaluate import predict_logits
 from core.files import atomic_path
 
 log = logging.getLogger(__name__)
@@ -153,11 +152,15 @@ def load_exported_torchscript(path: str | Path) -> torch.jit.ScriptModule:
     return module.eval()
 
 
-def verify_torchscript_accuracy(path: str | Path, x: torch.Tensor, y: torch.Tensor) -> float:
-    """Top-1 accuracy of an exported TorchScript file on raw inputs (uint8 images are cast to float)."""
+def verify_torchscript_accuracy(path: str | Path, x: Any, y: torch.Tensor) -> float:
+    """Top-1 accuracy of an exported TorchScript file on raw inputs (a tensor or streamed
+    ``Samples``; uint8 images are cast to float)."""
     module = load_exported_torchscript(path)
-    logits = predict_logits(module, x.float(), batch_size=1024, device=torch.device("cpu"))
-    return float((logits.argmax(dim=1) == y.cpu()).double().mean())
+    correct = 0
+    with torch.inference_mode():
+        for xb, yb in zip(x.split(1024), y.cpu().split(1024), strict=True):
+            correct += int((module(xb.cpu().float()).argmax(dim=1) == yb).sum())
+    return correct / max(1, len(y))
 
 
 def _export_torchscript(

@@ -326,6 +326,49 @@ def read_npz(
     return splits, checked.num_classes
 
 
+def map_npz(path: str | Path, *, label: str | None = None) -> tuple[Splits, int, list[str]]:
+    """The checked splits of an archive with each array memory-mapped from the file where it is
+    stored uncompressed (``np.savez``), else read whole; the class count; and the keys that had
+    to be read whole (compressed members, ``np.savez_compressed``). The checks stream the values
+    (memory bounded by ``CHUNK_BYTES``), as ``check_npz`` does."""
+    path = Path(path)
+    label = label or path.name
+    read_whole: list[str] = []
+    arrays: dict[str, np.ndarray] = {}
+    with _open_zip(path, label) as zf:
+        headers = _headers(zf, label, None)
+        checked = _check(headers, _streamed(zf, headers, label))
+        for key, h in headers.items():
+            if h.info.compress_type == zipfile.ZIP_STORED:
+                arrays[key] = _mapped(path, zf, h, label)
+            else:
+                read_whole.append(key)
+                arrays[key] = _load(zf, h, label)
+    splits: Splits = {}
+    for split in checked.sizes:
+        x = arrays[f"x_{split}"].reshape(checked.sizes[split], *checked.sample_shape)
+        splits[split] = (x, arrays[f"y_{split}"].astype(np.int64))
+    return splits, checked.num_classes, read_whole
+
+
+def _mapped(path: Path, zf: zipfile.ZipFile, h: Header, label: str) -> np.ndarray:
+    """A stored (uncompressed) member's array, mapped read-only from the archive's file."""
+    with zf.open(h.info) as f:
+        *_, header_len = _read_header(f)
+    with path.open("rb") as raw:
+        raw.seek(h.info.header_offset)
+        local = raw.read(30)  # the local file header: its name and extra field lengths at 26..29
+    if len(local) != 30 or local[:4] != b"PK\x03\x04":
+        raise BadArrayError(f"{h.key} in {label}: the zip entry's local header is damaged", h.key)
+    start = (
+        h.info.header_offset
+        + 30
+        + int.from_bytes(local[26:28], "little")
+        + int.from_bytes(local[28:30], "little")
+    )
+    return np.memmap(path, dtype=h.dtype, mode="r", offset=start + header_len, shape=h.shape)
+
+
 def _load(zf: zipfile.ZipFile, h: Header, label: str) -> np.ndarray:
     """The whole array, read straight into its own buffer a chunk at a time."""
     array = np.empty(h.shape, dtype=h.dtype)

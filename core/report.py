@@ -14,7 +14,7 @@ import os
 import platform
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from core.report_model import (
     CompressionRatios,
     DatasetInfo,
     Environment,
+    LoaderInfo,
     ModelMetrics,
     Report,
     SourceTask,
@@ -196,6 +197,7 @@ def _dataset(spec: JobSpec, data: DataSplits) -> DatasetInfo:
         train_size=len(data.train),
         val_size=len(data.val),
         test_size=len(data.test),
+        loader=None if data.loader is None else LoaderInfo.model_validate(asdict(data.loader)),
     )
 
 
@@ -241,9 +243,7 @@ def _exports(
     if "student_torchscript" in artifacts:
         # the exported file itself, evaluated on raw test inputs: what a user of the file will get
         exported_top1 = _round(
-            verify_torchscript_accuracy(
-                out / artifacts["student_torchscript"], data.test.x.cpu(), data.test.y.cpu()
-            )
+            verify_torchscript_accuracy(out / artifacts["student_torchscript"], data.test.x, data.test.y)
         )
     for stage in ("teacher", "baseline"):  # reusable weights: a trained teacher can be a later checkpoint
         path = out / "stages" / stage / "model.safetensors"
@@ -265,7 +265,7 @@ def _compressed(
     for cfg in spec.compress:
         model = compress_model(cpu_student, cfg)
         logits = predict_logits(
-            model, data.test.x.cpu(), batch_size=spec.runtime.eval_batch_size, device=torch.device("cpu")
+            model, data.test.x, batch_size=spec.runtime.eval_batch_size, device=torch.device("cpu")
         )
         row = describe_compression(cpu_student, model, cfg)
         row["test_top1"] = classification_metrics(logits, data.test.y.cpu())["top1"]

@@ -47,6 +47,18 @@ class ReportPart(BaseModel):
         return handler(fields)
 
 
+class LoaderInfo(ReportPart):
+    """How the job's dataset was read, and why."""
+
+    mode: Literal["memory", "stream"] = Field(
+        description="memory: decoded once into tensors; stream: per sample."
+    )
+    reason: str
+    decoded_bytes: int = Field(description="The decoded size of the train, validation and test splits.")
+    budget_bytes: int = Field(description="The memory budget the decision used.")
+    workers: int = Field(0, description="Decoding processes (streaming only).")
+
+
 class DatasetInfo(ReportPart):
     kind: str
     num_classes: int
@@ -54,6 +66,7 @@ class DatasetInfo(ReportPart):
     train_size: int
     val_size: int
     test_size: int
+    loader: LoaderInfo | None = None
 
 
 class ModelMetrics(ReportPart):

@@ -20,6 +20,8 @@ from torch import Tensor, nn
 from core.augment import build_augmenter
 from core.data import load_dataset, load_inputs
 from core.data.base import DataSplits
+from core.data.loading import memory_budget as default_budget
+from core.data.samples import Samples
 from core.errors import SpecError
 from core.files import atomic_write_text
 from core.losses import Objective, SourceConsistencyTerm
@@ -30,7 +32,7 @@ from core.report_model import Report, SourceTask
 from core.seeding import derive_seed, seed_everything
 from core.sink import Sink
 from core.spec import CELoss, JobSpec, SourceConsistencyLoss, TeacherSpec
-from core.trainer import ProgressTracker, StagePlan, StageResult, Trainer, evaluate_split
+from core.trainer import ProgressTracker, StagePlan, StageResult, TrainData, Trainer, evaluate_split
 
 STUDENT_COST = 2.0  # a distillation step also runs the teachers: roughly twice a plain step
 
@@ -50,9 +52,16 @@ def one_hot(y: Tensor, classes: int) -> Tensor:
 
 class JobRun:
     def __init__(
-        self, spec: JobSpec, out_dir: Path, data_root: Path, device: torch.device, sink: Sink
+        self,
+        spec: JobSpec,
+        out_dir: Path,
+        data_root: Path,
+        device: torch.device,
+        sink: Sink,
+        memory_budget: int | None = None,
     ) -> None:
         self.spec, self.out, self.data_root, self.device, self.sink = spec, out_dir, data_root, device, sink
+        self.memory_budget = default_budget() if memory_budget is None else memory_budget
         self.stages_dir = out_dir / "stages"
         self.results: dict[str, StageResult] = {}
         self.timing: dict[str, float] = {}
@@ -69,9 +78,12 @@ class JobRun:
         atomic_write_text(path, text)
 
     def _load_data(self, spec: Any) -> DataSplits:
-        data = load_dataset(spec, self.data_root, self.spec.seed)
+        """The dataset, its tensors on the device (streamed inputs stay where they are)."""
+        data = load_dataset(spec, self.data_root, self.spec.seed, self.memory_budget)
         for split in (data.train, data.val, data.test):
             split.x, split.y = split.x.to(self.device), split.y.to(self.device)
+        if data.loader is not None:
+            self.sink.log(f"data {data.name}: {data.loader.mode} ({data.loader.reason})")
         return data
 
     def _stage_weights(self, data: DataSplits, teacher_share: float) -> dict[str, float]:
@@ -95,7 +107,7 @@ class JobRun:
         model: nn.Module,
         objective: Objective,
         plan: StagePlan,
-        train: tuple[Tensor, Tensor],
+        train: TrainData,
         val: DataSplits,
         augment: Any = None,
     ) -> StageResult:
@@ -108,9 +120,10 @@ class JobRun:
             result = StageResult(**json.loads(done.read_text()))
             self.sink.log(f"stage {name}: already done, reusing its weights")
         else:
-            self.sink.log(f"stage {name}: {plan.epochs} epochs on {len(train[0])} samples")
+            self.sink.log(f"stage {name}: {plan.epochs} epochs on {len(train)} samples")
             fwd = cast(nn.Module, torch.compile(model)) if self.spec.runtime.compile else None
-            objective.prepare(model, train[0][:2].float(), train[1][:2])
+            first = train.x[:2].to(self.device).float()
+            objective.prepare(model, first, one_hot(train.labels[:2], train.classes))
             result = self.trainer.fit(
                 plan, model, objective, train, (val.val.x, val.val.y), stage_dir / "ckpt", augment, fwd
             )
@@ -132,7 +145,7 @@ class JobRun:
                 name, tr.epochs, tr.batch_size, tr.optimizer, tr.schedule, tr.grad_clip_norm, tr.select
             )
             objective = Objective([CELoss(label_smoothing=tr.label_smoothing)], model, [])
-            train = (tdata.train.x, one_hot(tdata.train.y, tdata.num_classes))
+            train = TrainData(tdata.train.x, tdata.train.y, tdata.num_classes)
             self._stage(name, model, objective, plan, train, tdata, build_augmenter(tr.augment, tdata))
         model.eval()
         for p in model.parameters():
@@ -154,13 +167,20 @@ class JobRun:
         d = self.spec.distill
         return StagePlan(stage, d.epochs, d.batch_size, d.optimizer, d.schedule, d.grad_clip_norm, d.select)
 
-    def _transfer_set(self, teachers: list[nn.Module]) -> tuple[Tensor, Tensor]:
+    def _transfer_set(self, teachers: list[nn.Module]) -> TrainData:
         """Training inputs with their labels, plus the unlabelled pool labelled by the teachers' ensemble."""
-        x, y = self.data.train.x, one_hot(self.data.train.y, self.data.num_classes)
+        x, y = self.data.train.x, self.data.train.y
         pool_spec = self.spec.distill.transfer.unlabelled
         if pool_spec is None:
-            return x, y
-        pool = load_inputs(pool_spec, self.data_root, self.spec.seed).to(self.device)
+            return TrainData(x, y, self.data.num_classes)
+        if isinstance(x, Samples):
+            raise SpecError(
+                "distill.transfer.unlabelled: the job's dataset streams (data.loader), and a "
+                "teacher-labelled pool is only added to data held in memory; set data.loader.mode "
+                "to memory or drop the pool"
+            )
+        pool = load_inputs(pool_spec, self.data_root, self.spec.seed)
+        pool = self._in_memory(pool, "distill.transfer.unlabelled")
         if tuple(pool.shape[1:]) != tuple(x.shape[1:]):
             raise SpecError(
                 f"distill.transfer.unlabelled: inputs of shape {tuple(pool.shape[1:])} do not match "
@@ -171,15 +191,24 @@ class JobRun:
                 [torch.cat([t(pool[i : i + 1000]) for i in range(0, len(pool), 1000)]) for t in teachers]
             ).mean(0)
         self.sink.log(f"transfer set: {len(x)} labelled + {len(pool)} teacher-labelled inputs")
-        pseudo = one_hot(logits.argmax(1), self.data.num_classes)
-        return torch.cat([x, pool.to(x.dtype)]), torch.cat([y, pseudo])
+        return TrainData(
+            torch.cat([x, pool.to(x.dtype)]), torch.cat([y, logits.argmax(1)]), self.data.num_classes
+        )
+
+    def _in_memory(self, x: Tensor | Samples, what: str) -> Tensor:
+        """Inputs a loss or the transfer set holds whole, on the device."""
+        if isinstance(x, Samples):
+            if len(x) * x.row_bytes > self.memory_budget:
+                raise SpecError(f"{what}: its inputs exceed the memory budget and it cannot stream")
+            x = x.materialize()
+        return x.to(self.device)
 
     def _baseline(self, augment: Any) -> nn.Module:
         """The student's architecture trained on labels alone, with the same budget."""
         t0 = time.monotonic()
         baseline = self._student_model()
         objective = Objective([CELoss()], baseline, [])
-        train = (self.data.train.x, one_hot(self.data.train.y, self.data.num_classes))
+        train = TrainData(self.data.train.x, self.data.train.y, self.data.num_classes)
         augment = augment if self.spec.baseline.augment else None
         self._stage("baseline", baseline, objective, self._plan("baseline"), train, self.data, augment)
         self.timing["baseline_s"] = time.monotonic() - t0
@@ -217,7 +246,9 @@ class JobRun:
         objective = Objective(d.losses, student, teachers)
         for term in objective.terms:
             if isinstance(term, SourceConsistencyTerm):
-                src = load_inputs(term.spec.source, self.data_root, self.spec.seed).to(self.device)
+                src = self._in_memory(
+                    load_inputs(term.spec.source, self.data_root, self.spec.seed), "distill.losses source"
+                )
                 term.attach_source(src, d.batch_size)
         train = self._transfer_set(teachers)
         self._stage("student", student, objective, self._plan("student"), train, self.data, augment)
@@ -262,10 +293,20 @@ class JobRun:
 
 
 def run_job(
-    spec: JobSpec, out_dir: Path, *, data_root: Path, device: str = "auto", sink: Sink | None = None
+    spec: JobSpec,
+    out_dir: Path,
+    *,
+    data_root: Path,
+    device: str = "auto",
+    sink: Sink | None = None,
+    memory_budget: int | None = None,
 ) -> Report:
-    """Run (or resume) a job; returns the report that is also written to ``out_dir/report.json``."""
-    run = JobRun(spec, out_dir, data_root, pick_device(device), sink or Sink())
+    """Run (or resume) a job; returns the report that is also written to ``out_dir/report.json``.
+
+    ``memory_budget``: bytes of decoded data held in memory before a dataset streams
+    (default ``core.data.loading.memory_budget()``: ``DISTILLERY_DATA_MEMORY_BYTES`` or a quarter
+    of the machine's memory)."""
+    run = JobRun(spec, out_dir, data_root, pick_device(device), sink or Sink(), memory_budget)
     try:
         return run.run()
     except (MemoryError, RuntimeError, OverflowError, ValueError, TypeError) as e:  # torch's OOM too

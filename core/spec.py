@@ -43,7 +43,27 @@ RelPath = Annotated[str, Field(min_length=1, max_length=500)]
 # ---------------------------------------------------------------- datasets
 
 
+class LoaderSpec(_Spec):
+    """How the engine reads the dataset: whole in memory, or streamed from its files."""
+
+    mode: Literal["auto", "memory", "stream"] = Field(
+        "auto",
+        description=(
+            "memory: decode everything once and train from tensors on the device (fastest when it "
+            "fits); stream: read and decode per sample through a DataLoader; auto: memory when the "
+            "decoded dataset fits the worker's memory budget (DISTILLERY_DATA_MEMORY_BYTES), else stream."
+        ),
+    )
+    workers: int | None = Field(
+        None,
+        ge=0,
+        le=64,
+        description="Decoding processes for streaming; null: the CPUs less one (at most 8).",
+    )
+
+
 class _DataBase(_Spec):
+    loader: LoaderSpec = Field(LoaderSpec(), description="Memory or streaming, and decoding workers.")
     val_fraction: float = Field(
         0.1, ge=0.0, lt=1.0, description="Fraction of the training split held out for validation."
     )
@@ -85,6 +105,22 @@ class SyntheticData(_DataBase):
     seed: int = Field(0, ge=0, le=2**63 - 1)
 
 
+ImageTransforms = Literal["none", "standard"]
+TRANSFORMS_DOC = (
+    "standard: per-sample random resized crop and flip for training, resize and centre crop for "
+    "evaluation (streaming loader only); none: every image resized to the square."
+)
+
+
+def _transforms_need_streaming(data: Any) -> Any:
+    if data.transforms != "none" and data.loader.mode == "memory":
+        raise ValueError(
+            f"transforms {data.transforms!r} draw a new crop per sample and epoch, which needs the "
+            "streaming loader: set loader.mode to stream or auto, or transforms to none"
+        )
+    return data
+
+
 TorchvisionName = Literal["mnist", "fashion_mnist", "cifar10", "cifar100", "svhn"]
 
 
@@ -94,8 +130,10 @@ class TorchvisionData(_DataBase):
     kind: TorchvisionName
     folder: RelPath | None = Field(None, description="Folder under the data root; default: the kind.")
     download: bool = Field(False, description="Allow torchvision to download the files if absent.")
+    transforms: ImageTransforms = Field("none", description=TRANSFORMS_DOC)
 
     _check_folder = field_validator("folder")(lambda v: None if v is None else _relative_path(v))
+    _check_transforms = model_validator(mode="after")(_transforms_need_streaming)
 
 
 class ImageFolderData(_DataBase):
@@ -105,8 +143,10 @@ class ImageFolderData(_DataBase):
     path: RelPath
     image_size: int = Field(32, ge=8, le=512)
     channels: Literal[1, 3] = 3
+    transforms: ImageTransforms = Field("none", description=TRANSFORMS_DOC)
 
     _check_path = field_validator("path")(_relative_path)
+    _check_transforms = model_validator(mode="after")(_transforms_need_streaming)
 
 
 class NpzData(_DataBase):

@@ -1,10 +1,12 @@
 """The training loop shared by every stage (teacher, baseline, student).
 
-Data lives on the device as tensors and batches are drawn by indexing, with no DataLoader in the
-way. Host syncs happen a few times a second (progress, cancellation, NaN checks) and at epoch
-ends, not every step. Each epoch ends with a validation pass and an atomic checkpoint; a stage
-started again over an existing checkpoint continues from it and ends where an uninterrupted run
-would have ended (the RNG is re-seeded per epoch, the schedule is a function of the step).
+Data that fits the memory budget lives on the device as tensors and batches are drawn by
+indexing, with no DataLoader in the way; data that streams (``core.data.samples``) comes through
+a ``DataLoader`` in the same batch order. Host syncs happen a few times a second (progress,
+cancellation, NaN checks) and at epoch ends, not every step. Each epoch ends with a validation
+pass and an atomic checkpoint; a stage started again over an existing checkpoint continues from
+it and ends where an uninterrupted run would have ended (the RNG is re-seeded per epoch, the
+schedule is a function of the step).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import contextlib
 import functools
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -23,6 +25,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from core.augment import Augment
+from core.data.samples import Samples, TrainingLoader
 from core.errors import CancelledError, DivergedError
 from core.files import atomic_path
 from core.losses import Objective
@@ -98,16 +101,29 @@ def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
     return torch.float16
 
 
+@dataclass
+class TrainData:
+    """A stage's training rows: raw inputs (a tensor on the device, or streamed ``Samples``) and
+    integer targets on the device, made one-hot batch by batch (``classes`` wide)."""
+
+    x: Tensor | Samples
+    labels: Tensor
+    classes: int
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+
 @torch.inference_mode()
-def evaluate_split(model: nn.Module, x: Tensor, y: Tensor, batch_size: int) -> dict[str, float]:
-    """top-1, top-5 and mean cross-entropy of ``model`` on tensors already on its device."""
+def evaluate_split(model: nn.Module, x: Tensor | Samples, y: Tensor, batch_size: int) -> dict[str, float]:
+    """top-1, top-5 and mean cross-entropy of ``model``; ``y`` on its device, ``x`` there too or
+    streamed (its batches travel there as they are read)."""
     was_training = model.training
     model.eval()
     correct1 = correct5 = 0
     loss = 0.0
-    for i in range(0, len(x), batch_size):
-        logits = model(x[i : i + batch_size]).float()
-        yb = y[i : i + batch_size]
+    for xb, yb in zip(x.split(batch_size), y.split(batch_size), strict=True):
+        logits = model(xb.to(y.device, non_blocking=True)).float()
         top = logits.topk(min(5, logits.shape[1]), dim=1).indices
         correct1 += int((top[:, 0] == yb).sum())
         correct5 += int((top == yb[:, None]).any(1).sum())
@@ -145,6 +161,8 @@ class _Loop:
     params: list[nn.Parameter]
     augment: Augment | None
     save_step: Callable[[Position], None]
+    data: TrainData
+    stream: TrainingLoader | None  # None: the rows are tensors on the device
 
 
 class Trainer:
@@ -172,19 +190,18 @@ class Trainer:
         plan: StagePlan,
         model: nn.Module,
         objective: Objective,
-        train: tuple[Tensor, Tensor],
-        val: tuple[Tensor, Tensor],
+        train: TrainData,
+        val: tuple[Tensor | Samples, Tensor],
         ckpt_dir: Path,
         augment: Augment | None = None,
         forward_model: nn.Module | None = None,
     ) -> StageResult:
-        """Train ``model`` on (raw inputs, target distributions) and keep the selected epoch's weights.
+        """Train ``model`` on ``train`` and keep the selected epoch's weights.
 
         Every epoch ends with ``last.pt``; inside an epoch, ``step.pt`` is written at most every
         ``checkpoint_every_s`` seconds. Started again over either, the stage resumes from the newer
         and ends with the weights an uninterrupted run ends with."""
-        x_train, targets = train
-        n = len(x_train)
+        n = len(train)
         bs = min(plan.batch_size, n)
         steps = max(1, n // bs)
         params = [*model.parameters(), *objective.parameters()]
@@ -198,15 +215,30 @@ class Trainer:
         save_step = functools.partial(
             self._save_step, ckpt_dir / "step.pt", model, objective, opt, scaler, state
         )
+        stream = None
+        if isinstance(train.x, Samples):
+            stream = TrainingLoader(train.x, bs, steps, self.device)
         loop = _Loop(
-            plan, steps, bs, forward_model or model, objective, opt, scaler, lr_fn, params, augment, save_step
+            plan,
+            steps,
+            bs,
+            forward_model or model,
+            objective,
+            opt,
+            scaler,
+            lr_fn,
+            params,
+            augment,
+            save_step,
+            train,
+            stream,
         )
         model.train()
         for epoch in range(state["epoch"] + 1, plan.epochs + 1):
             if position is None:
                 seed_everything(derive_seed(self.seed, plan.stage, "epoch", epoch))
             t_epoch = time.monotonic() - (position.seconds if position else 0.0)  # the part done before
-            sums, train_s = self._run_epoch(loop, epoch, x_train, targets, position)
+            sums, train_s = self._run_epoch(loop, epoch, position)
             position = None
             metrics = {f"train/{k}": v / steps for k, v in sums.items()}
             val_m = evaluate_split(model, val[0], val[1], self.eval_batch_size)
@@ -284,14 +316,24 @@ class Trainer:
             **{key: state[key] for key in kept},
         }
 
-    def _run_epoch(
-        self, loop: _Loop, epoch: int, x_train: Tensor, targets: Tensor, resume: Position | None
-    ) -> tuple[dict[str, float], float]:
+    def _batches(self, loop: _Loop, epoch: int, perm: Tensor, first: int) -> Iterator[tuple[Tensor, Tensor]]:
+        """The epoch's (float inputs, one-hot targets) on the device, in ``perm``'s order from step
+        ``first``: indexed from tensors, or read through the streaming loader."""
+        data, bs = loop.data, loop.bs
+        if loop.stream is None:
+            for step in range(first, loop.steps):
+                idx = perm[step * bs : (step + 1) * bs]
+                yield data.x[idx].float(), F.one_hot(data.labels[idx], data.classes).float()
+        else:
+            for xb, idx in loop.stream.epoch(epoch, perm, first):
+                yield xb.float(), F.one_hot(data.labels[idx], data.classes).float()
+
+    def _run_epoch(self, loop: _Loop, epoch: int, resume: Position | None) -> tuple[dict[str, float], float]:
         """One epoch's steps, from ``resume``'s position if given; the loss sums and the seconds."""
-        plan, steps, bs, opt, scaler = loop.plan, loop.steps, loop.bs, loop.opt, loop.scaler
+        plan, steps, opt, scaler = loop.plan, loop.steps, loop.opt, loop.scaler
         names = ["loss", *loop.objective.names]
         if resume is None:
-            perm = torch.randperm(len(x_train), device=self.device)
+            perm = torch.randperm(len(loop.data), device=self.device)
             sums = torch.zeros(len(names), device=self.device)  # summed on the device: no sync per step
             first, spent = 0, 0.0
         else:
@@ -304,9 +346,7 @@ class Trainer:
             set_rng_state(resume.rng)
         scaled = scaler.is_enabled()
         started = last_check = last_save = time.monotonic()
-        for step in range(first, steps):
-            idx = perm[step * bs : (step + 1) * bs]
-            xb, yb = x_train[idx].float(), targets[idx]
+        for step, (xb, yb) in enumerate(self._batches(loop, epoch, perm, first), start=first):
             if loop.augment is not None:
                 xb, yb = loop.augment(xb, yb)
             for group in opt.param_groups:

@@ -33,7 +33,8 @@ from core.sink import Progress, Sink
 
 STOP_CHECK_S = 1.0  # how often the relay asks the sink whether to stop, when the engine is quiet
 LOG_NAME = "engine.log"  # the child's stdout and stderr, in its working directory
-PASSED_ENV = ("PATH", "LANG", "LC_ALL", "LD_LIBRARY_PATH", "TZ")
+# the memory budget (core.data.loading) is the operator's to set per worker host
+PASSED_ENV = ("PATH", "LANG", "LC_ALL", "LD_LIBRARY_PATH", "TZ", "DISTILLERY_DATA_MEMORY_BYTES")
 PASSED_PREFIXES = ("CUDA_", "NVIDIA_", "OMP_", "MKL_", "OPENBLAS_", "TORCH_", "PYTORCH_", "NCCL_")
 
 

@@ -9,15 +9,19 @@ from typing import Any
 
 import torch
 
+from core.data.samples import Samples
 from core.errors import SpecError
 from core.registry import Registry
 
 
 @dataclass
 class Split:
-    """Raw inputs and integer labels: ``x`` uint8 (grey levels) or float32 (anything else), ``y`` int64."""
+    """Raw inputs and integer labels: ``x`` uint8 (grey levels) or float32 (anything else), ``y`` int64.
 
-    x: torch.Tensor
+    ``x`` is a tensor, or ``Samples`` read per row when the dataset streams (``core.data.samples``).
+    """
+
+    x: torch.Tensor | Samples
     y: torch.Tensor
 
     def __post_init__(self) -> None:
@@ -26,6 +30,18 @@ class Split:
 
     def __len__(self) -> int:
         return len(self.x)
+
+
+@dataclass(frozen=True)
+class LoaderChoice:
+    """How a dataset is read: ``memory`` (decoded once into tensors) or ``stream`` (per sample
+    through a DataLoader with ``workers`` processes), why, and the figures behind the choice."""
+
+    mode: str
+    reason: str
+    decoded_bytes: int
+    budget_bytes: int
+    workers: int = 0
 
 
 @dataclass
@@ -46,6 +62,11 @@ class DataSplits:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     classes: list[str] = field(default_factory=list)
+    loader: LoaderChoice | None = None
+
+    @property
+    def streams(self) -> bool:
+        return isinstance(self.train.x, Samples)
 
     @property
     def is_image(self) -> bool:
@@ -65,6 +86,7 @@ class RawData:
     test: Split
     classes: list[str]
     val: Split | None = None
+    read_whole: tuple[str, ...] = ()  # arrays that could not be mapped from their file (compressed)
 
     @property
     def num_classes(self) -> int:

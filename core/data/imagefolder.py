@@ -1,19 +1,19 @@
 """Images in class folders: ``<data root>/<path>/{train,test[,val]}/<class>/<image>``.
 
-Every image is decoded once with PIL, converted to RGB or greyscale, resized to a square and
-kept in memory as uint8: the folder datasets this serves are small enough, and training then
-runs on tensors without decoding anything again.
+Listing the folders gives each split as ``ImageFiles``: paths, decoded with PIL per sample,
+converted to RGB or greyscale and resized to a square (or cropped, with ``transforms``). Whether
+they are then decoded once into memory or read per sample while training is decided by
+``core.data.loading`` from the decoded size and the memory budget.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 
 from core.data.base import DATASETS, DatasetError, RawData, Split, resolve_under
+from core.data.samples import ImageFiles
 from core.errors import DataMissingError
 from core.spec import ImageFolderData
 
@@ -36,18 +36,6 @@ def _image_files(folder: Path, root: Path) -> list[Path]:
     return files
 
 
-def _read_image(path: Path, channels: int, size: int) -> np.ndarray:
-    """One image as uint8 (C, size, size)."""
-    mode = "L" if channels == 1 else "RGB"
-    try:
-        with Image.open(path) as img:
-            img.draft(mode, (size, size))  # lets JPEG decode at a reduced scale: much faster
-            arr = np.asarray(img.convert(mode).resize((size, size), Image.Resampling.BILINEAR), np.uint8)
-    except (UnidentifiedImageError, OSError, ValueError, Image.DecompressionBombError) as e:
-        raise DatasetError(f"cannot read image {path}: {e}") from e
-    return arr[None] if arr.ndim == 2 else arr.transpose(2, 0, 1)
-
-
 def _read_split(
     split_dir: Path, classes: list[str], spec: ImageFolderData, root: Path, *, every_class: bool = False
 ) -> Split:
@@ -58,18 +46,19 @@ def _read_split(
             f"{split_dir}: class folders differ from train/'s ({len(classes)} classes): "
             f"not in train/: {extra or 'none'}; missing here: {absent or 'none'}"
         )
-    images: list[np.ndarray] = []
+    images: list[Path] = []
     labels: list[int] = []
     for index, name in enumerate(classes):
         files = _image_files(found[name], root)
         if every_class and not files:
             # A class the model can never learn: almost certainly a mistake in the folder.
             raise DatasetError(f"class folder {found[name]} holds no images")
-        images.extend(_read_image(f, spec.channels, spec.image_size) for f in files)
+        images.extend(files)
         labels.extend([index] * len(files))
     if not images:
         raise DatasetError(f"{split_dir} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})")
-    return Split(torch.from_numpy(np.stack(images)), torch.tensor(labels, dtype=torch.int64))
+    x = ImageFiles(images, spec.channels, spec.image_size, spec.transforms)
+    return Split(x, torch.tensor(labels, dtype=torch.int64))
 
 
 @DATASETS.register("imagefolder")

@@ -16,6 +16,7 @@ import torch
 
 from core import npz_format
 from core.data.base import DATASETS, DatasetError, RawData, Split, class_names, resolve_under
+from core.data.samples import ArrayRows
 from core.errors import DataMissingError
 from core.spec import NpzData
 
@@ -37,7 +38,19 @@ def validate_npz(path: Path) -> dict[str, Any]:
 
 @DATASETS.register("npz")
 def load_npz(spec: NpzData, data_root: Path) -> RawData:
-    """The archive's splits; uint8 inputs stay uint8, other numbers become float32."""
-    splits, num_classes = read_npz(resolve_under(data_root, spec.path))
-    tensors = {name: Split(torch.from_numpy(x), torch.from_numpy(y)) for name, (x, y) in splits.items()}
-    return RawData("npz", tensors["train"], tensors["test"], class_names(num_classes), val=tensors.get("val"))
+    """The archive's splits, inputs memory-mapped where the archive stores them uncompressed;
+    uint8 inputs stay uint8, other numbers become float32 (per row, as they are read)."""
+    path = resolve_under(data_root, spec.path)
+    try:
+        splits, num_classes, read_whole = npz_format.map_npz(path, label=str(path))
+    except FileNotFoundError:
+        raise DataMissingError(f"dataset archive {path} does not exist (or is not a file)") from None
+    except npz_format.NpzFormatError as e:
+        raise DatasetError(str(e)) from None
+    parts = {}
+    for name, (x, y) in splits.items():
+        dtype = torch.uint8 if x.dtype == np.uint8 else torch.float32
+        parts[name] = Split(ArrayRows(x, dtype), torch.from_numpy(y))
+    raw = RawData("npz", parts["train"], parts["test"], class_names(num_classes), val=parts.get("val"))
+    raw.read_whole = tuple(read_whole)
+    return raw

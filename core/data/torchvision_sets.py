@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from core.data.base import DATASETS, DatasetError, RawData, Split, class_names, resolve_under
+from core.data.samples import ArrayRows
 from core.errors import DataMissingError
 from core.spec import TorchvisionData
 
@@ -124,7 +125,9 @@ def load_torchvision(spec: TorchvisionData, data_root: Path) -> RawData:
     # published archive, so no file a user crafted is ever unpickled here.
     train_set = _open(spec.kind, root, train=True, download=spec.download)
     test_set = _open(spec.kind, root, train=False, download=spec.download)
-    train = Split(_images(train_set), _labels(train_set))
-    test = Split(_images(test_set), _labels(test_set))
+    # the arrays are in memory already (torchvision reads them whole); rows are copied out per
+    # sample only when streaming, for the per-sample transforms
+    train = Split(ArrayRows(_images(train_set).numpy(), torch.uint8, spec.transforms), _labels(train_set))
+    test = Split(ArrayRows(_images(test_set).numpy(), torch.uint8, spec.transforms), _labels(test_set))
     classes = [str(c) for c in getattr(train_set, "classes", [])] or class_names(10)
     return RawData(spec.kind, train, test, classes)
