@@ -56,14 +56,14 @@ def celery_publisher(settings: Settings) -> Publish:
     lock = threading.Lock()
     made: list[Any] = []
 
-    def publish(job_id: str, queue: str) -> None:
+    def publish(job_id: str, worker_id: str) -> None:
         from worker.celery_app import make_celery
         from worker.celery_app import publish as send
 
         with lock:
             if not made:
                 made.append(make_celery(settings))
-        send(made[0], job_id, queue)
+        send(made[0], job_id, worker_id)
 
     return publish
 

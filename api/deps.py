@@ -27,7 +27,8 @@ from store.db import pool_capacity, session_factory
 from store.settings import Settings
 
 Publish = Callable[[str, str], None]
-"""Sends a job id to a queue; raises when the broker cannot be reached."""
+"""Sends a job id to the queue of a worker host (job id, worker id); raises when the broker
+cannot be reached."""
 
 BrokerCheck = Callable[[], None]
 """Returns when the broker answers; raises otherwise."""

@@ -91,23 +91,41 @@ def api(
 
 @app.command()
 def worker(
-    gpu: Annotated[
-        str | None, typer.Option(help="GPU index for CUDA_VISIBLE_DEVICES (one worker per GPU).")
+    gpus: Annotated[
+        str | None,
+        typer.Option(
+            help="This host's GPU indices, such as 0,1,2,3: one job slot each (CUDA_VISIBLE_DEVICES)."
+        ),
+    ] = None,
+    gpu: Annotated[str | None, typer.Option(help="One GPU index: the same as --gpus N.")] = None,
+    slots: Annotated[
+        int | None, typer.Option(help="A machine without GPUs: this many CPU job slots [default 1].")
+    ] = None,
+    hostname: Annotated[
+        str | None, typer.Option(help="Host part of the worker's node name [default: this host].")
     ] = None,
     dispatcher: Annotated[
         bool, typer.Option(help="Also run a dispatcher (when no API process runs one).")
     ] = False,
     home: Home = None,
 ) -> None:
-    """Run a worker: it takes jobs from the broker and trains them on this machine's device.
+    """Run a worker host: one process per GPU (or CPU slot) takes the jobs placed on it.
 
-    It serves the queue of its GPU type (DISTILLERY_GPU_TYPE, default any): gpu.<type> and gpu.any.
+    It runs the jobs of its GPU type (DISTILLERY_GPU_TYPE, default any) and those that take any
+    GPU; the scheduler gives each job max(1, resources.gpus) slots of one host.
     """
     from worker.main import start_worker
+    from worker.slots import Slots
 
+    if gpus is not None and gpu is not None:
+        raise typer.BadParameter("give --gpus or --gpu, not both", param_hint="--gpu")
+    try:
+        host_slots = Slots.of(gpus or gpu, slots)
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from e
     settings = _settings(home)
     _migrate(settings)
-    start_worker(settings, gpu=gpu, dispatcher=dispatcher)
+    start_worker(settings, host_slots, hostname=hostname, dispatcher=dispatcher)
 
 
 def _token_hint(settings: Settings) -> None:

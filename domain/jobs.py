@@ -129,6 +129,7 @@ def _new_job(session: Session, spec: JobSpec, caller: Caller, max_attempts: int)
         spec=spec.model_dump(mode="json"),
         status=JobStatus.QUEUED,
         queue=spec.resources.gpu_type,
+        gpus=spec.resources.gpus,  # the scheduler gives it max(1, gpus) slots of one host
         priority=PRIORITIES[spec.resources.priority],
         max_attempts=max_attempts,
     )

@@ -6,7 +6,9 @@
 
 Each move is one conditional update (``store.jobs.transition``): it names the states it may
 leave, and a worker's moves also name the lease owner, so of two actors racing (a duplicate
-delivery, the reaper and a late worker) only one wins; the loser changes nothing. The worker
+delivery, the reaper and a late worker) only one wins; the loser changes nothing. A job is handed
+over with a placement (a host and its device indices, ``mark_published``), only that host may
+claim it, and it loses the placement when it goes back to waiting (``reap_expired``). The worker
 (``worker.tasks``, ``worker.sink``, ``worker.lease``) and the dispatcher (``worker.dispatcher``)
 call these; the API's cancel goes through ``domain.jobs``.
 """
@@ -23,6 +25,7 @@ from sqlalchemy.orm import Session
 from core.errors import CancelledError, WorkerLostError
 from store.jobs import add_event, expired_leases, touch, transition
 from store.models import HELD, OWNED, WAITING, Artifact, Job, JobStatus, as_utc, utcnow
+from store.scheduler import Placement
 
 
 def _error(error_type: str, message: str) -> dict[str, str]:
@@ -34,7 +37,10 @@ def _error(error_type: str, message: str) -> dict[str, str]:
 
 
 def claim(session: Session, job_id: str, worker: str, lease_s: float) -> Job | None:
-    """Take a waiting job for ``worker``; None if someone else has it or it is over."""
+    """Take a job handed to ``worker``'s host (``<worker id>:<pid>``); None if it is placed on
+    another host or on none (a stale message), if someone else has it, or if it is over. The row
+    tells the caller which devices of its host to use (``Job.devices``). A claim racing the
+    dispatcher's commit waits for it (the placement's row is locked until then)."""
     job = session.get(Job, job_id)
     if job is None:
         return None
@@ -45,6 +51,7 @@ def claim(session: Session, job_id: str, worker: str, lease_s: float) -> Job | N
         JobStatus.STARTING,
         actor=worker,
         message=f"claimed by {worker}",
+        on_host=worker.rsplit(":", 1)[0],
         attempt=Job.attempt + 1,
         set_lease=(worker,),
         lease_expires_at=utcnow() + timedelta(seconds=lease_s),
@@ -204,30 +211,32 @@ def _ended(session: Session, job_id: str, worker: str, target: JobStatus) -> boo
 # ---------------------------------------------------------------- the dispatcher's side
 
 
-def mark_published(session: Session, job_id: str) -> None:
-    """After a successful publish: the job holds a slot of the pool (``store.scheduler``).
+def mark_published(session: Session, job_id: str, placement: Placement) -> None:
+    """The job is handed to ``placement``'s host: it holds those devices (``store.scheduler``).
 
     A retrying job becomes queued again. The dispatcher calls it in the transaction that holds
-    ``store.locks.DISPATCH``, so the next pass sees the slot taken; for a job published again
-    (its message was lost) it only moves ``published_at``.
+    ``store.locks.DISPATCH``, before it publishes (in a savepoint it rolls back if the publish
+    fails): the host's worker, claiming at once, waits for the commit and finds the placement.
+    For a job published again (its message was lost) it only moves ``published_at``.
     """
     job = session.get(Job, job_id, populate_existing=True)
     if job is None:
         return
     again = job.status == JobStatus.QUEUED and job.published_at is not None
+    values: dict[str, Any] = dict(
+        published_at=utcnow(), placed_on=placement.worker, devices=list(placement.devices)
+    )
     if job.status == JobStatus.RETRYING:
-        transition(
-            session,
-            job_id,
-            (JobStatus.RETRYING,),
-            JobStatus.QUEUED,
-            message="requeued",
-            published_at=utcnow(),
-        )
+        transition(session, job_id, (JobStatus.RETRYING,), JobStatus.QUEUED, message="requeued", **values)
     else:
-        touch(session, job_id, published_at=utcnow())
+        touch(session, job_id, **values)
     what = "published again (the broker lost it)" if again else "handed to the pool"
-    add_event(session, job_id, "dispatched", f"{what}: queue gpu.{job.queue}")
+    where = f"{placement.worker}, devices {_indices(placement.devices)}"
+    add_event(session, job_id, "dispatched", f"{what}: {where}")
+
+
+def _indices(devices: Iterable[int]) -> str:
+    return ",".join(str(d) for d in devices)
 
 
 def reap_expired(session: Session, now: datetime | None = None) -> list[str]:
@@ -245,7 +254,8 @@ def reap_expired(session: Session, now: datetime | None = None) -> list[str]:
             )
         elif job.attempt < job.max_attempts:
             target, message = JobStatus.RETRYING, note + "; will retry"
-            values = dict(published_at=None, lease_expires_at=None)
+            # placed again by the dispatcher, on whichever host has room then
+            values = dict(published_at=None, lease_expires_at=None, placed_on=None, devices=None)
         else:
             target, message = JobStatus.FAILED, note
             used = f"{note}; {job.attempt} attempt(s) used"

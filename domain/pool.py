@@ -1,5 +1,6 @@
-"""The GPU pool as a caller sees it: every worker and queue, and of another team's job only how
-far along it is (``store.pool`` redacts; the rule of who sees what is the caller's)."""
+"""The GPU pool as a caller sees it: every worker host and queue, which device indices each job
+holds, and of another team's job only how far along it is (``store.pool`` redacts; the rule of
+who sees what is the caller's)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from store.pool import pool_view
 
 
 def view(session: Session, caller: Caller) -> dict[str, Any]:
-    """Workers and their devices, the job each runs, the queue per team and per GPU type.
-    Everyone sees the whole pool; a job of a team the caller does not see shows its team,
-    status and progress only."""
+    """Worker hosts, their slots and devices, the jobs on each with their device indices, the
+    queue per team and per GPU type. Everyone sees the whole pool; a job of a team the caller
+    does not see shows its team, status, devices and progress only."""
     return pool_view(session, visible=caller.sees)

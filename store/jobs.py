@@ -94,6 +94,7 @@ def transition(
     actor: str | None = None,
     message: str = "",
     lease_owner: str | None = None,
+    on_host: str | None = None,
     set_lease: tuple[str | None] | None = None,
     lease_expired_at: datetime | None = None,
     **values: Any,
@@ -101,7 +102,9 @@ def transition(
     """Move a job from one of ``sources`` to ``target`` if it is still there; True if it moved.
 
     ``lease_owner``, when given, is a guard: it must match, so a worker that lost its lease
-    changes nothing. ``set_lease=(owner,)`` writes a new lease owner (``(None,)`` clears it).
+    changes nothing. ``on_host``, when given, is one too: the job must be placed on that worker
+    host (``Job.placed_on``), so a stale message in another host's queue claims nothing.
+    ``set_lease=(owner,)`` writes a new lease owner (``(None,)`` clears it).
     ``lease_expired_at``, when given, requires the lease to have expired by then (the reaper's guard
     against a renewal that lands between its query and its update).
     """
@@ -113,6 +116,8 @@ def transition(
     conditions = [Job.id == job_id, Job.status.in_(sources)]
     if lease_owner is not None:
         conditions.append(Job.lease_owner == lease_owner)
+    if on_host is not None:
+        conditions.append(Job.placed_on == on_host)
     if lease_expired_at is not None:
         conditions.append(Job.lease_expires_at < lease_expired_at)
     now = utcnow()

@@ -94,6 +94,12 @@ class Job(Base):
     max_attempts: Mapped[int] = mapped_column(Integer, default=3)
     queue: Mapped[str] = mapped_column(String(64), default="any")
     priority: Mapped[int] = mapped_column(Integer, default=0)
+    # The spec's resources.gpus: the job holds max(1, gpus) slots of one host (store.scheduler).
+    gpus: Mapped[int] = mapped_column(Integer, default=1)
+    # Where the scheduler placed it: a worker host (its id) and the device indices it holds there.
+    # Set when it is handed over, cleared when it goes back to waiting, kept once it has ended.
+    placed_on: Mapped[str | None] = mapped_column(String(200))
+    devices: Mapped[list[int] | None] = mapped_column(JSON)
     progress: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     error: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     report: Mapped[dict[str, Any] | None] = mapped_column(JSON)
@@ -194,17 +200,19 @@ class Upload(Base):
 
 
 class Worker(Base):
-    """A worker process of the pool (one per GPU), as its heartbeats describe it."""
+    """A worker host of the pool (one Celery worker per machine and GPU type), as its heartbeats
+    describe it: ``slots`` jobs' worth of devices, listed with their indices in ``devices``."""
 
     __tablename__ = "workers"
 
     id: Mapped[str] = mapped_column(String(200), primary_key=True)  # the Celery node name
     host: Mapped[str] = mapped_column(String(200))
-    gpu_type: Mapped[str] = mapped_column(String(64))  # the queue it serves (besides gpu.any)
-    devices: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)  # name, memory, utilization
+    gpu_type: Mapped[str] = mapped_column(String(64))  # the jobs it runs: this type's and any's
+    slots: Mapped[int] = mapped_column(Integer, default=1)  # GPUs (--gpus) or CPU slots (--slots)
+    devices: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)  # index, name, memory, ...
     status: Mapped[str] = mapped_column(String(16), default="online", index=True)  # online | lost | offline
-    current_job_id: Mapped[str | None] = mapped_column(String(32))
-    idle_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # None while it holds a job
+    current_job_id: Mapped[str | None] = mapped_column(String(32))  # the first job it holds, if any
+    idle_since: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))  # None while it holds one
     started_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     last_heartbeat_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 

@@ -1,52 +1,71 @@
-"""Fair scheduling: jobs wait in the database until the pool has room for them.
+"""Fair scheduling on a pool of hosts: jobs wait in the database until one host has room for all of a job.
 
-A job is handed to the broker (*dispatched*) only when an online worker can take it at once, so
-the broker never holds a backlog that one team could fill: the order in which waiting jobs start
-is decided here, at each slot, and can still change when another team submits.
+A job is handed to the broker (*dispatched*) only when a host can take it at once, so the broker
+never holds a backlog that one team could fill: the order in which waiting jobs start is decided
+here, at each pass, and can still change when another team submits. Where a job runs is decided
+here too: it is published to the queue of one host, which only that host reads.
 
-Slots. Each online worker (``store.models.Worker``, kept by heartbeats) runs one job at a time
-and serves its own GPU type plus ``any``; a worker whose type is ``any`` serves only ``any``. A
-job holds a slot from the moment it is dispatched (``queued`` with ``published_at`` set) through
-``starting``, ``running`` and ``cancelling`` until it ends. Free slots are counted per GPU type:
+Hosts and slots. Each online worker (``store.models.Worker``, kept by heartbeats) is a host with
+``slots`` devices, numbered by the indices its heartbeat lists: GPU indices (``distill worker
+--gpus 0,1,2,3``) or CPU slot numbers (``--slots N``). A host of type T runs the jobs asking for
+T and those asking for ``any``; a host of type ``any`` runs only ``any`` jobs. A job needs
+``max(1, resources.gpus)`` slots (``Job.gpus``; 0 means a CPU is enough, and still takes a slot)
+on ONE host, all of them or none. It holds the indices recorded on its row (``Job.placed_on``,
+``Job.devices``) from the moment it is dispatched through ``starting``, ``running`` and
+``cancelling`` until it ends. (A started job without a placement, from before placements were
+recorded, holds one slot of the host its lease names.)
 
-1. a started job (``starting | running | cancelling``) holds the slot of the worker named by its
-   lease (``<worker id>:<pid>``), whatever the job asked for: an ``any`` job running on an a100
-   worker takes that a100 worker away from a100 jobs;
-2. a dispatched job not yet claimed (or a started one whose worker is not online) holds a slot of
-   its own type; an ``any`` one is counted on an ``any`` worker when one is free, else on the type
-   with the most free workers. That is an approximation: the broker may give it to another worker
-   serving ``gpu.any``. The count is right again once the job is claimed (rule 1), and until then
-   the worst case is a dispatched T job waiting in the broker for the next T worker, while a
-   worker of another type the count thought busy sits idle for a pass. A pass never hands over
-   more jobs than there are free slots; when a worker goes away, the jobs already dispatched
-   beyond its type's workers wait in the broker and take no other type's slot.
-
-A worker that died without signing off counts as online until the reaper marks it lost
-(``worker_timeout_s``): a job handed over for its slot meanwhile waits in the broker for another.
+Where. Of the hosts that serve a job's type, have enough free slots and are not held for another
+job (below), the job goes to the one with the fewest free slots (the tightest fit, so that whole
+hosts stay free for big jobs), an ``any`` job to a host of type ``any`` first; ties by host id.
+It gets that host's lowest free indices.
 
 Order. Waiting jobs are ``queued`` with no ``published_at``, or ``retrying`` (the reaper clears
-``published_at``). Within a team: higher priority first, then older first. Between teams, each
-free slot goes to the team with the fewest occupied slots (dispatched + started) among those
-below their ``max_running`` with a job that fits a free slot; ties go to the team whose candidate
-job is the oldest. A team's candidate is its first job, in its own order, that fits a free slot
-(a job for a busy type does not hold back the team's jobs for a free one). ``Job.team`` None is a
-team of its own, without limits, as is a team name with no ``Team`` row.
+``published_at`` and the placement). Within a team: higher priority first, then older first.
+Between teams: the team with the fewest occupied slots (dispatched + started; an N-GPU job
+counts N), then the one whose next job is the oldest. A pass takes the jobs in that order, one
+at a time, counting each job it hands over at once:
+
+1. a job that no online host could ever hold (none serves its type, or none has that many
+   slots) is left out (``no_worker``), as is one asking for more slots than its team's
+   ``max_running`` (``team_limit``): neither holds anything back;
+2. ``max_running`` counts slots, not jobs: a team whose next job needs more slots than its
+   limit leaves free waits, with its later jobs (``team_limit``), so that its own small jobs
+   cannot keep its big one out;
+3. a job that fits a host is handed over there;
+4. a job that fits no host waits (``pool_busy``); if it needs more than one slot, one host is
+   *held* for it: the host that will have its slots soonest, that is, of those that serve it,
+   are big enough and are not held already, the one with the most free slots (ties by id).
+   Later jobs of the pass do not get that host's free slots, so a stream of small jobs cannot
+   starve a big one; they may still use every other host. A one-slot job needs no hold: any
+   slot that frees fits it, and it comes first in order. The team's later jobs are still
+   considered.
+
+Holds are not stored: each pass makes them again, in the same order, so a big job keeps its host
+while it stays ahead (that host's free slots only grow until the job fits). A job ahead of it in
+the fair order (a team holding fewer slots) may still take a freed slot of that host first: that
+is the fair share. ``Job.team`` None is a team of its own, without limits, as is a team name with
+no ``Team`` row.
 
 Positions. ``Wait.position`` is a job's 1-based place in its GPU-type queue (``Job.queue``):
 first the jobs of that queue dispatched and not yet claimed, in the order they were handed over;
-then its waiting jobs in the order the rule above would start them if slots for that queue
-opened one at a time and nothing else changed. Teams at their ``max_running`` (from the start or
-as the simulation fills them) go last, in the same fair order as if their limit were lifted: when
-one of their jobs ends is not known. An ``any`` job may also take a slot of type T, so the jobs
-of queue T can be passed by ``any`` jobs that their position does not count.
+then its waiting jobs in the order the rule above would start them if slots opened one at a time
+and nothing else changed. Teams at their ``max_running`` (from the start or as the simulation
+fills them) go last, in the same fair order as if their limit were lifted: when one of their jobs
+ends is not known. Jobs left out by rule 1 come after all of those. An ``any`` job may also take a
+slot of a type-T host, so the jobs of queue T can be passed by ``any`` jobs that their position
+does not count.
 
 Reasons (``Wait.reason``, stable codes):
 
-- ``dispatched``: handed to the pool; it starts when a worker takes it from the broker.
-- ``dispatching``: a worker is free for it; the next dispatcher pass hands it over.
-- ``no_worker``: no online worker serves its GPU type (the message names the type).
-- ``team_limit``: its team already has ``max_running`` jobs (the message names the limit).
-- ``pool_busy``: every worker that could run it is busy, or promised to jobs ahead of it.
+- ``dispatched``: handed to a host; it starts when that host's worker takes it from the broker.
+- ``dispatching``: a host has room for it; the next dispatcher pass hands it over.
+- ``no_worker``: no online host serves its GPU type, or none has as many slots as it asks for
+  (the message names the type, or the count and the largest host).
+- ``team_limit``: its team's jobs hold its ``max_running`` slots, or too many of them for this
+  job, or it asks for more than that limit (the message names the counts).
+- ``pool_busy``: every host that could run it is busy or held for jobs ahead; the message of a
+  job a host is held for names that host.
 
 Functions take a session and never commit; ``plan`` expects ``store.locks.DISPATCH`` held.
 """
@@ -56,9 +75,9 @@ from __future__ import annotations
 import heapq
 from collections import Counter, defaultdict, deque
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
@@ -72,6 +91,25 @@ IS_WAITING = or_(
 IS_DISPATCHED = and_(Job.status == JobStatus.QUEUED, Job.published_at.is_not(None))
 
 TeamKey = str | None  # None: the jobs without a team, a team of their own
+
+
+def slots_needed(gpus: int) -> int:
+    """The slots of one host a job holds: its GPUs, and one for a job that a CPU is enough for."""
+    return max(1, gpus)
+
+
+def slot_indices(slots: int, devices: Sequence[dict[str, Any]]) -> tuple[int, ...]:
+    """A host's slot numbers: the indices its heartbeat lists, or 0..slots-1 if it lists none."""
+    listed = tuple(d["index"] for d in devices if isinstance(d.get("index"), int))
+    return listed if len(listed) == slots and len(set(listed)) == slots else tuple(range(slots))
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a job runs: a worker host (its id) and the device indices it holds there."""
+
+    worker: str
+    devices: tuple[int, ...]
 
 
 @dataclass(frozen=True)
@@ -90,6 +128,7 @@ class _Waiting:
     queue: str
     priority: int
     created_at: datetime
+    need: int  # slots
 
     @property
     def key(self) -> tuple[int, datetime, str]:
@@ -98,72 +137,93 @@ class _Waiting:
 
 
 @dataclass
+class _Host:
+    id: str
+    gpu_type: str
+    indices: tuple[int, ...]
+    free: set[int]
+
+    def serves(self, queue: str) -> bool:
+        return queue in (ANY, self.gpu_type)
+
+    def take(self, need: int) -> tuple[int, ...]:
+        devices = tuple(sorted(self.free)[:need])
+        self.free -= set(devices)
+        return devices
+
+
+@dataclass(frozen=True)
+class _Dispatched:
+    id: str
+    queue: str
+    published_at: datetime
+    placed_on: str | None
+
+
+@dataclass
 class _Snapshot:
-    workers: Counter[str]  # online workers per GPU type
-    free: Counter[str]  # their free slots per GPU type
+    hosts: dict[str, _Host]  # the online ones, by id
     occupied: Counter[TeamKey]  # slots held per team
-    limits: dict[TeamKey, int]  # max_running of the teams that have one
+    limits: dict[TeamKey, int]  # max_running (slots) of the teams that have one
     waiting: list[_Waiting]
-    dispatched: list[tuple[str, str, datetime]]  # (id, queue, published_at), not yet claimed
+    dispatched: list[_Dispatched]  # not yet claimed
 
-    def serving(self, queue: str) -> int:
-        return sum(self.workers.values()) if queue == ANY else self.workers[queue]
+    def serving(self, queue: str) -> list[_Host]:
+        return [host for host in self.hosts.values() if host.serves(queue)]
 
-    def at_limit(self, team: TeamKey, occupied: Counter[TeamKey]) -> bool:
+    def largest(self, queue: str) -> int:
+        """The most slots one online host that serves ``queue`` has (0: none serves it)."""
+        return max((len(host.indices) for host in self.serving(queue)), default=0)
+
+    def room(self, team: TeamKey, occupied: Counter[TeamKey]) -> float:
+        """How many more slots the team may hold."""
         limit = self.limits.get(team)
-        return limit is not None and occupied[team] >= limit
+        return float("inf") if limit is None else limit - occupied[team]
 
-
-def _fits(free: Counter[str], queue: str) -> bool:
-    return any(n > 0 for n in free.values()) if queue == ANY else free[queue] > 0
-
-
-def _take(free: Counter[str], queue: str) -> None:
-    """Count a job on a slot: an ``any`` job on an ``any`` worker if one is free (module docstring)."""
-    if queue == ANY and free[ANY] <= 0:
-        queue = max((t for t in free if free[t] > 0), key=lambda t: (free[t], t), default=ANY)
-    free[queue] -= 1
+    def runnable(self, job: _Waiting) -> bool:
+        """Whether the job could ever start as things stand (rule 1 of the module docstring)."""
+        limit = self.limits.get(job.team)
+        return job.need <= self.largest(job.queue) and (limit is None or job.need <= limit)
 
 
 def _snapshot(session: Session) -> _Snapshot:
-    """The pool, the occupied slots and the waiting jobs: four queries, light columns only."""
-    online = dict(session.execute(select(Worker.id, Worker.gpu_type).where(Worker.status == "online")).all())
-    workers = Counter(online.values())
-    free = Counter(workers)
-    occupied: Counter[TeamKey] = Counter()
-    dispatched: list[tuple[str, str, datetime]] = []
-    unplaced: list[str] = []
-    busy: set[str] = set()
-    rows = session.execute(
-        select(Job.id, Job.team, Job.queue, Job.status, Job.lease_owner, Job.published_at).where(
-            or_(Job.status.in_(HELD), IS_DISPATCHED), Job.deleted_at.is_(None)
+    """The hosts, the slots held and the waiting jobs: four queries, light columns only."""
+    hosts = {
+        worker_id: _Host(worker_id, gpu_type, indices, set(indices))
+        for worker_id, gpu_type, slots, devices in session.execute(
+            select(Worker.id, Worker.gpu_type, Worker.slots, Worker.devices).where(Worker.status == "online")
         )
-    ).all()
-    for job_id, team, queue, status, lease_owner, published_at in rows:
-        occupied[team] += 1
-        owner = lease_owner.rsplit(":", 1)[0] if status in HELD and lease_owner else None
-        if owner in online and owner not in busy:
-            busy.add(owner)
-            free[online[owner]] -= 1
-        else:
-            unplaced.append(queue)
-        if status == JobStatus.QUEUED and published_at is not None:  # dispatched, not yet claimed
-            dispatched.append((job_id, queue, as_utc(published_at)))
-    for queue in sorted(unplaced, key=lambda q: q == ANY):  # the constrained ones first
-        if _fits(free, queue):
-            _take(free, queue)
+        for indices in [slot_indices(slots, devices or [])]
+    }
+    occupied: Counter[TeamKey] = Counter()
+    dispatched: list[_Dispatched] = []
+    rows = session.execute(
+        select(
+            Job.id, Job.team, Job.queue, Job.status, Job.gpus, Job.lease_owner, Job.published_at,
+            Job.placed_on, Job.devices,
+        ).where(or_(Job.status.in_(HELD), IS_DISPATCHED), Job.deleted_at.is_(None))
+    ).all()  # fmt: skip
+    for job_id, team, queue, status, gpus, lease_owner, published_at, placed_on, devices in rows:
+        need = slots_needed(gpus)
+        occupied[team] += need
+        if (host := hosts.get(placed_on or "")) is not None:
+            host.free -= set(devices or ())
+        elif status in HELD and lease_owner and (host := hosts.get(lease_owner.rsplit(":", 1)[0])):
+            host.take(1)  # a job started before placements were recorded
+        if status == JobStatus.QUEUED and published_at is not None:
+            dispatched.append(_Dispatched(job_id, queue, as_utc(published_at), placed_on))
     limits: dict[TeamKey, int] = {
         name: n for name, n in session.execute(select(Team.name, Team.max_running)) if n is not None
     }
     waiting = [
-        _Waiting(i, t, q, p, as_utc(c))
-        for i, t, q, p, c in session.execute(
-            select(Job.id, Job.team, Job.queue, Job.priority, Job.created_at).where(
+        _Waiting(i, t, q, p, as_utc(c), slots_needed(g))
+        for i, t, q, p, c, g in session.execute(
+            select(Job.id, Job.team, Job.queue, Job.priority, Job.created_at, Job.gpus).where(
                 IS_WAITING, Job.deleted_at.is_(None)
             )
         )
     ]
-    return _Snapshot(workers, free, occupied, limits, waiting, dispatched)
+    return _Snapshot(hosts, occupied, limits, waiting, dispatched)
 
 
 def _by_team(jobs: Iterable[_Waiting]) -> dict[TeamKey, deque[_Waiting]]:
@@ -178,74 +238,100 @@ def _fair_key(occupied: Counter[TeamKey], head: _Waiting) -> tuple[int, datetime
     return (occupied[head.team], head.created_at, head.id)
 
 
-def _select(snap: _Snapshot, limit: int | None = None) -> list[_Waiting]:
-    """The jobs to hand over now, in order: one free slot at a time, by the fair-share rule."""
-    free, occupied = Counter(snap.free), Counter(snap.occupied)
-    queues: dict[TeamKey, dict[str, deque[_Waiting]]] = defaultdict(dict)
-    for job in snap.waiting:
-        queues[job.team].setdefault(job.queue, deque()).append(job)
-    for per_queue in queues.values():
-        for queue, jobs in per_queue.items():
-            per_queue[queue] = deque(sorted(jobs, key=lambda j: j.key))
-    chosen: list[_Waiting] = []
-    while limit is None or len(chosen) < limit:
-        best: tuple[tuple[int, datetime, str], _Waiting] | None = None
-        for team, per_queue in queues.items():
-            if snap.at_limit(team, occupied):
-                continue
-            heads = [jobs[0] for queue, jobs in per_queue.items() if jobs and _fits(free, queue)]
-            if heads:
-                head = min(heads, key=lambda j: j.key)
-                key = _fair_key(occupied, head)
-                if best is None or key < best[0]:
-                    best = (key, head)
-        if best is None:
-            break
-        job = best[1]
-        queues[job.team][job.queue].popleft()
-        _take(free, job.queue)
-        occupied[job.team] += 1
-        chosen.append(job)
-    return chosen
+@dataclass
+class _Pass:
+    """What one pass would do: the jobs it hands over and where, the hosts it holds, who waits
+    for their team's limit, and the slots each team would then hold."""
+
+    placed: list[tuple[_Waiting, Placement]] = field(default_factory=list)
+    held: dict[str, str] = field(default_factory=dict)  # job id -> the host held for it
+    limited: set[str] = field(default_factory=set)
+    occupied: Counter[TeamKey] = field(default_factory=Counter)
+
+
+def _fit(hosts: Iterable[_Host], job: _Waiting, held: dict[str, str]) -> _Host | None:
+    """The host a job goes to now, if any has room (module docstring, "Where")."""
+    fits = [
+        h
+        for h in hosts
+        if h.serves(job.queue) and len(h.free) >= job.need and held.get(h.id, job.id) == job.id
+    ]
+    return min(fits, key=lambda h: (h.gpu_type != job.queue, len(h.free), h.id), default=None)
+
+
+def _hold(hosts: Iterable[_Host], job: _Waiting, held: dict[str, str]) -> _Host | None:
+    """The host to keep for a job that fits none: the one that will have its slots soonest."""
+    able = [h for h in hosts if h.serves(job.queue) and len(h.indices) >= job.need and h.id not in held]
+    return min(able, key=lambda h: (-len(h.free), h.id), default=None)
+
+
+def _select(snap: _Snapshot, limit: int | None = None) -> _Pass:
+    """One pass in the fair order (module docstring): at most ``limit`` jobs handed over."""
+    hosts = [_Host(h.id, h.gpu_type, h.indices, set(h.free)) for h in snap.hosts.values()]
+    out = _Pass(occupied=Counter(snap.occupied))
+    host_held: dict[str, str] = {}  # host id -> the job it is held for
+    teams = _by_team(job for job in snap.waiting if snap.runnable(job))
+    heap = [(_fair_key(out.occupied, jobs[0]), team) for team, jobs in teams.items()]
+    heapq.heapify(heap)  # keys end with a job id: never equal, teams never compared
+    while heap and (limit is None or len(out.placed) < limit):
+        _key, team = heapq.heappop(heap)
+        jobs = teams[team]
+        if snap.room(team, out.occupied) < jobs[0].need:
+            out.limited |= {job.id for job in jobs}  # the team waits behind its next job
+            continue
+        job = jobs.popleft()
+        if (host := _fit(hosts, job, host_held)) is not None:
+            out.placed.append((job, Placement(host.id, host.take(job.need))))
+            out.occupied[team] += job.need
+        elif job.need > 1 and (keep := _hold(hosts, job, host_held)) is not None:
+            host_held[keep.id] = job.id
+            out.held[job.id] = keep.id
+        if jobs:
+            heapq.heappush(heap, (_fair_key(out.occupied, jobs[0]), team))
+    return out
 
 
 def _ranks(snap: _Snapshot, jobs: Sequence[_Waiting]) -> dict[str, int]:
     """1-based start order of the waiting jobs of one queue, slots opening one at a time."""
     occupied = Counter(snap.occupied)
-    teams = _by_team(jobs)
+    teams = _by_team(job for job in jobs if snap.runnable(job))
     order: list[str] = []
-    capped = [team for team in teams if snap.at_limit(team, occupied)]  # they go last
+    capped = [team for team in teams if snap.room(team, occupied) < teams[team][0].need]  # they go last
 
     def fill(candidates: list[TeamKey], lifted: bool) -> None:
         heap = [(_fair_key(occupied, teams[team][0]), team) for team in candidates]
         heapq.heapify(heap)  # keys end with a job id: never equal, teams never compared
         while heap:
             _key, team = heapq.heappop(heap)
-            order.append(teams[team].popleft().id)
-            occupied[team] += 1
+            job = teams[team].popleft()
+            order.append(job.id)
+            occupied[team] += job.need
             if not teams[team]:
                 continue
-            if not lifted and snap.at_limit(team, occupied):
+            if not lifted and snap.room(team, occupied) < teams[team][0].need:
                 capped.append(team)
             else:
                 heapq.heappush(heap, (_fair_key(occupied, teams[team][0]), team))
 
     fill([team for team in teams if team not in capped], lifted=False)
     fill(list(capped), lifted=True)  # as if their limits were lifted
+    order += [job.id for job in sorted(jobs, key=lambda j: j.key) if not snap.runnable(job)]
     return {job_id: place for place, job_id in enumerate(order, start=1)}
 
 
-def plan(session: Session, limit: int | None = None) -> list[Job]:
-    """The waiting jobs to hand to the pool now, in order (at most ``limit``).
+def plan(session: Session, limit: int | None = None) -> list[tuple[Job, Placement]]:
+    """The waiting jobs to hand to the pool now, in order (at most ``limit``), each with its host
+    and devices.
 
-    Call it with ``store.locks.DISPATCH`` held, and mark each job published (``domain.lifecycle.
-    mark_published``) in the same transaction: a second pass then sees those slots taken.
+    Call it with ``store.locks.DISPATCH`` held, and mark each job published with its placement
+    (``domain.lifecycle.mark_published``) in the same transaction: a second pass then sees those
+    slots taken.
     """
-    chosen = [job.id for job in _select(_snapshot(session), limit)]
+    chosen = _select(_snapshot(session), limit).placed
     if not chosen:
         return []
-    rows = {job.id: job for job in session.scalars(select(Job).where(Job.id.in_(chosen)))}
-    return [rows[i] for i in chosen if i in rows]
+    rows = {job.id: job for job in session.scalars(select(Job).where(Job.id.in_([j.id for j, _p in chosen])))}
+    return [(rows[job.id], placement) for job, placement in chosen if job.id in rows]
 
 
 class JobKey(Protocol):
@@ -265,52 +351,71 @@ def waits(session: Session, jobs: Sequence[JobKey]) -> dict[str, Wait]:
     snap = _snapshot(session)
     wanted = {job.id for job in jobs}
     result: dict[str, Wait] = {}
-    handed: dict[str, list[tuple[datetime, str]]] = defaultdict(list)
-    for job_id, queue, published_at in snap.dispatched:
-        handed[queue].append((published_at, job_id))
-    for queue, entries in handed.items():
-        for place, (_at, job_id) in enumerate(sorted(entries), start=1):
-            if job_id in wanted:
-                result[job_id] = Wait(place, "dispatched", _dispatched_message(snap, queue))
-    next_up = {job.id for job in _select(snap)}
+    handed: dict[str, list[_Dispatched]] = defaultdict(list)
+    for sent in snap.dispatched:
+        handed[sent.queue].append(sent)
+    for entries in handed.values():
+        for place, sent in enumerate(sorted(entries, key=lambda d: (d.published_at, d.id)), start=1):
+            if sent.id in wanted:
+                result[sent.id] = Wait(place, "dispatched", _dispatched_message(snap, sent))
+    outcome = _select(snap)
+    next_up = {job.id for job, _placement in outcome.placed}
     queues: dict[str, list[_Waiting]] = defaultdict(list)
     for job in snap.waiting:
         queues[job.queue].append(job)
-    occupied = snap.occupied
     for queue, members in queues.items():
         if not any(job.id in wanted for job in members):
             continue
         ranks = _ranks(snap, members)
         ahead = len(handed[queue])
         for job in members:
-            if job.id not in wanted:
-                continue
-            position = ahead + ranks[job.id]
-            limit = snap.limits.get(job.team)
-            if not snap.serving(queue):
-                reason = "no_worker"
-                message = (
-                    "no worker is online" if queue == ANY else f"no online worker serves GPU type {queue!r}"
-                )
-            elif limit is not None and occupied[job.team] >= limit:
-                reason = "team_limit"
-                message = (
-                    f"team {job.team!r} has {occupied[job.team]} job(s) in the pool, its limit "
-                    f"(max_running={limit}); this one starts after one of them ends"
-                )
-            elif job.id in next_up:
-                reason, message = "dispatching", "a worker is free: the next dispatcher pass hands it over"
-            else:
-                reason = "pool_busy"
-                message = (
-                    f"all {snap.serving(queue)} worker(s) that serve {queue!r} are busy or promised "
-                    f"to jobs ahead; {position - 1} job(s) ahead in this queue"
-                )
-            result[job.id] = Wait(position, reason, message)
+            if job.id in wanted:
+                position = ahead + ranks[job.id]
+                result[job.id] = Wait(position, *_reason(snap, outcome, job, next_up, position))
     return result
 
 
-def _dispatched_message(snap: _Snapshot, queue: str) -> str:
-    if not snap.serving(queue):
-        return f"handed to the pool, but no online worker serves GPU type {queue!r} any more"
-    return "handed to the pool: it starts when a worker takes it"
+def _reason(
+    snap: _Snapshot, outcome: _Pass, job: _Waiting, next_up: set[str], position: int
+) -> tuple[str, str]:
+    """(reason, message) of a waiting job, from the pass ``plan`` would make now."""
+    queue, need = job.queue, job.need
+    largest, limit = snap.largest(queue), snap.limits.get(job.team)
+    if largest == 0:
+        return (
+            "no_worker",
+            "no worker is online" if queue == ANY else f"no online worker serves GPU type {queue!r}",
+        )
+    if largest < need:
+        where = "" if queue == ANY else f" of GPU type {queue!r}"
+        return "no_worker", f"asks for {need} GPUs on one host; the largest online host{where} has {largest}"
+    if limit is not None and need > limit:
+        return "team_limit", (
+            f"asks for {need} GPUs, more than team {job.team!r} may hold at once (max_running={limit} "
+            "GPU slots): it starts only if that limit is raised"
+        )
+    if job.id in next_up:
+        return "dispatching", "a host has room for it: the next dispatcher pass hands it over"
+    if job.id in outcome.limited:
+        return "team_limit", (
+            f"team {job.team!r} holds {outcome.occupied[job.team]} GPU slot(s), its limit (max_running="
+            f"{limit}); this job needs {need}: it starts when enough of them end"
+        )
+    if (host := outcome.held.get(job.id)) is not None:
+        return "pool_busy", (
+            f"no host has {need} free slots; host {host} is held for it: it starts there once "
+            f"{need} of its slots are free, and no later job takes them"
+        )
+    needs = "" if need == 1 else f" for {need} slots on one host"
+    return "pool_busy", (
+        f"all {len(snap.serving(queue))} worker(s) that serve {queue!r} are busy or promised to jobs "
+        f"ahead{needs}; {position - 1} job(s) ahead in this queue"
+    )
+
+
+def _dispatched_message(snap: _Snapshot, sent: _Dispatched) -> str:
+    if sent.placed_on is None:  # handed over before placements were recorded
+        return "handed to the pool without a host: it goes back to the queue"
+    if sent.placed_on not in snap.hosts:
+        return f"handed to {sent.placed_on}, which is not online: it goes back to the queue"
+    return f"handed to {sent.placed_on}: it starts when that host's worker takes it"

@@ -44,7 +44,7 @@ class Settings(BaseSettings):
     republish_after_s: float = Field(
         300.0,
         gt=0,
-        description="Republish a queued job that a matching idle worker has not taken for this long.",
+        description="Republish a job its online host has not taken for this long (the broker lost it).",
     )
     heartbeat_s: float = Field(5.0, gt=0, description="How often a worker reports to the pool view.")
     worker_timeout_s: float = Field(30.0, gt=0, description="Silence after which a worker is marked lost.")
@@ -94,7 +94,7 @@ class Settings(BaseSettings):
     max_epoch_work: int = Field(
         Limits.max_epoch_work, gt=0, description="Multiply-accumulates in one epoch of one stage."
     )
-    gpu_type: str = Field("any", description="The queue this worker serves (its GPU type).")
+    gpu_type: str = Field("any", description="This worker host's GPU type: it runs its type's and any jobs.")
 
     @field_validator("max_params", "max_job_memory", "max_dataset_bytes", "max_epoch_work", mode="before")
     @classmethod

@@ -14,28 +14,26 @@ from typing import Any
 from celery import Celery
 
 from store.settings import Settings, get_settings
+from worker.slots import Slots
 
 TASK_NAME = "distillery.run_job"
-QUEUE_PREFIX = "gpu."
+QUEUE_PREFIX = "host."
 PUBLISH_TIMEOUT_S = 5.0
 SOFT_LIMIT_MARGIN_S = 300  # the soft limit fires this much earlier, so the task can record a timeout
 
 
 class DistilleryCelery(Celery):
-    """A Celery app that carries the service's settings to the task running in it."""
+    """A Celery app that carries the service's settings, and the host's slots, to the task
+    running in it."""
 
     settings: Settings
+    slots: Slots = Slots.cpu(1)
 
 
-def queue_name(gpu_type: str) -> str:
-    """The broker queue of a job (``job.queue`` = the spec's ``resources.gpu_type``)."""
-    return f"{QUEUE_PREFIX}{gpu_type}"
-
-
-def worker_queues(gpu_type: str) -> list[str]:
-    """A worker of type T serves jobs asking for T and jobs that take any GPU."""
-    names = [queue_name(gpu_type), queue_name("any")]
-    return list(dict.fromkeys(names))
+def queue_name(worker_id: str) -> str:
+    """The broker queue of one worker host (its node name): the scheduler places each job on a
+    host (``Job.placed_on``) and publishes it there; no other host reads that queue."""
+    return f"{QUEUE_PREFIX}{worker_id}"
 
 
 def soft_time_limit(hard_s: int) -> int:
@@ -71,13 +69,13 @@ def make_celery(settings: Settings | None = None) -> DistilleryCelery:
     app.conf.update(
         task_ignore_result=True,
         result_backend=None,
-        task_default_queue=queue_name("any"),
         task_serializer="json",
         accept_content=["json"],
         # a message is acknowledged only once the task is over; if the child dies, it goes back
         task_acks_late=True,
         task_reject_on_worker_lost=True,
-        # one job at a time, in a fresh child process each (frees GPU memory, lets limits work)
+        # a fresh child process per job (frees GPU memory, lets limits work); as many children as
+        # the host has slots (``worker.main``), each taking one message at a time
         worker_prefetch_multiplier=1,
         worker_max_tasks_per_child=1,
         worker_concurrency=1,
@@ -96,12 +94,12 @@ def make_celery(settings: Settings | None = None) -> DistilleryCelery:
     return app
 
 
-def publish(celery: Celery, job_id: str, queue: str) -> None:
-    """Send a job id to the queue of its GPU type. Raises (quickly) if the broker cannot be reached.
+def publish(celery: Celery, job_id: str, worker_id: str) -> None:
+    """Send a job id to the queue of the worker host the scheduler placed it on. Raises (quickly)
+    if the broker cannot be reached.
 
-    ``queue`` is the job's ``queue`` column (a GPU type such as ``any`` or ``a100``). Fails within
-    a second or so when the broker is down: the job row is committed already, and the dispatcher
-    publishes it later, so an API request need not wait for the broker to come back.
+    Fails within a second or so when the broker is down: the job row is committed already, and
+    the dispatcher publishes it later, so an API request need not wait for the broker to come back.
     """
     with celery.producer_or_acquire() as producer:
         producer.connection.ensure_connection(max_retries=1, interval_start=0.5, timeout=PUBLISH_TIMEOUT_S)
@@ -109,7 +107,7 @@ def publish(celery: Celery, job_id: str, queue: str) -> None:
             TASK_NAME,
             args=[job_id],
             task_id=job_id,
-            queue=queue_name(queue),
+            queue=queue_name(worker_id),
             producer=producer,
             retry=False,
         )

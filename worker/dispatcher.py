@@ -1,15 +1,20 @@
 """Hands waiting jobs to the pool as it has room, and reaps jobs whose worker was lost (DESIGN.md §4).
 
 Jobs wait in the database, not in the broker: the API commits a ``queued`` row, and a dispatcher
-pass publishes it once a worker can take it, in the fair-share order of ``store.scheduler``, so no
-team can fill the pool ahead of the others. Several dispatchers may run (one per API process, one
-beside a worker): a pass holds ``store.locks.DISPATCH`` from its plan until its marks are
-committed, so two passes never give away the same slot.
+pass publishes it once a host can take it, in the fair-share order of ``store.scheduler``, so no
+team can fill the pool ahead of the others. The scheduler also places it: one host and the device
+indices it holds there, recorded on the row; the message goes to that host's queue alone. Several
+dispatchers may run (one per API process, one beside a worker): a pass holds
+``store.locks.DISPATCH`` from its plan until its marks are committed, so two passes never give
+away the same slot.
 
-Publish first, mark second, commit at the end of the pass: a crash before the commit only sends
-that pass's jobs again later (a duplicate delivery finds nothing to claim), and a publish that
-fails (broker down) leaves its job waiting and ends the pass. Dispatched jobs whose message the
-broker lost are published again (``store.pool.stranded``). Torch-free.
+Mark, then publish, then commit at the end of the pass: the host's worker may claim the job as
+soon as the message arrives, and its claim waits for the commit and finds the placement. A crash
+before the commit only sends that pass's jobs again later (a duplicate delivery finds nothing to
+claim), and a publish that fails (broker down) rolls its mark back, leaves its job waiting and ends
+the pass. Dispatched jobs whose message the broker lost are published again to the same host
+(``store.pool.stranded``); those whose host went away go back to waiting
+(``store.pool.release_dispatched``). Torch-free.
 """
 
 from __future__ import annotations
@@ -23,13 +28,13 @@ from collections.abc import Callable
 from domain.lifecycle import mark_published, reap_expired
 from store.db import session_scope
 from store.locks import DISPATCH, hold
-from store.pool import mark_lost, stranded
+from store.pool import mark_lost, release_dispatched, stranded
 from store.scheduler import plan
 from store.settings import Settings
 
 log = logging.getLogger(__name__)
 
-PublishFn = Callable[[str, str], None]  # (job_id, job.queue) -> None; raises if the broker is down
+PublishFn = Callable[[str, str], None]  # (job id, worker id) -> None; raises if the broker is down
 
 
 def dispatch_once(
@@ -42,20 +47,21 @@ def dispatch_once(
     but a slot is never counted free by one pass while another is handing it over.
 
     With ``republish_after_s``, dispatched jobs whose message the broker seems to have lost
-    (``store.pool.stranded``) are published again too (they hold their slot already).
+    (``store.pool.stranded``) are published again too (they hold their slots already).
     """
     sent = 0
     broker_up = True
     with session_scope(db_url) as session:
         hold(session, DISPATCH)  # first, before reading what it protects
-        for job in plan(session, limit):
+        for job, placement in plan(session, limit):
             try:
-                publish_fn(job.id, job.queue)
+                with session.begin_nested():  # the mark is rolled back if the publish fails
+                    mark_published(session, job.id, placement)
+                    publish_fn(job.id, placement.worker)
             except Exception as e:
                 log.warning("could not publish job %s (%s); it waits for the next pass", job.id, e)
                 broker_up = False
                 break
-            mark_published(session, job.id)
             sent += 1
     if sent:
         log.info("handed %d job(s) to the pool", sent)
@@ -67,21 +73,22 @@ def dispatch_once(
 def _republish_stranded(db_url: str, publish_fn: PublishFn, older_than_s: float) -> int:
     """Each job marked in its own transaction right after its publish: at worst a duplicate."""
     with session_scope(db_url) as session:
-        pending = [(job.id, job.queue) for job in stranded(session, older_than_s)]
+        pending = stranded(session, older_than_s)
     sent = 0
-    for job_id, queue in pending:
+    for job_id, placement in pending:
         log.warning(
-            "job %s: dispatched %ss ago with a matching worker idle; publishing it again",
+            "job %s: handed to %s %ss ago and not taken; publishing it again",
             job_id,
+            placement.worker,
             older_than_s,
         )
         try:
-            publish_fn(job_id, queue)
+            publish_fn(job_id, placement.worker)
         except Exception as e:
             log.warning("could not publish job %s again (%s); will retry on the next pass", job_id, e)
             break
         with session_scope(db_url) as session:
-            mark_published(session, job_id)
+            mark_published(session, job_id, placement)
         sent += 1
     return sent
 
@@ -90,12 +97,15 @@ def reap_once(db_url: str, worker_timeout_s: float | None = None) -> list[str]:
     """Jobs with an expired lease: back to ``retrying``, or ``failed``/``cancelled`` (domain.lifecycle).
 
     With ``worker_timeout_s``, workers silent that long are marked lost first, which ends their
-    leases at once: their jobs are reaped in the same pass.
+    leases at once: their jobs are reaped in the same pass. Jobs handed to a host that is no
+    longer online and not taken go back to waiting, to be placed elsewhere.
     """
     with session_scope(db_url) as session:
         if worker_timeout_s is not None:
             for worker_id in mark_lost(session, worker_timeout_s):
                 log.warning("worker %s lost: no heartbeat for %ss", worker_id, worker_timeout_s)
+        for job_id in release_dispatched(session):
+            log.warning("job %s: its host is not online; back to the queue", job_id)
         reaped = reap_expired(session)
     for job_id in reaped:
         log.warning("reaped job %s: its worker stopped renewing the lease", job_id)
@@ -187,7 +197,7 @@ def run_dispatcher(settings: Settings, parent_pid: int | None = None) -> None:
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     app = make_celery(settings)
-    dispatcher = Dispatcher(settings, lambda job_id, queue: publish(app, job_id, queue))
+    dispatcher = Dispatcher(settings, lambda job_id, worker_id: publish(app, job_id, worker_id))
     while parent_pid is None or os.getppid() == parent_pid:  # until the worker that started us is gone
         dispatcher.tick()
         time.sleep(settings.dispatch_interval_s)

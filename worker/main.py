@@ -1,11 +1,15 @@
-"""Starting a worker: one Celery worker per GPU, serving the queues of its GPU type.
+"""Starting a worker host: one Celery worker per machine (and GPU type), a process per slot.
 
-    python -m worker                     # the embedded broker and database under DISTILLERY_HOME
-    python -m worker --gpu 0 --dispatcher
+    python -m worker                          # the embedded broker and database under DISTILLERY_HOME
+    python -m worker --gpus 0,1,2,3 --dispatcher
+    python -m worker --slots 2                # a machine without GPUs: two CPU slots
 
-A worker is a Celery prefork pool of one child that takes one job and exits (the next job gets
-a fresh process, so GPU memory is freed and termination and time limits work). The parent never
-imports torch; ``CUDA_VISIBLE_DEVICES`` pins the worker to its GPU before anything starts.
+A worker is a Celery prefork pool of one child per slot; each child takes one job and exits (the
+next job gets a fresh process, so GPU memory is freed and termination and time limits work). It
+reads only its own queue (``host.<node name>``): the scheduler decides which host runs a job and
+on which of its devices. The parent never imports torch; ``CUDA_VISIBLE_DEVICES`` limits the
+worker to its GPUs before anything starts, and each job's engine process sees only the GPUs the
+job was placed on (``worker.tasks``).
 """
 
 from __future__ import annotations
@@ -18,28 +22,29 @@ from collections.abc import Callable
 from multiprocessing.process import BaseProcess
 
 from store.settings import Settings
-from worker.celery_app import make_celery, worker_queues
+from worker.celery_app import make_celery, queue_name
 from worker.dispatcher import run_dispatcher
 from worker.heartbeat import run_heartbeat
+from worker.slots import Slots
 
 log = logging.getLogger(__name__)
 
 
 def node_name(settings: Settings, *, gpu: str | None = None, hostname: str | None = None) -> str:
-    """``distillery-<type>[-<gpu>]@<host>``: unique per GPU, so two workers on a host never clash."""
+    """``distillery-<type>[-<gpus>]@<host>``: one worker per host and GPU type; the GPUs are part of
+    the name, so that hosts split between several workers (``--gpu 0``, ``--gpu 1``) never clash."""
     kind = settings.gpu_type if gpu is None else f"{settings.gpu_type}-{gpu.replace(',', '-')}"
     return f"distillery-{kind}@{hostname or '%h'}"
 
 
-def worker_argv(
-    settings: Settings, *, gpu: str | None = None, hostname: str | None = None, loglevel: str = "INFO"
-) -> list[str]:
+def worker_argv(settings: Settings, slots: Slots, *, hostname: str, loglevel: str = "INFO") -> list[str]:
+    node = node_name(settings, gpu=slots.label, hostname=hostname)
     argv = [
         "worker",
         "-Q",
-        ",".join(worker_queues(settings.gpu_type)),
+        queue_name(node),
         "--concurrency",
-        "1",
+        str(slots.count),
         "--pool",
         "prefork",
         "--max-tasks-per-child",
@@ -47,7 +52,7 @@ def worker_argv(
         "--prefetch-multiplier",
         "1",
         "-n",
-        node_name(settings, gpu=gpu, hostname=hostname),
+        node,
         "--loglevel",
         loglevel,
     ]
@@ -71,23 +76,27 @@ def start_dispatcher_process(settings: Settings) -> BaseProcess:
 
 def start_worker(
     settings: Settings,
-    gpu: str | None = None,
+    slots: Slots | None = None,
     loglevel: str = "INFO",
     *,
     hostname: str | None = None,
     dispatcher: bool = False,
 ) -> None:
-    """Run a worker in this process until it is stopped (SIGTERM: warm shutdown)."""
-    if gpu is not None:
-        os.environ["CUDA_VISIBLE_DEVICES"] = gpu  # the child sees exactly one GPU, as cuda:0
+    """Run a worker host in this process until it is stopped (SIGTERM: warm shutdown)."""
+    slots = slots or Slots.cpu(1)
+    if slots.gpus:
+        # the worker sees its GPUs only, numbered as nvidia-smi numbers them (the jobs' indices)
+        os.environ["CUDA_DEVICE_ORDER"] = "PCI_BUS_ID"
+        os.environ["CUDA_VISIBLE_DEVICES"] = ",".join(str(i) for i in slots.indices)
     app = make_celery(settings)
+    app.slots = slots  # the forked children read it: pin a job's GPUs, or not on a CPU host
     host = hostname or socket.gethostname()
-    node = node_name(settings, gpu=gpu, hostname=host)
-    helpers = [_beside(run_heartbeat, settings, node, os.getpid(), name="distillery-heartbeat")]
+    node = node_name(settings, gpu=slots.label, hostname=host)
+    helpers = [_beside(run_heartbeat, settings, node, os.getpid(), slots, host, name="distillery-heartbeat")]
     if dispatcher:
         helpers.append(start_dispatcher_process(settings))
     try:
-        app.worker_main(worker_argv(settings, gpu=gpu, hostname=host, loglevel=loglevel))
+        app.worker_main(worker_argv(settings, slots, hostname=host, loglevel=loglevel))
     finally:
         for helper in helpers:
             helper.terminate()  # the heartbeat signs the worker off on its way out

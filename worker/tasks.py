@@ -1,7 +1,9 @@
 """The Celery task: claim a job, run the engine with a database sink, record how it ended.
 
 A delivery carries only a job id. The claim is a conditional update, so a duplicate delivery (or
-a late one, after the job finished) finds nothing to claim and does nothing. The job's working
+a late one, after the job finished, or a stale one for a job now placed on another host) finds
+nothing to claim and does nothing. The job's row says which of the host's devices it was placed
+on; its engine process sees exactly those GPUs (``CUDA_VISIBLE_DEVICES``). The job's working
 directory persists across attempts: a retried job resumes from its last epoch checkpoint.
 The engine (and with it torch) runs in a process of its own that the task starts and confines
 (``worker.engine_process``, ``worker.confine``): this process, which holds the database session
@@ -34,6 +36,7 @@ from worker.engine_process import run_engine_process
 from worker.lease import Lease, LeaseRenewer, until_lease_ends
 from worker.redact import redact
 from worker.sink import DbSink
+from worker.slots import Slots
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +51,11 @@ class DatabaseUnavailable(Exception):
 def run_job(self: Task, job_id: str) -> str:
     """Returns how the delivery ended (a job status, or ``skipped``), for the worker's log."""
     settings = getattr(self.app, "settings", None) or get_settings()
+    slots = getattr(self.app, "slots", None) or Slots.cpu(1)
     # the child's pid: a restarted or second worker on the same host is another lease owner
     worker_id = f"{self.request.hostname or socket.gethostname()}:{os.getpid()}"
     try:
-        return Attempt(settings, job_id, worker_id).run()
+        return Attempt(settings, job_id, worker_id, slots).run()
     except DatabaseUnavailable as e:
         # the job was published already, so the dispatcher would not send it again: retry here
         log.warning("job %s: database unavailable (%s); retrying in %ss", job_id, e, CLAIM_RETRY_S)
@@ -61,8 +65,10 @@ def run_job(self: Task, job_id: str) -> str:
 class Attempt:
     """One attempt at one job by one worker process."""
 
-    def __init__(self, settings: Settings, job_id: str, worker_id: str) -> None:
+    def __init__(self, settings: Settings, job_id: str, worker_id: str, slots: Slots | None = None) -> None:
         self.settings, self.job_id, self.worker_id = settings, job_id, worker_id
+        self.slots = slots or Slots.cpu(1)
+        self.devices: list[int] | None = None  # the slots the scheduler placed the job on
         self.db_url = settings.db_url
         self.out_dir = settings.work_path / job_id
         self.sink: DbSink | None = None
@@ -97,10 +103,13 @@ class Attempt:
                 job = claim(session, self.job_id, self.worker_id, self.settings.lease_s)
                 spec = None if job is None else dict(job.spec)
                 attempt = None if job is None else job.attempt
+                self.devices = None if job is None or job.devices is None else list(job.devices)
         except OperationalError as e:  # connection refused, database locked: not the job's fault
             raise DatabaseUnavailable(str(e).splitlines()[0]) from e
         if spec is not None:
-            log.info("job %s: attempt %s on %s", self.job_id, attempt, self.worker_id)
+            log.info(
+                "job %s: attempt %s on %s, devices %s", self.job_id, attempt, self.worker_id, self.devices
+            )
         return spec
 
     def _execute(self, spec: JobSpec) -> str:
@@ -113,6 +122,7 @@ class Attempt:
                 device=self.settings.device,
                 sink=sink,
                 sandbox=self.settings.sandbox,
+                devices=self.slots.visible(self.devices),  # exactly its GPUs; None on a CPU host
             )
             return self._succeed(report, sink)
         except CancelledError as e:

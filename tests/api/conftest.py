@@ -29,13 +29,13 @@ class FakeBroker:
     published: list[tuple[str, str]] = field(default_factory=list)
     down: bool = False
 
-    def publish(self, job_id: str, queue: str) -> None:
+    def publish(self, job_id: str, worker: str) -> None:
         if self.down:
             raise ConnectionError("broker unreachable")
-        self.published.append((job_id, queue))
+        self.published.append((job_id, worker))
 
     def ids(self) -> list[str]:
-        return [job_id for job_id, _queue in self.published]
+        return [job_id for job_id, _worker in self.published]
 
 
 @pytest.fixture(scope="module")

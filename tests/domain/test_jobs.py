@@ -18,11 +18,12 @@ from core.errors import (
 )
 from core.spec import JobSpec
 from domain import jobs
-from domain.lifecycle import claim
+from domain.lifecycle import claim, mark_published
 from store.db import session_scope
 from store.identity import Caller, create_team
 from store.jobs import transition
 from store.models import OWNED, Artifact, Job, JobEvent, JobStatus
+from store.scheduler import Placement
 from store.settings import Settings
 
 ANA = Caller(user="ana", team="vision", role="member", token_id="t1")
@@ -55,6 +56,7 @@ def submit(settings: Settings, caller: Caller = ANA, name: str = "j", key: str |
 
 def finish(db_url: str, job_id: str) -> None:
     with session_scope(db_url) as session:
+        mark_published(session, job_id, Placement("w", (0,)))
         assert claim(session, job_id, "w:1", lease_s=60) is not None
         assert transition(session, job_id, OWNED, JobStatus.SUCCEEDED)
 
@@ -185,6 +187,7 @@ def test_cancel_waiting_started_and_finished_jobs(settings: Settings) -> None:
     url = settings.db_url
     waiting, started, done = (submit(settings, name=n).id for n in ("w", "s", "d"))
     with session_scope(url) as session:
+        mark_published(session, started, Placement("w", (0,)))
         assert claim(session, started, "w:1", lease_s=60) is not None
     finish(url, done)
     with session_scope(url) as session:

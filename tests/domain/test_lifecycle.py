@@ -21,6 +21,7 @@ from domain.lifecycle import (
 )
 from store.db import session_scope
 from store.models import Artifact, Job, JobEvent, JobStatus, utcnow
+from store.scheduler import Placement
 
 ME, OTHER = "host-a:1", "host-b:2"
 FILE = {
@@ -41,8 +42,10 @@ def new_job(db_url: str, **values: object) -> str:
 
 
 def claimed(db_url: str, worker: str = ME, **values: object) -> str:
+    """A job handed to ``worker``'s host, then claimed by it."""
     job_id = new_job(db_url, **values)
     with session_scope(db_url) as session:
+        mark_published(session, job_id, Placement(worker.rsplit(":", 1)[0], (0,)))
         assert claim(session, job_id, worker, lease_s=60) is not None
     return job_id
 
@@ -162,29 +165,32 @@ def test_the_reaper_retries_fails_or_cancels_a_lost_job(db_url: str) -> None:
         assert sorted(reap_expired(session, now=later)) == sorted([retry, spent, stopping])
         assert reap_expired(session, now=later) == []  # each move wins once
     assert (row(db_url, retry).status, row(db_url, retry).lease_owner) == (JobStatus.RETRYING, None)
+    assert (row(db_url, retry).placed_on, row(db_url, retry).devices) == (None, None)  # placed anew
     assert row(db_url, spent).status == JobStatus.FAILED
     assert row(db_url, spent).error["type"] == WorkerLostError.type  # type: ignore[index]
     assert row(db_url, stopping).status == JobStatus.CANCELLED
     assert row(db_url, fresh).status == JobStatus.STARTING
 
 
-def test_publishing_requeues_a_retrying_job_and_marks_a_queued_one(db_url: str) -> None:
+def test_publishing_places_requeues_a_retrying_job_and_marks_a_queued_one(db_url: str) -> None:
     waiting = new_job(db_url)
     retrying = new_job(db_url, status=JobStatus.RETRYING)
+    here = Placement("host-a", (2, 3))
     with session_scope(db_url) as session:
-        mark_published(session, waiting)
-        mark_published(session, retrying)
-        mark_published(session, waiting)  # its message was lost: published again
-        mark_published(session, "nope")
+        mark_published(session, waiting, here)
+        mark_published(session, retrying, here)
+        mark_published(session, waiting, here)  # its message was lost: published again
+        mark_published(session, "nope", here)
     for job_id in (waiting, retrying):
         job = row(db_url, job_id)
         assert job.status == JobStatus.QUEUED and job.published_at is not None
+        assert (job.placed_on, job.devices) == ("host-a", [2, 3])
     assert moves(db_url, retrying) == ["queued"] and moves(db_url, waiting) == []
     with session_scope(db_url) as session:
         notes = session.scalars(
             select(JobEvent.message).where(JobEvent.job_id == waiting).order_by(JobEvent.id)
         ).all()
     assert notes == [
-        "handed to the pool: queue gpu.any",
-        "published again (the broker lost it): queue gpu.any",
+        "handed to the pool: host-a, devices 2,3",
+        "published again (the broker lost it): host-a, devices 2,3",
     ]

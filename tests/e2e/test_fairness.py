@@ -1,4 +1,4 @@
-"""Fair scheduling on a real pool: two Celery workers (two slots), PostgreSQL and Redis."""
+"""Fair scheduling on a real pool: two one-slot worker hosts, PostgreSQL and Redis."""
 
 from __future__ import annotations
 
@@ -52,7 +52,7 @@ def wait_for_workers(service: Service, count: int, timeout: float = 120) -> None
 def test_a_team_with_a_long_queue_does_not_hold_the_pool(service: Service) -> None:
     """Team A queues 20 jobs, then team B queues 2: B's first job takes the next free slot."""
     service.start_api()
-    # one worker per (pretend) GPU, as in production: `--gpu N` also names the worker
+    # two one-GPU worker hosts on this machine: `--gpu N` puts the GPU in the node name, so they never clash
     service.start_worker("--gpu", "0")
     service.start_worker("--gpu", "1")
     wait_for_workers(service, 2)

@@ -1,4 +1,4 @@
-"""Fair scheduling: jobs wait in the database and go to the pool slot by slot, team by team.
+"""Fair scheduling: jobs wait in the database and go to the pool host by host, team by team.
 
 Each test gets a fresh database (SQLite, and PostgreSQL where it runs). Jobs are named, and
 their creation times are set a second apart, so every expected order is computed by hand.
@@ -18,9 +18,9 @@ from domain.lifecycle import claim, mark_published
 from store.db import session_scope
 from store.jobs import transition
 from store.locks import DISPATCH, hold
-from store.models import HELD, Job, JobStatus, Team, Worker
-from store.pool import heartbeat
-from store.scheduler import Wait, plan, waits
+from store.models import HELD, Job, JobStatus, Team, Worker, utcnow
+from store.pool import heartbeat, mark_lost, release_dispatched, sign_off
+from store.scheduler import Placement, Wait, plan, waits
 from worker.dispatcher import dispatch_once
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -38,11 +38,12 @@ def add_jobs(db_url: str, *jobs: tuple[str, str | None, int], **values: Any) -> 
             )
 
 
-def add_workers(db_url: str, *workers: tuple[str, str]) -> None:
-    """(worker id, GPU type), registered the way a worker's heartbeat does it."""
+def add_workers(db_url: str, *workers: tuple[str, str], slots: int = 1) -> None:
+    """(worker id, GPU type) hosts of ``slots`` slots each, registered as a heartbeat does it."""
     with session_scope(db_url) as session:
         for worker_id, gpu_type in workers:
-            heartbeat(session, worker_id, host="h", gpu_type=gpu_type, devices=[])
+            devices = [{"index": i, "name": "cpu"} for i in range(slots)]
+            heartbeat(session, worker_id, host="h", gpu_type=gpu_type, devices=devices, slots=slots)
 
 
 def add_team(db_url: str, name: str, max_running: int | None) -> None:
@@ -57,25 +58,40 @@ def job_id(db_url: str, name: str) -> str:
         return found
 
 
-def hand_over(db_url: str) -> list[str]:
-    """One dispatcher pass without a broker: the lock, the plan, the marks; the names handed over."""
+def placed(db_url: str) -> dict[str, Placement]:
+    """One dispatcher pass without a broker: the lock, the plan, the marks; where each job went."""
     with session_scope(db_url) as session:
         hold(session, DISPATCH)
         jobs = plan(session)
-        for job in jobs:
-            mark_published(session, job.id)
-        return [job.name for job in jobs]
+        for job, placement in jobs:
+            mark_published(session, job.id, placement)
+        return {job.name: placement for job, placement in jobs}
 
 
-def start(db_url: str, name: str, worker: str) -> None:
-    """A worker claims a dispatched job (its lease names the worker, as ``worker.tasks`` does)."""
+def hand_over(db_url: str) -> list[str]:
+    """One dispatcher pass: the names handed over, in order."""
+    return list(placed(db_url))
+
+
+def start(db_url: str, name: str) -> None:
+    """The host a job was handed to claims it (its lease names the host, as ``worker.tasks`` does)."""
     with session_scope(db_url) as session:
-        assert claim(session, job_id(db_url, name), f"{worker}:4242", lease_s=600) is not None
+        job = session.get(Job, job_id(db_url, name))
+        assert job is not None and job.placed_on is not None, f"{name} was not handed over"
+        assert claim(session, job.id, f"{job.placed_on}:4242", lease_s=600) is not None
 
 
 def finish(db_url: str, name: str) -> None:
     with session_scope(db_url) as session:
         assert transition(session, job_id(db_url, name), HELD, JobStatus.SUCCEEDED)
+
+
+def run(db_url: str, *names: str) -> None:
+    """Hand the pool's room over, then start the named jobs (all handed over in that pass)."""
+    handed = hand_over(db_url)
+    assert set(names) <= set(handed), (names, handed)
+    for name in names:
+        start(db_url, name)
 
 
 def wait_of(db_url: str) -> dict[str, Wait]:
@@ -111,13 +127,13 @@ def test_capacity_counts_started_and_dispatched_jobs(db_url: str) -> None:
     add_jobs(db_url, *[(f"j{i}", "a", i) for i in range(6)])
     assert hand_over(db_url) == ["j0", "j1", "j2"]
     assert hand_over(db_url) == []  # nothing given twice, nothing beyond three slots
-    start(db_url, "j0", "w1@h")
+    start(db_url, "j0")
     finish(db_url, "j0")
-    start(db_url, "j1", "w2@h")
+    start(db_url, "j1")
     assert hand_over(db_url) == ["j3"]  # one slot freed: one job
     found = wait_of(db_url)
     # j2 and j3 dispatched (in that order), then the waiting ones
-    assert found["j2"] == Wait(1, "dispatched", "handed to the pool: it starts when a worker takes it")
+    assert found["j2"] == Wait(1, "dispatched", "handed to w3@h: it starts when that host's worker takes it")
     assert found["j3"].position == 2 and found["j3"].reason == "dispatched"
     assert (found["j4"].position, found["j4"].reason) == (3, "pool_busy")
     assert (
@@ -132,8 +148,8 @@ def test_a_team_with_a_long_queue_does_not_hold_the_pool(db_url: str) -> None:
     add_workers(db_url, ("w1@h", "any"), ("w2@h", "any"))
     add_jobs(db_url, *[(f"A{i}", "a", i) for i in range(20)])
     assert hand_over(db_url) == ["A0", "A1"]  # nobody else waits: both slots go to A
-    start(db_url, "A0", "w1@h")
-    start(db_url, "A1", "w2@h")
+    start(db_url, "A0")
+    start(db_url, "A1")
     add_jobs(db_url, ("B0", "b", 100), ("B1", "b", 101))
     assert hand_over(db_url) == []
 
@@ -145,7 +161,7 @@ def test_a_team_with_a_long_queue_does_not_hold_the_pool(db_url: str) -> None:
 
     finish(db_url, "A0")
     assert hand_over(db_url) == ["B0"]  # not A2, although A2 is older
-    start(db_url, "B0", "w1@h")
+    start(db_url, "B0")
     finish(db_url, "A1")
     assert hand_over(db_url) == ["A2"]  # A 0 running, B 1: A's turn
 
@@ -159,12 +175,13 @@ def test_max_running_caps_a_team(db_url: str) -> None:
     assert hand_over(db_url) == ["A0", "B0", "N0"]
     found = wait_of(db_url)
     message = (
-        "team 'a' has 1 job(s) in the pool, its limit (max_running=1); this one starts after one of them ends"
+        "team 'a' holds 1 GPU slot(s), its limit (max_running=1); this job needs 1: it starts when "
+        "enough of them end"
     )
     assert found["A1"] == Wait(4, "team_limit", message)
     assert found["A2"] == Wait(5, "team_limit", message)
 
-    start(db_url, "A0", "w0@h")
+    start(db_url, "A0")
     finish(db_url, "A0")
     assert hand_over(db_url) == ["A1"]
     assert hand_over(db_url) == []  # two slots free, but A is at its limit again
@@ -217,25 +234,24 @@ def test_gpu_types_route_jobs(db_url: str) -> None:
     assert hand_over(db_url) == ["big"]
 
 
-def test_a_started_job_holds_the_worker_its_lease_names(db_url: str) -> None:
+def test_a_job_started_before_placements_holds_a_slot_of_its_lease_s_host(db_url: str) -> None:
     add_workers(db_url, ("gpu@h", "a100"), ("cpu@h", "any"))
-    add_jobs(db_url, ("anything", "a", 0), published_at=T0)
-    start(db_url, "anything", "gpu@h")  # the broker gave the "any" job to the a100 worker
+    # claimed by the a100 host before placements were recorded: only its lease says where it runs
+    add_jobs(db_url, ("anything", "a", 0), status="running", lease_owner="gpu@h:7", started_at=T0)
     add_jobs(db_url, ("big", "b", 1), queue="a100")
     add_jobs(db_url, ("small", "c", 2))
     found = wait_of(db_url)
     assert (found["big"].reason, found["small"].reason) == ("pool_busy", "dispatching")
-    assert hand_over(db_url) == ["small"]  # to the idle "any" worker; the a100 one is busy
+    assert placed(db_url) == {"small": Placement("cpu@h", (0,))}  # the a100 host is busy
 
 
-def test_a_dispatched_any_job_is_counted_on_an_any_worker_first(db_url: str) -> None:
+def test_an_any_job_goes_to_an_any_host_first(db_url: str) -> None:
     add_workers(db_url, ("gpu@h", "a100"), ("cpu@h", "any"))
-    add_jobs(db_url, ("sent", "a", 0), published_at=T0)  # dispatched, not yet claimed
+    add_jobs(db_url, ("sent", "a", 0))
     add_jobs(db_url, ("big", "a", 1), queue="a100")
     add_jobs(db_url, ("small", "a", 2))
-    # "sent" holds the "any" worker's slot, so the a100 one is free for "big" (counted on the
-    # a100 worker, "sent" would have left the "any" worker to "small")
-    assert hand_over(db_url) == ["big"]
+    # "sent" takes the "any" host, which keeps the a100 one for "big"
+    assert placed(db_url) == {"sent": Placement("cpu@h", (0,)), "big": Placement("gpu@h", (0,))}
     assert hand_over(db_url) == []
     assert wait_of(db_url)["small"] == Wait(
         2,
@@ -290,3 +306,146 @@ def test_racing_passes_never_give_a_slot_twice(db_url: str) -> None:
             select(func.count()).select_from(Job).where(Job.published_at.is_not(None))
         )
     assert dispatched == 5
+
+
+# ---------------------------------------------------------------- hosts with several slots
+
+
+def test_a_job_gets_all_its_slots_on_one_host_or_none(db_url: str) -> None:
+    add_workers(db_url, ("h1@h", "any"), ("h2@h", "any"), slots=2)
+    add_jobs(db_url, ("s0", "a", 0), ("s1", "a", 1), ("s2", "a", 2))
+    run(db_url, "s0", "s1", "s2")  # s0 and s1 on h1, s2 on h2
+    finish(db_url, "s0")
+    add_jobs(db_url, ("big", "b", 3), gpus=2)
+    # two slots are free, one on each host: never split
+    assert hand_over(db_url) == []
+    assert wait_of(db_url)["big"].reason == "pool_busy"
+    finish(db_url, "s1")
+    assert placed(db_url) == {"big": Placement("h1@h", (0, 1))}
+
+
+def test_small_jobs_pack_hosts_so_a_big_one_finds_a_whole_host(db_url: str) -> None:
+    add_workers(db_url, ("h1@h", "any"), ("h2@h", "any"), slots=2)
+    add_jobs(db_url, ("s0", "a", 0), ("s1", "a", 1))
+    # the tightest fit: the second job goes beside the first, not to the empty host
+    assert placed(db_url) == {"s0": Placement("h1@h", (0,)), "s1": Placement("h1@h", (1,))}
+    add_jobs(db_url, ("big", "b", 2), gpus=2)
+    assert placed(db_url) == {"big": Placement("h2@h", (0, 1))}
+
+
+def test_a_held_host_keeps_a_stream_of_small_jobs_from_starving_a_big_one(db_url: str) -> None:
+    add_workers(db_url, ("h1@h", "any"), ("h2@h", "any"), slots=2)
+    add_jobs(db_url, *[(f"s{i}", "a", i) for i in range(4)])
+    run(db_url, "s0", "s1", "s2", "s3")  # s0, s1 on h1; s2, s3 on h2
+    add_jobs(db_url, ("big", "a", 10), gpus=2)
+    add_jobs(db_url, *[(f"late{i}", "a", 20 + i) for i in range(4)])
+
+    finish(db_url, "s0")  # one slot of h1 frees: not enough for big, and held for it
+    assert hand_over(db_url) == []
+    found = wait_of(db_url)
+    assert found["big"] == Wait(
+        1,
+        "pool_busy",
+        "no host has 2 free slots; host h1@h is held for it: it starts there once 2 of its slots are "
+        "free, and no later job takes them",
+    )
+    assert (found["late0"].position, found["late0"].reason) == (2, "pool_busy")
+
+    finish(db_url, "s2")  # h2 frees one too: h1 stays held (1 free each, ties by id), h2 is fair game
+    assert placed(db_url) == {"late0": Placement("h2@h", (0,))}
+    finish(db_url, "s1")  # h1 is whole again: big goes there, before the later jobs
+    assert placed(db_url) == {"big": Placement("h1@h", (0, 1))}
+
+
+def test_without_a_host_for_it_a_big_job_holds_nothing_back(db_url: str) -> None:
+    add_workers(db_url, ("h1@h", "any"), slots=2)
+    add_jobs(db_url, ("huge", "a", 0), gpus=4)
+    add_jobs(db_url, ("cpu", "a", 1), gpus=0)  # a CPU is enough: it still takes a slot
+    assert placed(db_url) == {"cpu": Placement("h1@h", (0,))}
+    found = wait_of(db_url)
+    assert found["huge"] == Wait(2, "no_worker", "asks for 4 GPUs on one host; the largest online host has 2")
+    add_jobs(db_url, ("typed", "a", 2), gpus=2, queue="a100")
+    assert wait_of(db_url)["typed"].reason == "no_worker"
+    add_workers(db_url, ("small-a100@h", "a100"), slots=1)
+    assert wait_of(db_url)["typed"] == Wait(
+        1, "no_worker", "asks for 2 GPUs on one host; the largest online host of GPU type 'a100' has 1"
+    )
+
+
+def test_fair_share_counts_an_n_gpu_job_as_n_slots(db_url: str) -> None:
+    add_workers(db_url, ("h1@h", "any"), ("h2@h", "any"), slots=2)
+    add_jobs(db_url, ("A-big", "a", 0), gpus=2)
+    add_jobs(db_url, ("B0", "b", 1))
+    run(db_url, "A-big", "B0")  # a holds 2 slots, b holds 1
+    add_jobs(db_url, ("A1", "a", 2), ("B1", "b", 3))
+    # one slot is free: b's job, although a's is older (counted in jobs, a 1 = b 1 would tie)
+    assert hand_over(db_url) == ["B1"]
+    assert wait_of(db_url)["A1"].position == 2  # behind B1, handed over
+
+
+def test_max_running_counts_slots(db_url: str) -> None:
+    add_team(db_url, "a", max_running=3)
+    add_workers(db_url, ("h1@h", "any"), slots=4)
+    add_workers(db_url, ("h2@h", "any"), slots=2)
+    add_jobs(db_url, ("A-big", "a", 0), gpus=2)
+    add_jobs(db_url, ("A-big2", "a", 1), gpus=2)
+    add_jobs(db_url, ("A-small", "a", 2))
+    add_jobs(db_url, ("A-huge", "a", 3), gpus=4)
+    add_jobs(db_url, ("B", "b", 4))
+    # a holds 2 after A-big; A-big2 needs 2 more than its limit of 3 leaves: it waits, and holds
+    # its team's small job back; A-huge could never start under that limit and holds nothing back
+    assert hand_over(db_url) == ["A-big", "B"]
+    found = wait_of(db_url)
+    assert found["A-big2"] == Wait(
+        3,  # behind the two handed over
+        "team_limit",
+        "team 'a' holds 2 GPU slot(s), its limit (max_running=3); this job needs 2: it starts when "
+        "enough of them end",
+    )
+    assert found["A-small"].reason == "team_limit"
+    assert found["A-huge"] == Wait(
+        5,  # last: after those that can start
+        "team_limit",
+        "asks for 4 GPUs, more than team 'a' may hold at once (max_running=3 GPU slots): it starts "
+        "only if that limit is raised",
+    )
+    start(db_url, "A-big")
+    finish(db_url, "A-big")
+    assert hand_over(db_url) == ["A-big2", "A-small"]  # 3 slots: the limit, exactly
+
+
+def test_a_host_that_goes_away_gives_back_the_jobs_it_had_not_taken(db_url: str) -> None:
+    add_workers(db_url, ("h1@h", "any"), ("h2@h", "any"), slots=2)
+    add_jobs(db_url, ("taken", "a", 0), ("sent", "a", 1))
+    add_jobs(db_url, ("big", "b", 2), gpus=2)
+    assert placed(db_url) == {
+        "taken": Placement("h1@h", (0,)),
+        "big": Placement("h2@h", (0, 1)),
+        "sent": Placement("h1@h", (1,)),
+    }
+    start(db_url, "taken")
+    later = utcnow() + timedelta(seconds=60)
+    with session_scope(db_url) as session:
+        session.get(Worker, "h1@h").last_heartbeat_at = later  # type: ignore[union-attr]
+    with session_scope(db_url) as session:
+        assert mark_lost(session, timeout_s=30, now=later) == ["h2@h"]
+        assert release_dispatched(session) == [job_id(db_url, "big")]
+    with session_scope(db_url) as session:
+        big = session.get(Job, job_id(db_url, "big"))
+        assert big is not None and (big.status, big.published_at, big.placed_on, big.devices) == (
+            "queued",
+            None,
+            None,
+            None,
+        )
+        # its message may still come, if h2 comes back: a claim there finds nothing to take
+        assert claim(session, big.id, "h2@h:1", lease_s=60) is None
+    assert wait_of(db_url)["big"].reason == "pool_busy"  # h1 is big enough, but busy
+    add_workers(db_url, ("h3@h", "any"), slots=2)
+    assert placed(db_url) == {"big": Placement("h3@h", (0, 1))}
+
+    with session_scope(db_url) as session:
+        sign_off(session, "h1@h")  # stopped cleanly: "sent" was still in its queue
+        assert release_dispatched(session) == [job_id(db_url, "sent")]
+    assert placed(db_url) == {}  # h3 is full, h1 and h2 are gone
+    assert wait_of(db_url)["sent"].reason == "pool_busy"

@@ -12,14 +12,17 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
+from itertools import pairwise
 from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import func, select
 
 from core.spec import parse_spec
+from domain.lifecycle import mark_published
 from store.db import session_scope
 from store.models import Job, JobEvent, Metric, Worker, as_utc, utcnow
+from store.scheduler import Placement
 from store.settings import Settings
 from worker.celery_app import DistilleryCelery, make_celery, publish
 from worker.main import node_name
@@ -68,8 +71,22 @@ class Deployment:
     def app(self) -> DistilleryCelery:
         return make_celery(self.settings)
 
-    def publish(self, job_id: str, queue: str = "any") -> None:
-        publish(self.app, job_id, queue)
+    @property
+    def default_node(self) -> str:
+        """The node name of a ``python -m worker`` started without options on this machine."""
+        return node_name(self.settings, hostname=socket.gethostname())
+
+    def publish(self, job_id: str, worker: str) -> None:
+        """The dispatcher's ``PublishFn``: the message only."""
+        publish(self.app, job_id, worker)
+
+    def hand(self, job_id: str, worker: str | None = None, devices: tuple[int, ...] = (0,)) -> None:
+        """What a dispatcher pass does for one job: place it on ``worker`` (default: the module's
+        worker), then publish it there; without the placement, the worker would claim nothing."""
+        placement = Placement(worker or self.default_node, devices)
+        with session_scope(self.db_url) as session:
+            mark_published(session, job_id, placement)
+        publish(self.app, job_id, placement.worker)
 
 
 def insert_job(
@@ -136,10 +153,11 @@ def metric_keys(db_url: str, job_id: str) -> tuple[int, int]:
 
 def _node(settings: Settings, extra: tuple[str, ...]) -> str:
     """The node name ``python -m worker`` with these arguments registers in the pool."""
-    args = dict(zip(extra[::2], extra[1::2], strict=False))  # only --flag value pairs matter here
+    args = {flag: value for flag, value in pairwise(extra) if flag.startswith("--")}
     if "--gpu-type" in args:
         settings = settings.model_copy(update={"gpu_type": args["--gpu-type"]})
-    return node_name(settings, gpu=args.get("--gpu"), hostname=args.get("--hostname") or socket.gethostname())
+    gpus = args.get("--gpus") or args.get("--gpu")
+    return node_name(settings, gpu=gpus, hostname=args.get("--hostname") or socket.gethostname())
 
 
 class WorkerProcess:

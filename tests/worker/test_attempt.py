@@ -23,7 +23,7 @@ def test_nothing_to_claim_does_nothing(deployment: Deployment) -> None:
 
 
 def test_a_bad_spec_fails_before_any_training(deployment: Deployment) -> None:
-    job_id = insert_job(deployment.db_url, TINY)
+    job_id = insert_job(deployment.db_url, TINY, placed_on="host", devices=[0])  # handed to "host"
     with session_scope(deployment.db_url) as session:
         job = session.get(Job, job_id)
         assert job is not None

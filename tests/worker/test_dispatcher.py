@@ -15,21 +15,22 @@ from sqlalchemy import update
 
 from store.db import session_scope
 from store.models import LIVE, Job, Worker, utcnow
-from store.pool import heartbeat
+from store.pool import heartbeat, sign_off
 from tests.worker.support import TINY, Deployment, get_job, insert_job, wait_until
 from worker.celery_app import make_celery, publish, queue_name
 from worker.dispatcher import Dispatcher, dispatch_once, reap_once
 
 
-def queued_messages(dep: Deployment, gpu_type: str) -> int:
+def queued_messages(dep: Deployment, worker_id: str) -> int:
+    """The messages waiting in one host's queue."""
     with dep.app.connection_for_read() as conn:
-        return int(conn.default_channel.queue_declare(queue_name(gpu_type), passive=True).message_count)
+        return int(conn.default_channel.queue_declare(queue_name(worker_id), passive=True).message_count)
 
 
-def drain(dep: Deployment, *gpu_types: str) -> None:
+def drain(dep: Deployment, *worker_ids: str) -> None:
     with dep.app.connection_for_write() as conn:
-        for t in gpu_types:
-            conn.default_channel.queue_purge(queue_name(t))
+        for worker_id in worker_ids:
+            conn.default_channel.queue_purge(queue_name(worker_id))
 
 
 def unreachable_broker(dep: Deployment) -> str:
@@ -44,7 +45,7 @@ def empty_pool(deployment: Deployment) -> None:
     with session_scope(deployment.db_url) as session:
         session.execute(update(Job).where(Job.status.in_(LIVE)).values(status="cancelled"))
         session.execute(update(Worker).values(status="offline"))
-    drain(deployment, "any", "a100")
+    drain(deployment, "cpu@h", "gpu@h", "w@h")
 
 
 def online(dep: Deployment, *workers: tuple[str, str]) -> None:
@@ -54,16 +55,17 @@ def online(dep: Deployment, *workers: tuple[str, str]) -> None:
             heartbeat(session, worker_id, host="h", gpu_type=gpu_type, devices=[{"name": "cpu"}])
 
 
-def test_publishes_each_queued_job_to_its_gpu_queue(deployment: Deployment) -> None:
+def test_publishes_each_job_to_the_queue_of_the_host_it_is_placed_on(deployment: Deployment) -> None:
     dep = deployment
     online(dep, ("cpu@h", "any"), ("gpu@h", "a100"))
     a = insert_job(dep.db_url, TINY)
     b = insert_job(dep.db_url, TINY, queue="a100")
     assert dispatch_once(dep.db_url, dep.publish) == 2
-    assert get_job(dep.db_url, a).published_at is not None
+    assert (get_job(dep.db_url, a).placed_on, get_job(dep.db_url, a).devices) == ("cpu@h", [0])
+    assert (get_job(dep.db_url, b).placed_on, get_job(dep.db_url, b).devices) == ("gpu@h", [0])
     assert get_job(dep.db_url, b).published_at is not None
-    assert queued_messages(dep, "any") == 1
-    assert queued_messages(dep, "a100") == 1
+    assert queued_messages(dep, "cpu@h") == 1
+    assert queued_messages(dep, "gpu@h") == 1
     assert dispatch_once(dep.db_url, dep.publish) == 0  # published once, not at every pass
 
 
@@ -74,7 +76,7 @@ def test_jobs_wait_in_the_database_until_a_worker_is_free(deployment: Deployment
     online(dep, ("w@h", "any"))
     assert dispatch_once(dep.db_url, dep.publish) == 1  # one worker: one job, the oldest
     assert dispatch_once(dep.db_url, dep.publish) == 0
-    assert queued_messages(dep, "any") == 1
+    assert queued_messages(dep, "w@h") == 1
     assert [get_job(dep.db_url, i).published_at is not None for i in ids] == [True, False, False]
 
 
@@ -85,12 +87,12 @@ def test_job_committed_while_the_broker_is_down_is_published_later(deployment: D
     job_id = insert_job(dep.db_url, TINY)
     assert dispatch_once(dep.db_url, lambda i, q: publish(down, i, q)) == 0
     job = get_job(dep.db_url, job_id)
-    assert (job.status, job.published_at) == ("queued", None)
+    assert (job.status, job.published_at, job.placed_on) == ("queued", None, None)  # the mark undone
 
     assert dispatch_once(dep.db_url, dep.publish) == 1  # the broker is back
     job = get_job(dep.db_url, job_id)
-    assert job.status == "queued" and job.published_at is not None
-    assert queued_messages(dep, "any") == 1
+    assert job.status == "queued" and job.published_at is not None and job.placed_on == "w@h"
+    assert queued_messages(dep, "w@h") == 1
 
 
 def test_a_failed_publish_ends_the_pass(deployment: Deployment) -> None:
@@ -200,25 +202,41 @@ def test_dispatcher_survives_errors(deployment: Deployment, caplog: Any) -> None
 
 
 def test_a_message_the_broker_lost_is_published_again(deployment: Deployment) -> None:
-    """A queued job, published long ago, with a matching worker idle all that time: published again."""
+    """A job handed to a host long ago, with that host online all that time: published again there."""
     dep = deployment
     online(dep, ("w@h", "any"))
     job_id = insert_job(dep.db_url, TINY)
     assert dispatch_once(dep.db_url, dep.publish) == 1
-    drain(dep, "any")  # the broker loses the message
-    online(dep, ("w@h", "any"))  # idle: the job still holds its slot, so nothing else is sent
-    assert dispatch_once(dep.db_url, dep.publish, republish_after_s=300) == 0  # not idle long enough yet
+    drain(dep, "w@h")  # the broker loses the message
+    assert dispatch_once(dep.db_url, dep.publish, republish_after_s=300) == 0  # not long enough yet
     with session_scope(dep.db_url) as session:
         long_ago = utcnow() - timedelta(seconds=600)
         session.get(Job, job_id).published_at = long_ago  # type: ignore[union-attr]
-        session.get(Worker, "w@h").idle_since = long_ago  # type: ignore[union-attr]
+        session.get(Worker, "w@h").started_at = long_ago  # type: ignore[union-attr]
     assert dispatch_once(dep.db_url, dep.publish, republish_after_s=300) == 1
-    assert queued_messages(dep, "any") == 1
-    published = get_job(dep.db_url, job_id).published_at
-    assert published is not None and published.replace(tzinfo=None) > long_ago.replace(
+    assert queued_messages(dep, "w@h") == 1
+    job = get_job(dep.db_url, job_id)
+    assert job.published_at is not None and job.published_at.replace(tzinfo=None) > long_ago.replace(
         tzinfo=None
     )  # SQLite: naive
+    assert (job.placed_on, job.devices) == ("w@h", [0])  # the same host, the same devices
     assert dispatch_once(dep.db_url, dep.publish, republish_after_s=300) == 0  # once per period
+
+
+def test_a_job_handed_to_a_host_that_stopped_goes_to_another(deployment: Deployment) -> None:
+    dep = deployment
+    online(dep, ("w@h", "any"))
+    job_id = insert_job(dep.db_url, TINY)
+    sent: list[tuple[str, str]] = []
+    assert dispatch_once(dep.db_url, lambda i, w: sent.append((i, w))) == 1
+    with session_scope(dep.db_url) as session:
+        sign_off(session, "w@h")  # stopped before it took the job
+    online(dep, ("cpu@h", "any"))
+    assert dispatch_once(dep.db_url, lambda i, w: sent.append((i, w))) == 0  # still handed to w@h
+    reap_once(dep.db_url)  # gives it back
+    assert dispatch_once(dep.db_url, lambda i, w: sent.append((i, w))) == 1
+    assert sent == [(job_id, "w@h"), (job_id, "cpu@h")]
+    assert get_job(dep.db_url, job_id).placed_on == "cpu@h"
 
 
 def test_after_a_database_outage_workers_get_a_whole_timeout_before_they_are_lost(

@@ -13,7 +13,8 @@ from worker.tasks import Attempt
 
 def test_a_missing_dataset_is_named_relative_to_the_data_root(deployment: Deployment) -> None:
     settings = deployment.settings
-    job_id = insert_job(deployment.db_url, {**TINY, "data": {"kind": "npz", "path": "gone/missing.npz"}})
+    spec = {**TINY, "data": {"kind": "npz", "path": "gone/missing.npz"}}
+    job_id = insert_job(deployment.db_url, spec, placed_on="host", devices=[0])  # handed to "host"
     assert Attempt(settings, job_id, "host:1").run() == "failed"
     error = get_job(deployment.db_url, job_id).error
     assert error is not None and error["type"] == "data_missing", error

@@ -57,8 +57,8 @@ def test_a_dispatched_job_succeeds(deployment: Deployment, worker: WorkerProcess
 def test_a_duplicate_delivery_runs_the_job_once(deployment: Deployment, worker: WorkerProcess) -> None:
     dep = deployment
     job_id = insert_job(dep.db_url, TINY)
-    dep.publish(job_id)
-    dep.publish(job_id)  # e.g. the API's publish and the dispatcher's, or a broker redelivery
+    dep.hand(job_id)
+    dep.publish(job_id, worker.node)  # e.g. a republish, or a broker redelivery
     job = wait_status(dep.db_url, job_id, DONE)
     assert job.status == "succeeded", job.error
     wait_until(lambda: worker.log().count(f"job {job_id}: nothing to claim") == 1, 30, "the second delivery")
@@ -70,7 +70,7 @@ def test_a_duplicate_delivery_runs_the_job_once(deployment: Deployment, worker: 
 def test_cancelling_a_running_job(deployment: Deployment, worker: WorkerProcess) -> None:
     dep = deployment
     job_id = insert_job(dep.db_url, SLOW)
-    dep.publish(job_id)
+    dep.hand(job_id)
     wait_status(dep.db_url, job_id, ("running",), timeout=60)
     with session_scope(dep.db_url) as session:
         request_cancel(session, job_id, actor="tester")
@@ -95,7 +95,7 @@ def test_a_bad_stored_spec_fails_as_bad_spec(deployment: Deployment, worker: Wor
         session.add(job)
         session.flush()
         job_id = job.id
-    dep.publish(job_id)
+    dep.hand(job_id)
     job = wait_status(dep.db_url, job_id, DONE, timeout=30)
     assert job.status == "failed"
     assert job.error is not None and job.error["type"] == "bad_spec"
@@ -106,7 +106,7 @@ def test_a_diverging_job_fails_as_diverged(deployment: Deployment, worker: Worke
     dep = deployment
     teacher = {**TINY["teacher"], "train": {"epochs": 2, "optimizer": {"kind": "sgd", "lr": 1e30}}}
     job_id = insert_job(dep.db_url, {**TINY, "teacher": teacher})
-    dep.publish(job_id)
+    dep.hand(job_id)
     job = wait_status(dep.db_url, job_id, DONE)
     assert job.status == "failed"
     assert job.error is not None and job.error["type"] == "diverged", job.error
@@ -140,12 +140,12 @@ def test_an_attempt_past_its_time_limit_fails_as_timeout(deployment: Deployment,
         dep.settings.model_copy(update={"task_time_limit_s": 8}),
         {**dep.env, "DISTILLERY_TASK_TIME_LIMIT_S": "8"},
     )
-    # a queue of its own, so that the module's worker (no limit to speak of) cannot take the job
+    # placed on a host of its own, so that the module's worker (no limit to speak of) cannot take it
     job_id = insert_job(dep.db_url, SLOW, queue="limited")
     helper = WorkerProcess(limited, tmp_path / "limited.log", "--gpu-type", "limited", "--hostname", "lim")
     try:
         helper.wait_ready()
-        dep.publish(job_id, "limited")
+        dep.hand(job_id, helper.node)
         job = wait_status(dep.db_url, job_id, DONE, timeout=40)
     finally:
         helper.stop()
