@@ -26,11 +26,20 @@ class Waiting(BaseModel):
 
     position: int = Field(description="1-based place in its GPU-type queue, in the scheduler's order.")
     reason: Literal["dispatched", "dispatching", "no_worker", "team_limit", "pool_busy"] = Field(
-        description="dispatched: handed to a worker; dispatching: a GPU is free for it; no_worker: "
-        "no online worker has its GPU type; team_limit: its team runs max_running jobs; pool_busy: "
-        "every matching GPU is busy."
+        description="dispatched: handed to a worker host; dispatching: a host has room for it; "
+        "no_worker: no online host has its GPU type, or as many GPUs as it asks for; team_limit: its "
+        "team's jobs hold its max_running GPU slots (an N-GPU job counts N); pool_busy: every "
+        "matching host is busy (or held for a bigger job ahead, which the message names)."
     )
     message: str
+
+
+class Placement(BaseModel):
+    """Where the scheduler put a job: one worker host and the device indices it holds there
+    (GPU indices as the host's nvidia-smi numbers them; slot numbers on a CPU host)."""
+
+    worker: str = Field(description="The worker host's id, as GET /v1/pool lists it.")
+    devices: list[int]
 
 
 class JobLinks(BaseModel):
@@ -61,6 +70,10 @@ class JobSummary(BaseModel):
     attempt: int = Field(description="Runs started so far (1 while the first one runs).")
     max_attempts: int
     queue: str = Field(description="The GPU-type queue the job waits in.")
+    gpus: int = Field(description="GPUs it asked for (resources.gpus): it holds max(1, gpus) of one host.")
+    placement: Placement | None = Field(
+        description="The host and devices it was handed to; null while it waits. Kept once it ends."
+    )
     priority: Priority
     queue_position: int | None = Field(description="1-based place in its queue while waiting, else null.")
     waiting: Waiting | None = Field(description="Why it has not started yet; null once it has.")

@@ -16,6 +16,7 @@ from api.schemas import (
     JobResult,
     JobSummary,
     MetricOut,
+    Placement,
     Priority,
     Waiting,
 )
@@ -61,6 +62,12 @@ def job_result(report: Report | dict[str, Any] | None) -> JobResult | None:
     )
 
 
+def _placement(job: Job) -> Placement | None:
+    if job.placed_on is None or job.devices is None:
+        return None
+    return Placement(worker=job.placed_on, devices=list(job.devices))
+
+
 def _summary_fields(job: Job, wait: Wait | None) -> dict[str, Any]:
     path = job_path(job.id)
     return dict(
@@ -70,6 +77,8 @@ def _summary_fields(job: Job, wait: Wait | None) -> dict[str, Any]:
         attempt=job.attempt,
         max_attempts=job.max_attempts,
         queue=job.queue,
+        gpus=job.gpus,
+        placement=_placement(job),
         priority=priority_name(job.priority),
         queue_position=wait.position if wait else None,
         waiting=Waiting(position=wait.position, reason=wait.reason, message=wait.message) if wait else None,

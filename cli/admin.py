@@ -26,7 +26,9 @@ app.add_typer(user_app, name="user")
 app.add_typer(token_app, name="token")
 
 GB = 10**9
-MaxRunning = Annotated[int | None, typer.Option(min=0, help="Jobs holding a GPU at once.")]
+MaxRunning = Annotated[
+    int | None, typer.Option(min=0, help="GPU slots its jobs hold at once (an N-GPU job counts N).")
+]
 MaxQueued = Annotated[int | None, typer.Option(min=0, help="Jobs waiting at once.")]
 MaxStorage = Annotated[float | None, typer.Option(min=0, help="Artifacts and uploads kept, in GB.")]
 Unlimited = Annotated[list[str] | None, typer.Option(help="Lift a limit: running, queued or storage.")]
@@ -123,11 +125,11 @@ def team_list() -> None:
         return "-" if limit is None else str(limit)
 
     with _refusals(), access.operator_session(_db_url()) as session:
-        typer.echo(f"{'TEAM':<20} {'RUNNING':>11} {'QUEUED':>11} {'STORAGE (bytes)':>27}")
+        typer.echo(f"{'TEAM':<20} {'GPU SLOTS':>11} {'QUEUED':>11} {'STORAGE (bytes)':>27}")
         for view in access.list_teams(session):
             team, used = view.team, view.usage
             typer.echo(
-                f"{team.name:<20} {f'{used.running}/{show(team.max_running)}':>11} "
+                f"{team.name:<20} {f'{used.slots}/{show(team.max_running)}':>11} "
                 f"{f'{used.queued}/{show(team.max_queued)}':>11} "
                 f"{f'{used.storage_bytes}/{show(team.max_storage_bytes)}':>27}"
             )

@@ -17,7 +17,7 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedCo
 from rich.table import Table
 from rich.text import Text
 
-from client import Artifact, Event, Job, Metric, Pool, Update
+from client import Artifact, Event, Job, Metric, Pool, PoolJob, Update
 from core.report_model import Report
 
 STATUS_STYLE = {
@@ -197,14 +197,15 @@ def artifact_table(artifacts: list[Artifact], paths: dict[str, Path] | None) -> 
 
 
 def pool_views(view: Pool) -> list[RenderableType]:
-    """The workers (state, GPU type, devices, job) and the queue of each team."""
+    """The worker hosts (state, GPU type, free slots, devices, jobs on them) and the queue of each team."""
     workers = Table(title="workers", title_justify="left")
-    for col in ("worker", "state", "gpu type", "devices", "job"):
+    for col in ("worker", "state", "gpu type", "free", "devices", "jobs"):
         workers.add_column(col)
     for w in view.workers:
-        devices = ", ".join(str(d.get("name", "?")) for d in w.devices) or "-"
-        job = "-" if w.job is None else f"{w.job.id or '(another team)'} {w.job.status}"
-        workers.add_row(w.id, styled_status(w.status), w.gpu_type, devices, job)
+        devices = ", ".join(f"{d.get('index', '?')}: {d.get('name', '?')}" for d in w.devices) or "-"
+        free = "-" if w.slots is None else f"{w.free_slots or 0}/{w.slots}"
+        jobs = "\n".join(_pool_job(job) for job in w.jobs or ([w.job] if w.job else [])) or "-"
+        workers.add_row(w.id, styled_status(w.status), w.gpu_type, free, devices, jobs)
     teams = Table(title="queue per team", title_justify="left")
     for col in ("team", "queued", "running"):
         teams.add_column(col, justify="left" if col == "team" else "right")
@@ -214,6 +215,12 @@ def pool_views(view: Pool) -> list[RenderableType]:
         workers if view.workers else "no workers have registered",
         teams if view.teams else "no jobs queued or running",
     ]
+
+
+def _pool_job(job: PoolJob) -> str:
+    """A job on a host: which (or another team's), its state, the devices it holds."""
+    devices = "" if job.devices is None else f" on {','.join(str(d) for d in job.devices)}"
+    return f"{job.id or '(another team)'} {job.status}{devices}"
 
 
 def progress_bar(console: Console, *, disable: bool) -> Progress:

@@ -35,6 +35,13 @@ class Waiting(_Model):
     message: str = ""
 
 
+class Placement(_Model):
+    """The worker host a job was handed to and the device indices it holds there."""
+
+    worker: str
+    devices: list[int] = []
+
+
 class JobError(_Model):
     type: str = "internal"
     message: str = ""
@@ -56,6 +63,8 @@ class Job(_Model):
     attempt: int = 0
     max_attempts: int | None = None
     queue: str | None = None
+    gpus: int | None = None
+    placement: Placement | None = None
     priority: str | None = None
     queue_position: int | None = None
     waiting: Waiting | None = None
@@ -176,6 +185,8 @@ class PoolJob(_Model):
     team: str | None = None
     status: str = ""
     progress: Progress | None = None
+    gpus: int | None = None
+    devices: list[int] | None = None
 
 
 class Worker(_Model):
@@ -183,9 +194,12 @@ class Worker(_Model):
     host: str = ""
     gpu_type: str = ""
     status: str = ""
+    slots: int | None = None
+    free_slots: int | None = None
     devices: list[dict[str, Any]] = []
     last_heartbeat_at: datetime | None = None
     job: PoolJob | None = None
+    jobs: list[PoolJob] = []
 
 
 class QueueCount(_Model):

@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import func, select
+from sqlalchemy import func, or_, select
 from sqlalchemy.orm import Session
 
 from core.errors import QuotaExceededError
 from store.locks import hold_team
 from store.models import HELD, WAITING, Artifact, Job, Team, Upload
+from store.scheduler import IS_DISPATCHED, slots_needed
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,7 @@ class Usage:
     queued: int  # waiting for a GPU, dispatched or not
     running: int  # starting, running or cancelling
     storage_bytes: int
+    slots: int = 0  # GPU slots held by its started and dispatched jobs: what max_running limits
 
 
 def usage(session: Session, team: str) -> Usage:
@@ -32,10 +34,16 @@ def usage(session: Session, team: str) -> Usage:
         .group_by(Job.status)
     ).all()
     counts = {status: int(n) for status, n in rows}
+    gpus = session.scalars(
+        select(Job.gpus).where(
+            Job.team == team, or_(Job.status.in_(HELD), IS_DISPATCHED), Job.deleted_at.is_(None)
+        )
+    )
     return Usage(
         queued=sum(counts.get(s, 0) for s in WAITING),
         running=sum(counts.get(s, 0) for s in HELD),
         storage_bytes=storage_used(session, team),
+        slots=sum(slots_needed(n) for n in gpus),
     )
 
 

@@ -31,7 +31,9 @@ _EXISTS: dict[int | str, dict[str, Any]] = {409: {"model": Problem, "description
 
 class TeamIn(BaseModel):
     name: Name
-    max_running: Count | None = Field(None, description="Jobs holding a GPU at once; null: no limit.")
+    max_running: Count | None = Field(
+        None, description="GPU slots its jobs hold at once (an N-GPU job counts N); null: no limit."
+    )
     max_queued: Count | None = Field(100, description="Jobs waiting at once; null: no limit.")
     max_storage_bytes: ByteCount | None = Field(
         None, description="Artifacts and uploads kept; null: no limit."
@@ -48,6 +50,7 @@ class TeamUsage(BaseModel):
     queued: int
     running: int
     storage_bytes: int
+    slots: int = Field(description="GPU slots its started and dispatched jobs hold: what max_running limits.")
 
 
 class TeamOut(BaseModel):
@@ -133,7 +136,9 @@ def _team_out(view: TeamView) -> TeamOut:
         max_running=team.max_running,
         max_queued=team.max_queued,
         max_storage_bytes=team.max_storage_bytes,
-        usage=TeamUsage(queued=used.queued, running=used.running, storage_bytes=used.storage_bytes),
+        usage=TeamUsage(
+            queued=used.queued, running=used.running, storage_bytes=used.storage_bytes, slots=used.slots
+        ),
         created_at=team.created_at,
     )
 

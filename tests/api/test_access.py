@@ -80,7 +80,7 @@ def test_admin_manages_teams_users_and_tokens(http: TestClient, settings: Settin
     assert made.status_code == 201 and made.headers["location"] == f"/v1/teams/{team}"
     assert made.json() | {"created_at": None} == {
         "name": team, "max_running": 2, "max_queued": 100, "max_storage_bytes": None,
-        "usage": {"queued": 0, "running": 0, "storage_bytes": 0}, "created_at": None,
+        "usage": {"queued": 0, "running": 0, "storage_bytes": 0, "slots": 0}, "created_at": None,
     }  # fmt: skip
     assert_problem(http.post("/v1/teams", json={"name": team}, headers=ADMIN), 409)
     bad = assert_problem(
@@ -221,7 +221,7 @@ def test_the_pool_hides_other_teams_jobs(http: TestClient, settings: Settings, d
 
     assert seen_by(a)["id"] == job["id"] and seen_by(a)["name"] == job["name"]
     assert seen_by(b) == {"id": None, "name": None, "owner": None, "team": a.team, "status": "running",
-                          "progress": None}  # fmt: skip
+                          "progress": None, "gpus": 1, "devices": None}  # fmt: skip
 
 
 def test_viewers_read_but_do_not_change(http: TestClient, settings: Settings, db_url: str) -> None:

@@ -375,7 +375,7 @@ def test_the_pool_shows_another_team_s_job_without_its_content(client: TestClien
     brief = next(w["job"] for w in pool.json()["workers"] if w["id"] == worker)
     assert brief == {
         "id": None, "name": None, "owner": None, "team": other.team, "status": "running",
-        "progress": {"stage": "student", "fraction": 0.5, "eta_s": 10.0},
+        "progress": {"stage": "student", "fraction": 0.5, "eta_s": 10.0}, "gpus": 1, "devices": None,
     }  # fmt: skip
     own = client.get("/v1/pool", headers=other.headers).json()
     mine = next(w["job"] for w in own["workers"] if w["id"] == worker)
