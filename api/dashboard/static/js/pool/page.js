@@ -1,4 +1,4 @@
-// The GPU pool (#/pool, polled every 3 s): each worker, its devices and the job it runs, and
+// The GPU pool (#/pool, polled every 3 s): each worker host, its devices and the jobs on them, and
 // the queue per team and per GPU type. Wires data.js to view.js.
 
 import { poll } from "../util.js";

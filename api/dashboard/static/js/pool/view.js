@@ -1,11 +1,15 @@
-// The GPU pool's view: a table of the workers (their devices and the job each runs) and the
-// queue per team and per GPU type.
+// The GPU pool's view: a table of the worker hosts (their devices, free slots and the jobs on
+// them, with the device indices each job holds) and the queue per team and per GPU type.
 
 import { badge, clear, h, progressBar } from "../dom.js";
 import { ago, stageText } from "../format.js";
 import { errorSlot } from "../notice.js";
 
-function device(d) {
+// A CPU host numbers job slots, not GPUs.
+const isCpu = (w) => w.devices.length > 0 && w.devices.every((d) => d.name === "cpu");
+
+// A device, and the job that holds it (or "free" on an online host).
+function device(d, holder, online) {
   const memory =
     d.memory_mb !== undefined && d.memory_mb !== null
       ? `${d.memory_used_mb ?? "?"} / ${d.memory_mb} MB`
@@ -13,21 +17,29 @@ function device(d) {
   const util = d.utilization !== undefined && d.utilization !== null ? `${d.utilization}%` : null;
   return h(
     "div",
-    { class: "device" },
+    { class: "device", "data-testid": "device", "data-index": d.index ?? null },
+    d.index !== undefined && d.index !== null ? h("span", { class: "mono" }, `${d.index} `) : null,
     h("strong", {}, d.name || "device"),
     [memory, util].filter(Boolean).map((t) => ` · ${t}`),
+    holder || online ? h("span", { class: "small muted" }, ` · ${holder ?? "free"}`) : null,
   );
 }
 
-function jobCell(job) {
-  if (!job) return h("span", { class: "muted" }, "idle");
-  if (!job.id) return h("span", {}, `a job of team ${job.team} `, badge(job.status)); // another team's
+// Who holds a device: the job's name, or its team for another team's job.
+const holderName = (job) => job.name || job.id || `a job of team ${job.team}`;
+
+function jobCell(job, unit) {
+  const held = job.devices?.length
+    ? h("span", { class: "small mono", "data-testid": "job-devices" }, ` ${unit} ${job.devices.join(",")}`)
+    : null;
+  if (!job.id) return h("div", {}, `a job of team ${job.team} `, badge(job.status), held); // another team's
   return h(
     "div",
-    {},
+    { "data-testid": "pool-job", "data-job-id": job.id },
     h("a", { href: `#/jobs/${job.id}` }, job.name || job.id),
     " ",
     badge(job.status),
+    held,
     h("div", { class: "small muted" }, `${job.owner ?? ""} · ${job.team ?? ""}`),
     job.progress
       ? h(
@@ -64,14 +76,28 @@ function table(testid, headers, rows, empty, numeric = 0) {
 }
 
 function workerRow(w) {
+  const jobs = w.jobs ?? (w.job ? [w.job] : []);
+  const unit = isCpu(w) ? "slots" : "GPUs";
+  const holders = new Map(jobs.flatMap((job) => (job.devices ?? []).map((i) => [i, holderName(job)])));
   return h(
     "tr",
     { "data-testid": "worker-row", "data-worker-id": w.id },
     h("td", {}, h("div", { class: "mono small" }, w.id), h("div", { class: "small muted" }, w.host)),
     h("td", {}, h("span", { class: `badge worker-${w.status}` }, w.status)),
     h("td", {}, w.gpu_type),
-    h("td", {}, w.devices.length ? w.devices.map(device) : h("span", { class: "muted" }, "CPU only")),
-    h("td", {}, jobCell(w.job)),
+    h("td", { class: "num", "data-testid": "free-slots" }, `${w.free_slots ?? "?"} / ${w.slots ?? "?"}`),
+    h(
+      "td",
+      {},
+      w.devices.length
+        ? w.devices.map((d) => device(d, holders.get(d.index), w.status === "online"))
+        : h("span", { class: "muted" }, "CPU only"),
+    ),
+    h(
+      "td",
+      {},
+      jobs.length ? jobs.map((job) => jobCell(job, unit)) : h("span", { class: "muted" }, "idle"),
+    ),
     h("td", { title: w.last_heartbeat_at }, ago(w.last_heartbeat_at)),
   );
 }
@@ -109,7 +135,15 @@ export function poolView() {
     el,
     errors,
     draw(pool) {
-      const head = ["Worker", "State", "GPU type", "Devices", "Job", "Last heartbeat"];
+      const head = [
+        "Worker host",
+        "State",
+        "GPU type",
+        "Free slots",
+        "Devices",
+        "Jobs",
+        "Last heartbeat",
+      ];
       clear(workers, table("pool-workers", head, pool.workers.map(workerRow), "No worker has registered."));
       clear(
         teams,
