@@ -22,7 +22,8 @@ from core.data import load_dataset, load_inputs
 from core.data.base import DataSplits
 from core.data.loading import memory_budget as default_budget
 from core.data.samples import Samples
-from core.errors import SpecError
+from core.distributed import SINGLE, Launch, Ranks, check_parallel, rank_device, world_size
+from core.errors import CancelledError, SpecError
 from core.files import atomic_write_text
 from core.losses import Objective, SourceConsistencyTerm
 from core.models import build_classifier, load_weights, save_weights
@@ -59,8 +60,11 @@ class JobRun:
         device: torch.device,
         sink: Sink,
         memory_budget: int | None = None,
+        *,
+        ranks: Ranks = SINGLE,
     ) -> None:
         self.spec, self.out, self.data_root, self.device, self.sink = spec, out_dir, data_root, device, sink
+        self.ranks = ranks
         self.memory_budget = default_budget() if memory_budget is None else memory_budget
         self.stages_dir = out_dir / "stages"
         self.results: dict[str, StageResult] = {}
@@ -127,8 +131,12 @@ class JobRun:
             result = self.trainer.fit(
                 plan, model, objective, train, (val.val.x, val.val.y), stage_dir / "ckpt", augment, fwd
             )
-            save_weights(model, weights)
-            atomic_write_text(done, json.dumps(asdict(result)))  # the stage's done marker: never half-written
+            if self.ranks.main:
+                save_weights(model, weights)
+                atomic_write_text(
+                    done, json.dumps(asdict(result))
+                )  # the stage's done marker: never half-written
+            self.ranks.barrier()
         objective.close()
         model.eval()
         self.results[name] = result
@@ -214,9 +222,11 @@ class JobRun:
         self.timing["baseline_s"] = time.monotonic() - t0
         return baseline
 
-    def run(self) -> Report:
+    def run(self) -> Report | None:
+        """The job's stages, then (rank 0) its report; a helper rank returns None."""
         t_start = time.monotonic()
-        self._claim_out_dir()
+        if self.ranks.main:
+            self._claim_out_dir()
         self.data = self._load_data(self.spec.data)
         d = self.spec.distill
         n_teacher_fwd = len(self.spec.all_teachers)
@@ -229,6 +239,7 @@ class JobRun:
             eval_batch_size=self.spec.runtime.eval_batch_size,
             seed=self.spec.seed,
             checkpoint_every_s=self.spec.runtime.checkpoint_every_s,
+            ranks=self.ranks,
         )
         teachers, teacher_data = [], []
         for i, tspec in enumerate(self.spec.all_teachers):
@@ -254,6 +265,8 @@ class JobRun:
         self._stage("student", student, objective, self._plan("student"), train, self.data, augment)
         self.timing["distill_s"] = time.monotonic() - t0
 
+        if not self.ranks.main:
+            return None  # rank 0 evaluates, exports and reports
         tracker.report("evaluate", 1, 1, 0, 1)
         stages = StageOutputs(
             data=self.data,
@@ -305,12 +318,41 @@ def run_job(
 
     ``memory_budget``: bytes of decoded data held in memory before a dataset streams
     (default ``core.data.loading.memory_budget()``: ``DISTILLERY_DATA_MEMORY_BYTES`` or a quarter
-    of the machine's memory)."""
-    run = JobRun(spec, out_dir, data_root, pick_device(device), sink or Sink(), memory_budget)
+    of the machine's memory). ``resources.gpus`` above 1 runs the job data-parallel in that many
+    processes (``core.distributed``), this one being rank 0."""
+    base, sink = pick_device(device), sink or Sink()
+    check_parallel(spec, base)
+    world = world_size(spec)
+    launch, ranks, threads = None, SINGLE, torch.get_num_threads()
     try:
-        return run.run()
-    except (MemoryError, RuntimeError, OverflowError, ValueError, TypeError) as e:  # torch's OOM too
-        typed = translate_oom(e)
+        if world > 1:
+            if base.type == "cpu":  # the ranks share the CPUs
+                torch.set_num_threads(max(1, threads // world))
+            request = {
+                "spec": spec.model_dump(mode="json"),
+                "out_dir": str(Path(out_dir).resolve()),
+                "data_root": str(Path(data_root).resolve()),
+                "device": base.type,
+                "memory_budget": memory_budget,
+            }
+            launch, ranks = Launch(request, world), Ranks(0, world)
+            backend = "NCCL" if base.type == "cuda" else "gloo"
+            sink.log(f"data-parallel on {world} {base.type} devices ({backend}), this process rank 0")
+        run = JobRun(spec, out_dir, data_root, rank_device(base, 0), sink, memory_budget, ranks=ranks)
+        report = run.run()
+    except BaseException as e:
+        helper = launch.helper_error() if launch is not None and not isinstance(e, CancelledError) else None
+        if launch is not None:
+            launch.close(failed=True)
+        if helper is not None:  # rank 0 failed because a helper rank did: that rank's error
+            raise helper from e
+        typed = translate_oom(e) if isinstance(e, Exception) else e
         if typed is e:
             raise
         raise typed from e
+    finally:
+        torch.set_num_threads(threads)
+    if launch is not None:
+        launch.close(failed=False)
+    assert report is not None  # rank 0 always reports
+    return report

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from core.augment import Augment
 from core.data.samples import Samples, TrainingLoader
+from core.distributed import SINGLE, SYNC_STEPS, Ranks
 from core.errors import CancelledError, DivergedError
 from core.files import atomic_path
 from core.losses import Objective
@@ -115,11 +116,18 @@ class TrainData:
 
 
 @torch.inference_mode()
-def evaluate_split(model: nn.Module, x: Tensor | Samples, y: Tensor, batch_size: int) -> dict[str, float]:
+def evaluate_split(
+    model: nn.Module, x: Tensor | Samples, y: Tensor, batch_size: int, ranks: Ranks = SINGLE
+) -> dict[str, float]:
     """top-1, top-5 and mean cross-entropy of ``model``; ``y`` on its device, ``x`` there too or
-    streamed (its batches travel there as they are read)."""
+    streamed (its batches travel there as they are read). Data-parallel, each rank evaluates the
+    rows ``rank::world`` and the sums are added up: every rank gets the whole split's figures."""
     was_training = model.training
     model.eval()
+    total = len(x)
+    if ranks.parallel:
+        rows = torch.arange(ranks.rank, len(x), ranks.world)
+        x, y = x[rows.to(y.device) if isinstance(x, Tensor) else rows], y[rows.to(y.device)]
     correct1 = correct5 = 0
     loss = 0.0
     for xb, yb in zip(x.split(batch_size), y.split(batch_size), strict=True):
@@ -129,7 +137,10 @@ def evaluate_split(model: nn.Module, x: Tensor | Samples, y: Tensor, batch_size:
         correct5 += int((top == yb[:, None]).any(1).sum())
         loss += float(F.cross_entropy(logits, yb, reduction="sum"))
     model.train(was_training)
-    n = max(1, len(x))
+    if ranks.parallel:
+        sums = ranks.sum(torch.tensor([correct1, correct5, loss], dtype=torch.float64, device=y.device))
+        correct1, correct5, loss = int(sums[0]), int(sums[1]), float(sums[2])
+    n = max(1, total)
     return {"top1": correct1 / n, "top5": correct5 / n, "loss": loss / n}
 
 
@@ -176,8 +187,10 @@ class Trainer:
         eval_batch_size: int = 1000,
         seed: int = 0,
         checkpoint_every_s: float = 300.0,
+        ranks: Ranks = SINGLE,
     ) -> None:
         self.device = device
+        self.ranks = ranks
         self.sink = sink
         self.tracker = tracker
         self.amp_dtype = autocast_dtype(device, precision)
@@ -217,12 +230,14 @@ class Trainer:
         )
         stream = None
         if isinstance(train.x, Samples):
-            stream = TrainingLoader(train.x, bs, steps, self.device)
+            stream = TrainingLoader(
+                train.x, bs, steps, self.device, rank=self.ranks.rank, world=self.ranks.world
+            )
         loop = _Loop(
             plan,
             steps,
             bs,
-            forward_model or model,
+            self._forward(model, forward_model),
             objective,
             opt,
             scaler,
@@ -241,7 +256,7 @@ class Trainer:
             sums, train_s = self._run_epoch(loop, epoch, position)
             position = None
             metrics = {f"train/{k}": v / steps for k, v in sums.items()}
-            val_m = evaluate_split(model, val[0], val[1], self.eval_batch_size)
+            val_m = evaluate_split(model, val[0], val[1], self.eval_batch_size, self.ranks)
             metrics |= {f"val/{k}": v for k, v in val_m.items()}
             metrics |= {"lr": lr_fn(epoch * steps - 1), "samples_per_s": steps * bs / train_s}
             state["elapsed_s"] += time.monotonic() - t_epoch
@@ -249,14 +264,29 @@ class Trainer:
             # metrics before the checkpoint: a crash between the two replays the epoch (and its
             # metrics, which the sink keys idempotently) instead of losing them
             self.sink.metrics(plan.stage, epoch, epoch * steps, metrics)
+            main = self.ranks.main  # data-parallel: one rank writes, every rank holds the same state
             if val_m["top1"] > state["best_val_top1"] or state["best_epoch"] == 0:
                 state["best_epoch"], state["best_val_top1"] = epoch, val_m["top1"]
-                atomic_save({"model": model.state_dict(), "epoch": epoch}, ckpt_dir / "best.pt")
+                if main:
+                    atomic_save({"model": model.state_dict(), "epoch": epoch}, ckpt_dir / "best.pt")
             state["epoch"] = epoch
-            atomic_save(self._state(model, objective, opt, scaler, state), ckpt_dir / "last.pt")
-            (ckpt_dir / "step.pt").unlink(missing_ok=True)  # older than last.pt from now on
+            if main:
+                atomic_save(self._state(model, objective, opt, scaler, state), ckpt_dir / "last.pt")
+                (ckpt_dir / "step.pt").unlink(missing_ok=True)  # older than last.pt from now on
             self.tracker.report(plan.stage, epoch, plan.epochs, steps, steps)
+        self.ranks.barrier()  # best.pt is written before any rank reads it
         return self._result(plan, model, ckpt_dir, state)
+
+    def _forward(self, model: nn.Module, compiled: nn.Module | None) -> nn.Module:
+        """What the training steps call: the model (or its compiled form); data-parallel, wrapped
+        in ``DistributedDataParallel``, which averages the gradients over the ranks."""
+        if not self.ranks.parallel:
+            return compiled or model
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        ddp = DistributedDataParallel(model, device_ids=ids)
+        return cast(nn.Module, torch.compile(ddp)) if compiled is not None else ddp
 
     def _say_resumed(self, stage: str, state: dict[str, Any], steps: int) -> None:
         if (position := state.get("position")) is not None:
@@ -319,10 +349,10 @@ class Trainer:
     def _batches(self, loop: _Loop, epoch: int, perm: Tensor, first: int) -> Iterator[tuple[Tensor, Tensor]]:
         """The epoch's (float inputs, one-hot targets) on the device, in ``perm``'s order from step
         ``first``: indexed from tensors, or read through the streaming loader."""
-        data, bs = loop.data, loop.bs
+        data, bs, rank, world = loop.data, loop.bs, self.ranks.rank, self.ranks.world
         if loop.stream is None:
             for step in range(first, loop.steps):
-                idx = perm[step * bs : (step + 1) * bs]
+                idx = perm[step * bs : (step + 1) * bs][rank::world]
                 yield data.x[idx].float(), F.one_hot(data.labels[idx], data.classes).float()
         else:
             for xb, idx in loop.stream.epoch(epoch, perm, first):
@@ -356,6 +386,7 @@ class Trainer:
             opt.zero_grad(set_to_none=True)
             if scaled:  # fp16 autocast only: loss scaling against gradient underflow
                 scaler.scale(loss).backward()
+                self._average_objective_grads(loop)
                 if plan.grad_clip_norm is not None:
                     scaler.unscale_(opt)
                     torch.nn.utils.clip_grad_norm_(loop.params, plan.grad_clip_norm)
@@ -363,30 +394,54 @@ class Trainer:
                 scaler.update()
             else:
                 loss.backward()
+                self._average_objective_grads(loop)
                 if plan.grad_clip_norm is not None:
                     torch.nn.utils.clip_grad_norm_(loop.params, plan.grad_clip_norm)
                 opt.step()
             sums += torch.stack([loss.detach(), *terms.values()]).detach().float()
             now = time.monotonic()
-            if now - last_check > CHECK_EVERY_S:
+            # data-parallel ranks agree at fixed steps (their clocks differ); alone, by the clock
+            due = (step + 1) % SYNC_STEPS == 0 if self.ranks.parallel else now - last_check > CHECK_EVERY_S
+            if due:
                 last_check = now
-                self._check(plan.stage, epoch, sums[0])
-                self.tracker.report(plan.stage, epoch, plan.epochs, step + 1, steps)
-                if now - last_save >= self.checkpoint_every_s and step + 1 < steps:
+                save = now - last_save >= self.checkpoint_every_s and step + 1 < steps
+                if self._check(plan.stage, epoch, sums[0], save):
                     last_save = now
-                    done = spent + now - started
-                    loop.save_step(Position(epoch, step + 1, perm, sums, rng_state(), done))
+                    if self.ranks.main:
+                        done = spent + now - started
+                        loop.save_step(Position(epoch, step + 1, perm, sums, rng_state(), done))
+                self.tracker.report(plan.stage, epoch, plan.epochs, step + 1, steps)
         self._check(plan.stage, epoch, sums[0])
+        if self.ranks.parallel:  # each rank's loss sums are over its share: the mean of the shares
+            sums = self.ranks.sum(sums) / self.ranks.world
         return dict(zip(names, sums.tolist(), strict=True)), spent + time.monotonic() - started
 
-    def _check(self, stage: str, epoch: int, loss_sum: Tensor) -> None:
-        if not math.isfinite(float(loss_sum)):
+    def _average_objective_grads(self, loop: _Loop) -> None:
+        """The objective's own parameters (feature-KD projections) are outside the DDP-wrapped
+        model: their gradients are averaged here, in one all-reduce."""
+        if not self.ranks.parallel:
+            return
+        grads = [p.grad for p in loop.objective.parameters() if p.grad is not None]
+        if grads:
+            flat = self.ranks.sum(torch.cat([g.reshape(-1) for g in grads])) / self.ranks.world
+            offset = 0
+            for g in grads:
+                g.copy_(flat[offset : offset + g.numel()].view_as(g))
+                offset += g.numel()
+
+    def _check(self, stage: str, epoch: int, loss_sum: Tensor, save: bool = False) -> bool:
+        """Raise if the run diverged or was asked to stop; whether to take a step checkpoint now.
+        Data-parallel, rank 0 decides for every rank."""
+        diverged, stop = not math.isfinite(float(loss_sum)), self.sink.should_stop()
+        diverged, stop, save = self.ranks.agree([diverged, stop, save], self.device)
+        if diverged:
             raise DivergedError(
                 f"stage {stage!r} diverged in epoch {epoch}: the loss is {float(loss_sum)}; "
                 "lower the learning rate or set grad_clip_norm"
             )
-        if self.sink.should_stop():
+        if stop:
             raise CancelledError(f"cancelled during stage {stage!r}, epoch {epoch}")
+        return save
 
     def _autocast(self) -> contextlib.AbstractContextManager[None]:
         if self.amp_dtype is None:

@@ -26,8 +26,12 @@ best effort, and the worker logs what was enforced.
 
 from __future__ import annotations
 
+import ctypes
+import fcntl
 import glob
 import os
+import socket
+import struct
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -76,6 +80,10 @@ SYSTEM_FILES = (
 )
 
 
+CLONE_NEWUSER, CLONE_NEWNET = 0x10000000, 0x40000000
+SIOCGIFFLAGS, SIOCSIFFLAGS, IFF_UP = 0x8913, 0x8914, 0x1
+
+
 class SandboxUnavailable(RuntimeError):
     """The kernel cannot confine the engine, and the settings require it."""
 
@@ -115,14 +123,39 @@ def abi() -> int:
     return landlockpy.abi_version()
 
 
-def confine(policy: Policy) -> str:
+def isolate_network() -> None:
+    """Move this process (and every process it starts) into a network namespace of its own with
+    only a loopback interface: the ranks of a data-parallel job reach each other over TCP on
+    127.0.0.1, and nothing else. Needs user namespaces (unprivileged ones, or root); call it
+    before any thread starts. Raises ``SandboxUnavailable`` where the kernel refuses."""
+    uid, gid = os.getuid(), os.getgid()
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(CLONE_NEWUSER | CLONE_NEWNET) != 0:
+        raise SandboxUnavailable(f"no network namespace for the job: {os.strerror(ctypes.get_errno())}")
+    try:
+        Path("/proc/self/setgroups").write_text("deny")
+        Path("/proc/self/uid_map").write_text(f"{uid} {uid} 1")
+        Path("/proc/self/gid_map").write_text(f"{gid} {gid} 1")
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            request = struct.pack("16sH14x", b"lo", 0)
+            flags = struct.unpack("16sH14x", fcntl.ioctl(s, SIOCGIFFLAGS, request))[1]
+            fcntl.ioctl(s, SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", flags | IFF_UP))
+    except OSError as e:
+        raise SandboxUnavailable(f"the job's network namespace has no loopback: {e}") from None
+
+
+def confine(policy: Policy, *, tcp: bool = False) -> str:
     """Enforce ``policy`` on this process (and every process it starts); irreversible. Returns
-    what was enforced, for the log. Raises ``SandboxUnavailable`` without Landlock."""
+    what was enforced, for the log. Raises ``SandboxUnavailable`` without Landlock.
+
+    ``tcp``: leave TCP unconfined, for a data-parallel job whose ranks talk over loopback; only
+    after ``isolate_network``, which leaves them nothing else to reach."""
     version = abi()
     if version < 1:
         raise SandboxUnavailable("this kernel has no Landlock (Linux 5.13+ with Landlock enabled)")
     scopes = Scope.ABSTRACT_UNIX_SOCKET | Scope.SIGNAL
-    with Ruleset(handled_net=AccessNet.BIND_TCP | AccessNet.CONNECT_TCP, scoped=scopes) as ruleset:
+    handled = AccessNet(0) if tcp else AccessNet.BIND_TCP | AccessNet.CONNECT_TCP
+    with Ruleset(handled_net=handled, scoped=scopes) as ruleset:
         for paths, access in (
             (policy.read_exec, READ_EXEC),
             (policy.read, READ),
@@ -134,6 +167,9 @@ def confine(policy: Policy) -> str:
                     # a rule on a file takes only the rights that apply to files
                     ruleset.allow_path(path, access if path.is_dir() else access & FILE_RIGHTS)
         ruleset.restrict()
-        net = "no TCP" if ruleset.handled_net else "TCP not confined (ABI < 4)"
+        if tcp:
+            net = "TCP only inside the job's own network namespace"
+        else:
+            net = "no TCP" if ruleset.handled_net else "TCP not confined (ABI < 4)"
         scoped = "scoped signals and sockets" if ruleset.scoped else "unscoped (ABI < 6)"
     return f"Landlock ABI {version}: files confined, {net}, {scoped}"

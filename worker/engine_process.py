@@ -225,12 +225,24 @@ def _confine(request: dict[str, Any]) -> str:
     if mode == "off":
         return "engine process not confined (DISTILLERY_SANDBOX=off)"
     from worker.confine import SandboxUnavailable as NoLandlock
-    from worker.confine import confine, policy_for
+    from worker.confine import confine, isolate_network, policy_for
 
     data_root = Path(request["data_root"])
     inputs = [data_root / path for path in request["inputs"]]
+    policy = policy_for(Path(request["out_dir"]), data_root, inputs)
+    said = ""
+    tcp = int(request["spec"].get("resources", {}).get("gpus", 1)) > 1  # data-parallel ranks talk TCP
+    if tcp:
+        try:
+            isolate_network()
+            for name in ("NCCL_SOCKET_IFNAME", "GLOO_SOCKET_IFNAME"):
+                os.environ.setdefault(name, "lo")  # the only interface there is
+        except NoLandlock as e:
+            if mode == "required":
+                raise SandboxUnavailable(f"{e}, and DISTILLERY_SANDBOX=required") from None
+            said = f"; data-parallel ranks NOT network-isolated: {e} (DISTILLERY_SANDBOX=auto)"
     try:
-        return confine(policy_for(Path(request["out_dir"]), data_root, inputs))
+        return confine(policy, tcp=tcp) + said
     except NoLandlock as e:
         if mode == "required":
             raise SandboxUnavailable(f"{e}, and DISTILLERY_SANDBOX=required") from None

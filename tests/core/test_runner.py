@@ -224,13 +224,13 @@ def test_a_job_killed_mid_epoch_resumes_from_its_step_checkpoint(
     )
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     ckpt = out / "stages" / "student" / "ckpt"
-    assert (ckpt / "step.pt").exists()  # inside epoch 2: after step 4 (the kill came before step 5's)
+    assert (ckpt / "step.pt").exists()  # inside epoch 2: after step 5 (saved before step 5's progress)
     assert torch.load(ckpt / "last.pt", weights_only=True)["epoch"] == 1
 
     monkeypatch.setattr("core.trainer.CHECK_EVERY_S", 0.0)  # the same cadence: it changes no number
     sink = Logs()
     report = run_job(parse_spec(spec), out, data_root=out, device="cpu", sink=sink)
-    assert "resumed student in epoch 2, after step 4 of 8" in sink.lines
+    assert "resumed student in epoch 2, after step 5 of 8" in sink.lines
     assert [e for s, e, _, _ in sink.rows if s == "student"] == [2, 3, 4]
     assert not (ckpt / "step.pt").exists()  # every epoch ended: nothing inside one is left
     # the same weights, bit for bit, as the uninterrupted run (which took no step checkpoint)
