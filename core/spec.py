@@ -616,9 +616,18 @@ ExportFormat = Literal["safetensors", "torchscript", "onnx", "pt2"]
 
 
 class ResourcesSpec(_Spec):
-    """Read by the service's scheduler; the engine itself runs on whatever device it is given."""
+    """Read by the service's scheduler (where and on how many devices) and by the engine (how many
+    data-parallel ranks)."""
 
-    gpus: int = Field(1, ge=0, le=8, description="0 runs on a CPU worker.")
+    gpus: int = Field(
+        1,
+        ge=0,
+        le=8,
+        description=(
+            "GPUs of one host, all or nothing; above 1 the job runs data-parallel, one process per "
+            "GPU (batch sizes must be multiples of it). 0: a CPU is enough (still one slot)."
+        ),
+    )
     gpu_type: str = Field("any", min_length=1, max_length=64, description="A GPU type queue, or any.")
     priority: Literal["low", "normal", "high"] = Field("normal", description="Order within the team's jobs.")
 
