@@ -27,7 +27,6 @@ from core.data import load_dataset
 from core.data.base import DataSplits
 from core.losses import Objective
 from core.models import build_classifier
-from core.runner import one_hot
 from core.sink import Sink
 from core.spec import (
     AdamOptim,
@@ -41,7 +40,7 @@ from core.spec import (
     MNIST1DData,
     SyntheticData,
 )
-from core.trainer import ProgressTracker, StagePlan, Trainer
+from core.trainer import ProgressTracker, StagePlan, TrainData, Trainer
 
 TEMPERATURE = 4.0
 
@@ -111,7 +110,7 @@ def core_loop(
     trainer = Trainer(device, Sink(), ProgressTracker({"student": 1.0}, Sink()))
     objective = Objective([KDLoss(temperature=TEMPERATURE)], student, [teacher])
     augment = build_augmenter([MixupAug()], data)
-    train = (data.train.x, one_hot(data.train.y, data.num_classes))
+    train = TrainData(data.train.x, data.train.y, data.num_classes)
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         result = trainer.fit(plan, student, objective, train, (data.val.x, data.val.y), Path(tmp), augment)

@@ -281,7 +281,7 @@ class Trainer:
         """What the training steps call: the model (or its compiled form); data-parallel, wrapped
         in ``DistributedDataParallel``, which averages the gradients over the ranks."""
         if not self.ranks.parallel:
-            return compiled or model
+            return compiled if compiled is not None else model
         from torch.nn.parallel import DistributedDataParallel
 
         ids = [self.device.index] if self.device.type == "cuda" else None

@@ -339,3 +339,14 @@ def test_gradient_clipping_and_other_optimizers_run(tmp_path: Path) -> None:
     lrs = [values["lr"] for stage, _, _, values in sink.rows if stage == "student"]
     steps = 400 // 50
     assert lrs == pytest.approx([0.05 / (1 + 0.05 * (e * steps - 1) / 10) for e in (1, 2)])
+
+
+def test_a_compiled_job_trains_and_exports(tmp_path: Path) -> None:
+    """``runtime.compile``: the stages train through ``torch.compile`` and the report is whole."""
+    report = run_tiny(
+        tmp_path,
+        runtime={**TINY["runtime"], "compile": True},
+        teacher={**TINY["teacher"], "train": {**TINY["teacher"]["train"], "epochs": 1}},
+        distill={**TINY["distill"], "epochs": 1},
+    )
+    assert report.student.test_top1 > 0 and (tmp_path / "stages" / "student" / "model.safetensors").exists()
