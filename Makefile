@@ -60,6 +60,7 @@ format: install
 
 bench: install
 	$(BIN)/python bench/kd_step.py
+	$(BIN)/python bench/stream_data.py
 
 # On a CUDA machine, in about 3.5 minutes on one H200: the MNIST-1D job and a synthetic-image ResNet
 # job on the GPU (bf16 autocast vs fp32, channels-last vs not, torch.compile on and off), the bare-loop
