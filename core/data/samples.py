@@ -172,7 +172,8 @@ class _Order(Sampler[list[int]]):
 
 class TrainingLoader:
     """Batches of one epoch of a ``Samples`` in a given order, through a ``DataLoader``: worker
-    processes decode and transform (kept between epochs), pinned memory on CUDA, ``prefetch``
+    processes decode and transform (started anew each epoch, so that they see its number: the
+    crops depend on it), pinned memory on CUDA, ``prefetch``
     batches ahead per worker. Yields (inputs on ``device``, their row indices on ``device``)."""
 
     def __init__(
