@@ -81,7 +81,13 @@ def test_a_killed_worker_resumes_from_its_checkpoint(service: Service) -> None:
     service.env["DISTILLERY_LEASE_S"] = "3"
     service.start_api()
     first = service.start_worker()
-    spec = {**TINY_JOB, "distill": {"epochs": 60, "batch_size": 50}}
+    # a student stage long enough (60 epochs of 32 steps) that the kill lands inside it even when
+    # a loaded machine makes the progress the test polls lag seconds behind the engine
+    spec = {
+        **TINY_JOB,
+        "data": {"kind": "mnist1d", "train_limit": 1600},
+        "distill": {"epochs": 60, "batch_size": 50},
+    }
     job = submit(service, spec)
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:  # let it reach the middle of distillation
