@@ -8,6 +8,8 @@ a bad archive is a ``DatasetError``, a missing one a ``DataMissingError``.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,14 +23,21 @@ from core.errors import DataMissingError
 from core.spec import NpzData
 
 
-def read_npz(path: Path) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], int]:
-    """The checked splits of an archive (``train``, ``test``, maybe ``val``) and the class count."""
+@contextlib.contextmanager
+def _engine_errors(path: Path) -> Iterator[None]:
+    """The format's errors as the engine's: a missing archive, a bad one."""
     try:
-        return npz_format.read_npz(path, label=str(path))
+        yield
     except FileNotFoundError:
         raise DataMissingError(f"dataset archive {path} does not exist (or is not a file)") from None
     except npz_format.NpzFormatError as e:
         raise DatasetError(str(e)) from None
+
+
+def read_npz(path: Path) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], int]:
+    """The checked splits of an archive (``train``, ``test``, maybe ``val``) and the class count."""
+    with _engine_errors(path):
+        return npz_format.read_npz(path, label=str(path))
 
 
 def validate_npz(path: Path) -> dict[str, Any]:
@@ -41,12 +50,8 @@ def load_npz(spec: NpzData, data_root: Path) -> RawData:
     """The archive's splits, inputs memory-mapped where the archive stores them uncompressed;
     uint8 inputs stay uint8, other numbers become float32 (per row, as they are read)."""
     path = resolve_under(data_root, spec.path)
-    try:
+    with _engine_errors(path):
         splits, num_classes, read_whole = npz_format.map_npz(path, label=str(path))
-    except FileNotFoundError:
-        raise DataMissingError(f"dataset archive {path} does not exist (or is not a file)") from None
-    except npz_format.NpzFormatError as e:
-        raise DatasetError(str(e)) from None
     parts = {}
     for name, (x, y) in splits.items():
         dtype = torch.uint8 if x.dtype == np.uint8 else torch.float32
