@@ -64,10 +64,10 @@ import torch
 from torch import nn
 
 from core.data.base import DataSplits
-from core.report import teacher_stage
 from core.runner import JobRun, run_job
 from core.sink import Sink
 from core.spec import CifarResNetModel, CNNModel, MNIST1DData, SyntheticData, parse_spec
+from core.stagekeys import teacher_stage
 from core.trainer import TrainData, Trainer, autocast_dtype
 
 TEACHER_FILE = "teacher.safetensors"  # image/auto's teacher, under the data root, for the others

@@ -41,6 +41,7 @@ from core.report_model import (
 )
 from core.sink import Sink
 from core.spec import JobSpec
+from core.stagekeys import teacher_stage
 from core.trainer import StageResult
 
 
@@ -98,11 +99,6 @@ def verdict(student: float, baseline: float | None, n: int) -> tuple[str, float 
 
 def _ratio(a: float | None, b: float | None) -> float | None:
     return round(a / b, 3) if a is not None and b else None
-
-
-def teacher_stage(index: int) -> str:
-    """The stage that trains teacher ``index`` (its results and timing are keyed by this name)."""
-    return "teacher" if index == 0 else f"teacher{index}"
 
 
 @dataclass

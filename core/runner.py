@@ -28,11 +28,12 @@ from core.files import atomic_write_text
 from core.losses import Objective, SourceConsistencyTerm
 from core.models import build_classifier, load_weights, save_weights
 from core.oom import translate_oom
-from core.report import StageOutputs, build_report, teacher_stage, write_report
+from core.report import StageOutputs, build_report, write_report
 from core.report_model import Report, SourceTask
 from core.seeding import derive_seed, seed_everything
 from core.sink import Sink
 from core.spec import CELoss, JobSpec, SourceConsistencyLoss, TeacherSpec
+from core.stagekeys import teacher_stage
 from core.trainer import ProgressTracker, StagePlan, StageResult, TrainData, Trainer, evaluate_split
 
 STUDENT_COST = 2.0  # a distillation step also runs the teachers: roughly twice a plain step
@@ -136,6 +137,7 @@ class JobRun:
                 atomic_write_text(
                     done, json.dumps(asdict(result))
                 )  # the stage's done marker: never half-written
+                self.sink.stage_done(name)
             self.ranks.barrier()
         objective.close()
         model.eval()
@@ -148,6 +150,11 @@ class JobRun:
         seed_everything(derive_seed(self.spec.seed, name, "init"))
         model = self._place(build_classifier(tspec.model, tdata, self.data_root, tspec.checkpoint), tdata)
         if tspec.needs_training:
+            if tspec.from_job is not None and not (self.stages_dir / name / "result.json").exists():
+                raise SpecError(
+                    f"teacher.from_job: the teacher of job {tspec.from_job} is kept by the service; "
+                    "run this spec there, or give the teacher's weights as `checkpoint`"
+                )
             tr = tspec.train
             plan = StagePlan(
                 name, tr.epochs, tr.batch_size, tr.optimizer, tr.schedule, tr.grad_clip_norm, tr.select

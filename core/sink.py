@@ -40,6 +40,10 @@ class Sink:
     def log(self, message: str) -> None:
         """A line for humans."""
 
+    def stage_done(self, stage: str) -> None:
+        """A stage was trained; its weights and result are in ``stages/<stage>/`` of the output
+        directory (written before this call), for a host that keeps finished stages to reuse."""
+
     def should_stop(self) -> bool:
         """Polled between steps; returning True cancels the run with ``CancelledError``."""
         return False

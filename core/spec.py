@@ -534,6 +534,12 @@ class TeacherSpec(_Spec):
     )
     train: TrainSpec = TrainSpec()
     data: DatasetSpec | None = Field(None, description="Train the teacher on this dataset (default: `data`).")
+    from_job: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9]{1,32}$",
+        description="Reuse the teacher another job of the team trained (its id); the service fills in "
+        "that teacher's model, training and data, which must not be given here.",
+    )
 
     _check_checkpoint = field_validator("checkpoint")(lambda v: None if v is None else _relative_path(v))
 
@@ -545,6 +551,8 @@ class TeacherSpec(_Spec):
     def _torchscript_has_no_checkpoint(self) -> TeacherSpec:
         if self.model.kind in FILE_MODEL_KINDS and self.checkpoint is not None:
             raise ValueError(f"a {self.model.kind} teacher carries its weights: leave `checkpoint` null")
+        if self.from_job is not None and (self.checkpoint is not None or self.model.kind in FILE_MODEL_KINDS):
+            raise ValueError("a teacher from another job is trained weights: leave `checkpoint` null")
         return self
 
 

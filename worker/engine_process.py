@@ -152,6 +152,8 @@ def _deliver(message: dict[str, Any], sink: Sink, ack: Callable[[], object]) -> 
         sink.artifact(message["name"], Path(message["path"]))
     elif kind == "log":
         sink.log(message["message"])
+    elif kind == "stage":
+        sink.stage_done(message["stage"])
     elif kind == "done":
         report: dict[str, Any] = message["report"]
         return report
@@ -206,6 +208,9 @@ class PipeSink(Sink):
 
     def log(self, message: str) -> None:
         self.send(kind="log", message=message)
+
+    def stage_done(self, stage: str) -> None:
+        self.send(kind="stage", stage=stage)
 
     def should_stop(self) -> bool:
         return self.stop.is_set()
