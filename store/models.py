@@ -171,6 +171,38 @@ class Artifact(Base):
     __table_args__ = (UniqueConstraint("job_id", "name", name="uq_artifacts_job_name"),)
 
 
+class StageArtifact(Base):
+    """A finished teacher or labels-only baseline stage a team reuses (``core.stagekeys``): its
+    weights and result in the artifact store, kept while a job refers to it (``StageUse``)."""
+
+    __tablename__ = "stage_artifacts"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    team: Mapped[str] = mapped_column(String(100))
+    key: Mapped[str] = mapped_column(String(64))
+    stage: Mapped[str] = mapped_column(String(32))
+    job_id: Mapped[str] = mapped_column(
+        String(32)
+    )  # the job that trained it; no foreign key: it may go first
+    files: Mapped[dict[str, Any]] = mapped_column(JSON)  # filename -> {location, size, sha256}
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+    __table_args__ = (UniqueConstraint("team", "key", name="uq_stage_artifacts_team_key"),)
+
+
+class StageUse(Base):
+    """A job that trained or reused a kept stage; the stage goes when its last user is deleted."""
+
+    __tablename__ = "stage_uses"
+
+    stage_id: Mapped[str] = mapped_column(
+        ForeignKey("stage_artifacts.id", ondelete="CASCADE"), primary_key=True
+    )
+    job_id: Mapped[str] = mapped_column(
+        ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True, index=True
+    )
+
+
 class IdempotencyKey(Base):
     __tablename__ = "idempotency_keys"
 
