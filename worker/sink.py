@@ -64,12 +64,14 @@ class DbSink(Sink):
         clock: Callable[[], float] = time.monotonic,
         lease: Lease | None = None,
         max_pending: int = MAX_PENDING,
+        on_stage: Callable[[str], object] | None = None,
     ) -> None:
         self.db_url, self.job_id, self.worker_id = db_url, job_id, worker_id
         self.interval_s = interval_s
         self.clock = clock
         self.lease = lease or Lease(math.inf, clock=clock)
         self.max_pending = max_pending
+        self.on_stage = on_stage  # a finished stage, for the host to keep (``worker.stages``)
         self.last_progress: dict[str, Any] | None = None
         self.lease_lost = False
         self.cancel_seen = False
@@ -114,6 +116,10 @@ class DbSink(Sink):
         self._last_at = max(utcnow(), self._last_at + timedelta(microseconds=1))
         self._queue(_Line(message, self._last_at))
         self._flush_if_due()
+
+    def stage_done(self, stage: str) -> None:
+        if self.on_stage is not None:
+            self.on_stage(stage)
 
     # ---------------------------------------------------------------- cancellation
 

@@ -24,10 +24,10 @@ from celery import Task, shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy.exc import OperationalError
 
-from core.errors import CancelledError, DistilleryError, JobTimeoutError, SpecError
+from core.errors import CancelledError, DataMissingError, DistilleryError, JobTimeoutError, SpecError
 from core.spec import JobSpec, parse_spec
 from domain.lifecycle import Ending, claim, end, succeed
-from store.artifacts import open_store
+from store.artifacts import ArtifactStore, open_store
 from store.db import session_scope
 from store.models import JobStatus
 from store.settings import Settings, get_settings
@@ -37,6 +37,7 @@ from worker.lease import Lease, LeaseRenewer, until_lease_ends
 from worker.redact import redact
 from worker.sink import DbSink
 from worker.slots import Slots
+from worker.stages import KeptStages
 
 log = logging.getLogger(__name__)
 
@@ -114,7 +115,18 @@ class Attempt:
 
     def _execute(self, spec: JobSpec) -> str:
         sink = self.sink = DbSink(self.db_url, self.job_id, self.worker_id, lease=self.lease)
+        stages = KeptStages(
+            self.db_url,
+            self._store(),
+            self.job_id,
+            spec,
+            self.out_dir,
+            actor=self.worker_id,
+            log_line=sink.log,
+        )
+        sink.on_stage = stages.keep
         try:
+            self._restore(stages)
             report = run_engine_process(
                 spec.model_dump(mode="json"),
                 self.out_dir,
@@ -140,6 +152,18 @@ class Attempt:
         except Exception as e:
             log.exception("job %s: unexpected error", self.job_id)
             return self._fail(DistilleryError.type, f"{type(e).__name__}: {e}")
+
+    def _store(self) -> ArtifactStore:
+        return open_store(self.settings.artifacts_location, s3_endpoint=self.settings.s3_endpoint)
+
+    def _restore(self, stages: KeptStages) -> None:
+        """The team's kept teachers and baselines, in place before the engine starts."""
+        try:
+            stages.restore()
+        except DataMissingError:
+            raise  # teacher.from_job names a teacher that is gone: the job cannot run as asked
+        except Exception:  # a lookup that failed only costs training the stage again
+            log.warning("job %s: kept stages not looked up", self.job_id, exc_info=True)
 
     # ---------------------------------------------------------------- endings
 
@@ -172,7 +196,7 @@ class Attempt:
 
     def _upload(self, artifacts: dict[str, str]) -> list[dict[str, Any]]:
         """Stores the run's files; the values of their ``Artifact`` rows (but the job's id)."""
-        store = open_store(self.settings.artifacts_location, s3_endpoint=self.settings.s3_endpoint)
+        store = self._store()
         root = self.out_dir.resolve()
         names = [Path(rel).name for rel in artifacts.values()]
         rows = []
