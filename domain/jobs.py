@@ -30,6 +30,8 @@ from core.errors import (
 from core.spec import JobSpec
 from domain.lifecycle import request_cancel
 from domain.specs import check_spec
+from domain.stages import resolve_teachers
+from store import stages as kept
 from store.artifacts import ArtifactStore
 from store.identity import Caller
 from store.jobs import JobKeyRow, JobQuery, add_event, hide, job_keys, jobs_without_spec, purge_results
@@ -89,6 +91,7 @@ def submit(
     """
     if idempotency_key and (job := _replay(session, caller.user, idempotency_key, body_hash)):
         return Submitted(job, replayed=True)
+    spec = resolve_teachers(session, caller, spec)  # teacher.from_job: what that job's teacher is
     check_spec(session, caller, spec, settings)
     admit_job(session, caller.team)  # holds the team's lock until the commit below
     job = _new_job(session, spec, caller, settings.max_attempts)
@@ -144,6 +147,14 @@ def _new_job(session: Session, spec: JobSpec, caller: Caller, max_attempts: int)
         to_status=JobStatus.QUEUED,
     )
     return job
+
+
+def new_trial_job(session: Session, caller: Caller, spec: JobSpec, settings: Settings) -> Job:
+    """A sweep's trial (``domain.sweeps``) as an ordinary job: the same checks and team quotas as
+    ``submit``, without its commit (the sweep's pass commits its trials together)."""
+    check_spec(session, caller, spec, settings)
+    admit_job(session, caller.team)
+    return _new_job(session, spec, caller, settings.max_attempts)
 
 
 # ---------------------------------------------------------------- list
@@ -219,14 +230,17 @@ def cancel(session: Session, caller: Caller, job: Job) -> Job:
 
 
 def delete(session: Session, caller: Caller, job: Job, artifacts: ArtifactStore) -> None:
-    """Hide a finished job and remove its metrics and artifacts, files included; its events stay
-    (the audit trail). A live job is a 409: cancel it first. Commits, then deletes the files: a
-    failed commit must not leave rows pointing at deleted files."""
+    """Hide a finished job and remove its metrics and artifacts, files included, and the kept
+    stages no other job uses; its events stay (the audit trail). A live job is a 409: cancel it
+    first. Commits, then deletes the files: a failed commit must not leave rows pointing at
+    deleted files."""
     if job.status not in TERMINAL:
         raise JobLiveError(f"job {job.id} is {job.status}: cancel it first")
     if not hide(session, job.id):  # a concurrent delete won
         raise NotFoundError("job", job.id)
     locations = purge_results(session, job.id)
+    # a teacher or baseline it trained stays while another job uses it
+    locations += [entry["location"] for row in kept.release(session, job.id) for entry in row.files.values()]
     add_event(session, job.id, "deleted", f"deleted by {caller.user}", actor=caller.user)
     session.commit()
     for location in locations:

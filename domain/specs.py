@@ -15,6 +15,7 @@ from core.errors import FieldIssue, InvalidDocumentError
 from core.estimate import Limits, check_limits, estimate
 from core.paths import named_uploads, normal
 from core.spec import JobSpec, NpzData
+from domain.stages import resolve_teachers
 from store.identity import Caller
 from store.jobs import uploads_at
 from store.models import Upload
@@ -23,7 +24,8 @@ from store.settings import Settings
 
 def check_spec(session: Session, caller: Caller, spec: JobSpec, settings: Settings) -> None:
     """A 422 (``invalid-spec``) naming each field that names an upload the caller may not use, or
-    else each field whose estimated cost is over the limits."""
+    a job whose teacher it cannot reuse, or else each field whose estimated cost is over the limits."""
+    spec = resolve_teachers(session, caller, spec)
     named = list(named_uploads(spec.model_dump(mode="json")))
     archives, models = _named_files(spec)
     uploads = uploads_at(session, {normal(p) for p in [*(p for _f, p in named), *archives, *models]})
