@@ -10,6 +10,8 @@ the compressed model like any other (accuracy, speed).
 - ``prune``: global unstructured L1 magnitude pruning of every Conv and Linear weight, made
   permanent (plain zeros in ordinary tensors). The model keeps the original's device. Zeros only
   save space when stored sparsely; see ``compressed_size`` for the formula used.
+- ``prune_to_count`` prunes (a teacher) down to a given number of nonzero parameters, and
+  ``MaskHold`` keeps the pruned weights at zero while the model is trained further (fine-tuning).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import copy
 import math
 import warnings
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -66,6 +68,72 @@ def _prune(model: nn.Module, amount: float) -> nn.Module:
     return copy_
 
 
+def prunable_count(model: nn.Module) -> tuple[int, int]:
+    """(Conv/Linear weights, every other parameter) of ``model``: what pruning can remove, what it keeps."""
+    prunable = {id(m.weight): m.weight.numel() for m in model.modules() if isinstance(m, _PRUNABLE)}
+    total = sum(p.numel() for p in model.parameters())
+    return sum(prunable.values()), total - sum(prunable.values())
+
+
+def prune_to_count(model: nn.Module, nonzero: int) -> nn.Module:
+    """A copy of ``model`` whose parameters hold ``nonzero`` nonzero values, by global L1 pruning.
+
+    Only Conv/Linear weights are pruned; every other parameter (biases, normalization) is kept, so
+    ``nonzero - others`` of the weights stay: the largest magnitudes across all layers. The count is
+    exact unless some kept parameters are zero already (an untrained normalization's biases).
+    Raises ``ValueError`` when ``nonzero`` leaves no weight or is not below the parameter count."""
+    weights, others = prunable_count(model)
+    keep = nonzero - others
+    if keep <= 0 or keep >= weights:
+        raise ValueError(
+            f"cannot prune to {nonzero:,} nonzero parameters: the model has {weights:,} prunable "
+            f"weights and {others:,} other parameters"
+        )
+    copy_ = copy.deepcopy(model).eval()
+    targets = [(m, "weight") for m in copy_.modules() if isinstance(m, _PRUNABLE)]
+    # an int amount: exactly that many weights go (a float would be rounded by torch)
+    prune.global_unstructured(targets, pruning_method=prune.L1Unstructured, amount=weights - keep)
+    for module, name in targets:
+        prune.remove(module, name)
+    return copy_
+
+
+class MaskHold:
+    """Holds a pruned model's zero weights at zero while it trains.
+
+    The mask is taken from the weights' zeros when the hold starts. Gradients of the pruned entries
+    are zeroed (so optimizer state, gradient clipping and weight decay see the masked network), and
+    before every forward the weights are multiplied by the mask again, so no optimizer can move a
+    pruned entry into use. The state dict keeps its keys: checkpoints load into the unpruned
+    architecture. ``close()`` removes the hooks."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.masks: dict[nn.Module, torch.Tensor] = {}
+        self._handles: list[Any] = []
+        for module in model.modules():
+            if isinstance(module, _PRUNABLE):
+                mask = (module.weight.detach() != 0).to(module.weight.dtype)
+                self.masks[module] = mask
+                self._handles.append(module.weight.register_hook(lambda g, m=mask: g * m))
+                self._handles.append(module.register_forward_pre_hook(self._apply))
+
+    def _apply(self, module: nn.Module, _inputs: Any) -> None:
+        weight = cast(torch.Tensor, module.weight)
+        with torch.no_grad():
+            weight.mul_(self.masks[module].to(weight.device))
+
+    def reapply(self) -> None:
+        """Mask every weight now (after loading weights, before saving them)."""
+        for module in self.masks:
+            self._apply(module, ())
+
+    def close(self) -> None:
+        self.reapply()
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+
 def _weights(model: nn.Module) -> Iterator[tuple[torch.Tensor, bool]]:
     """Every parameter as a dense tensor, flagged True for Conv/Linear weights (the prunable ones)."""
     prunable = {id(m.weight) for m in model.modules() if isinstance(m, _PRUNABLE)}
@@ -94,8 +162,9 @@ def count_nonzero_params(model: nn.Module) -> int:
     return sum(int(torch.count_nonzero(t)) for t, _ in _weights(model))
 
 
-def _sparse_bytes(model: nn.Module) -> int:
-    """Pruned weights stored as float values of the nonzeros plus a 1-bit mask per position."""
+def sparse_size(model: nn.Module) -> int:
+    """Bytes of ``model`` with its Conv/Linear weights stored as the nonzero values plus a 1-bit
+    mask per position (the ``prune`` formula of ``compressed_size``)."""
     prunable = {id(m.weight) for m in model.modules() if isinstance(m, _PRUNABLE)}
     total, seen = 0, set()
     for tensor in model.state_dict(keep_vars=True).values():
@@ -122,7 +191,7 @@ def compressed_size(model: nn.Module, cfg: Compression) -> int:
     """
     if isinstance(cfg, DynamicInt8Compress):
         return size_on_disk(model)
-    return _sparse_bytes(model)
+    return sparse_size(model)
 
 
 def describe_compression(original: nn.Module, compressed: nn.Module, cfg: Compression) -> dict[str, Any]:

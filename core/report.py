@@ -22,25 +22,36 @@ import torch
 from torch import Tensor, nn
 
 import core
-from core.compress import compress_model, describe_compression
+from core.candidates import Point, candidates_svg, pareto_front
+from core.compress import (
+    compress_model,
+    compressed_size,
+    count_nonzero_params,
+    describe_compression,
+    sparse_size,
+)
 from core.data.base import DataSplits
 from core.evaluate import classification_metrics, measure_speed, model_cost, predict_logits, size_on_disk
 from core.export import export_student, verify_torchscript_accuracy
 from core.files import atomic_write_text
+from core.repeats import gain_interval, interval_verdict, repeat_seed
 from core.report_model import (
     REPORT_VERSION,
+    Candidate,
     CompressedModel,
     CompressionRatios,
     DatasetInfo,
     Environment,
     LoaderInfo,
     ModelMetrics,
+    RepeatRow,
+    Repeats,
     Report,
     SourceTask,
     Timing,
 )
 from core.sink import Sink
-from core.spec import JobSpec
+from core.spec import DynamicInt8Compress, JobSpec, PruneCompress, TeacherCompress
 from core.stagekeys import teacher_stage
 from core.trainer import StageResult
 
@@ -75,6 +86,12 @@ def describe_model(
     return ModelMetrics.model_validate({k: _round(v) for k, v in out.items()}), logits
 
 
+def test_top1(model: nn.Module, data: DataSplits, batch_size: int, device: torch.device) -> float:
+    """The test top-1 of ``model`` as the report computes it for every model."""
+    logits = predict_logits(model, data.test.x, batch_size=batch_size, device=device)
+    return float(_round(classification_metrics(logits, data.test.y)["top1"]))
+
+
 def _stderr(p: float, n: int) -> float:
     return math.sqrt(max(p * (1 - p), 1e-12) / max(1, n))
 
@@ -101,13 +118,25 @@ def _ratio(a: float | None, b: float | None) -> float | None:
     return round(a / b, 3) if a is not None and b else None
 
 
+@dataclass(frozen=True)
+class RepeatRun:
+    """Repeat ``repeat`` ≥ 1 of the baseline/student pair (``repeats``): its seed and test top-1s."""
+
+    repeat: int
+    seed: int
+    baseline_top1: float
+    student_top1: float
+
+
 @dataclass
 class StageOutputs:
     """What a job's stages produced, from which its report is built.
 
     ``teacher_data[i]`` is the data teacher ``i`` was evaluated on (the job's own, or its source
     task's); ``timing`` holds seconds per stage (``<stage>_s``); ``started`` is the job's start on
-    the ``time.monotonic`` clock, for the report's ``total_s``.
+    the ``time.monotonic`` clock, for the report's ``total_s``. ``repeats``: the pairs after the
+    first (``repeats`` ≥ 2); ``teacher_pruned``: the teacher pruned to the student's size (and
+    fine-tuned) when a ``compress`` item of kind ``teacher`` asks for it.
     """
 
     data: DataSplits
@@ -119,6 +148,8 @@ class StageOutputs:
     timing: dict[str, float]
     started: float
     source_tasks: list[SourceTask] = field(default_factory=list)
+    repeats: list[RepeatRun] = field(default_factory=list)
+    teacher_pruned: nn.Module | None = None
 
 
 def build_report(spec: JobSpec, out: Path, stages: StageOutputs, device: torch.device, sink: Sink) -> Report:
@@ -131,6 +162,15 @@ def build_report(spec: JobSpec, out: Path, stages: StageOutputs, device: torch.d
         student = student.model_copy(update={"exported_torchscript_test_top1": exported_top1})
     compressed = _compressed(spec, stages.data, stages.student, student.test_top1)
     text, se = verdict(student.test_top1, baseline.test_top1 if baseline else None, len(stages.data.test))
+    repeats = _repeats(spec, baseline, student, stages.repeats)
+    if repeats is not None and repeats.k >= 2:
+        text = interval_verdict(gain_interval([row.gain for row in repeats.rows]))
+    candidates = _candidates(spec, stages, {"teacher": teachers[0], "student": student}, baseline, compressed)
+    if candidates:
+        points = [Point(c.name, c.test_top1, c.size_bytes, c.latency_ms_cpu_b1) for c in candidates]
+        atomic_write_text(out / "candidates.svg", candidates_svg(points, [c.pareto for c in candidates]))
+        artifacts = {**artifacts, "candidates_plot": "candidates.svg"}
+        sink.artifact("candidates_plot", out / "candidates.svg")
     return Report(
         report_version=REPORT_VERSION,
         name=spec.name,
@@ -142,9 +182,11 @@ def build_report(spec: JobSpec, out: Path, stages: StageOutputs, device: torch.d
         student=student,
         kd_gain=_round(student.test_top1 - baseline.test_top1) if baseline else None,
         kd_gain_stderr=_round(se) if se is not None else None,
+        **({"repeats": repeats} if repeats is not None else {}),
         verdict=text,
         compression=_compression(teachers[0], student),
         compressed=compressed,
+        **({"candidates": candidates} if candidates else {}),
         timing=_timing(stages),
         artifacts=artifacts,
         environment=_environment(device),
@@ -259,6 +301,8 @@ def _compressed(
     rows = []
     cpu_student = copy.deepcopy(student).cpu().eval()
     for cfg in spec.compress:
+        if isinstance(cfg, TeacherCompress):
+            continue  # the teacher's compressions are candidates (``_candidates``), not student rows
         model = compress_model(cpu_student, cfg)
         logits = predict_logits(
             model, data.test.x, batch_size=spec.runtime.eval_batch_size, device=torch.device("cpu")
@@ -271,6 +315,148 @@ def _compressed(
             row["latency_ms_cpu_b1"] = s["latency_ms_b1"]
             row["throughput_cpu_per_s"] = s["throughput_per_s"]
         rows.append(CompressedModel.model_validate({k: _round(v) for k, v in row.items()}))
+    return rows
+
+
+def _repeats(
+    spec: JobSpec, baseline: ModelMetrics | None, student: ModelMetrics, runs: Sequence[RepeatRun]
+) -> Repeats | None:
+    """The gains of the paired seeds (repeat 0: the report's own baseline and student) and their
+    interval; None without a baseline."""
+    if baseline is None:
+        return None
+    first = RepeatRun(0, repeat_seed(spec.seed, 0), baseline.test_top1, student.test_top1)
+    rows = [
+        RepeatRow(
+            repeat=r.repeat,
+            seed=r.seed,
+            baseline_top1=r.baseline_top1,
+            student_top1=r.student_top1,
+            gain=_round(r.student_top1 - r.baseline_top1),
+        )
+        for r in [first, *runs]
+    ]
+    ci = gain_interval([r.student_top1 - r.baseline_top1 for r in [first, *runs]])
+    return Repeats(
+        k=ci.k,
+        rows=rows,
+        mean_gain=_round(ci.mean),
+        std=_round(ci.std),
+        t=_round(ci.t),
+        ci95_low=_round(ci.low),
+        ci95_high=_round(ci.high),
+    )
+
+
+def _candidate_label(cfg: DynamicInt8Compress | PruneCompress) -> str:
+    return cfg.kind if isinstance(cfg, DynamicInt8Compress) else f"prune {cfg.amount:.0%}"
+
+
+def _candidates(
+    spec: JobSpec,
+    stages: StageOutputs,
+    entries: dict[str, ModelMetrics],
+    baseline: ModelMetrics | None,
+    compressed: list[CompressedModel],
+) -> list[Candidate]:
+    """Every candidate (teacher, its compressed forms, baseline, student, its compressed forms)
+    with its accuracy, size and CPU latency, and whether it is on the Pareto front (see
+    ``core.candidates.pareto_front``); empty when ``compress`` is."""
+    if not spec.compress:
+        return []
+    rows: list[dict[str, Any]] = []
+
+    def dense(name: str, model: nn.Module, m: ModelMetrics) -> None:
+        nonzero = count_nonzero_params(model)
+        rows.append(_candidate(name, name, "none", m.test_top1, m.size_bytes, nonzero, m.latency_ms_cpu_b1))
+
+    dense("teacher", stages.teachers[0], entries["teacher"])
+    cfg = next((c for c in spec.compress if isinstance(c, TeacherCompress)), None)
+    if cfg is not None:
+        rows += _teacher_candidates(spec, stages, cfg)
+    if baseline is not None and stages.baseline is not None:
+        dense("baseline", stages.baseline, baseline)
+    dense("student", stages.student, entries["student"])
+    student_items = [c for c in spec.compress if not isinstance(c, TeacherCompress)]
+    for item, done in zip(student_items, compressed, strict=True):
+        label = _candidate_label(item)
+        rows.append(
+            _candidate(
+                f"student+{label}",
+                "student",
+                label,
+                done.test_top1,
+                done.size_bytes,
+                done.params_nonzero,
+                done.latency_ms_cpu_b1,
+            )
+        )
+    names: dict[str, int] = {}
+    for row in rows:  # the same compression listed twice: tell them apart
+        names[row["name"]] = names.get(row["name"], 0) + 1
+        if names[row["name"]] > 1:
+            row["name"] = f"{row['name']} #{names[row['name']]}"
+    points = [Point(r["name"], r["test_top1"], r["size_bytes"], r.get("latency_ms_cpu_b1")) for r in rows]
+    front = pareto_front(points)
+    return [Candidate.model_validate({**r, "pareto": on}) for r, on in zip(rows, front, strict=True)]
+
+
+def _candidate(
+    name: str, model: str, compression: str, top1: float, size: int, nonzero: int, latency: float | None
+) -> dict[str, Any]:
+    row = {
+        "name": name,
+        "model": model,
+        "compression": compression,
+        "test_top1": top1,
+        "size_bytes": size,
+        "params_nonzero": nonzero,
+    }
+    if latency is not None:
+        row["latency_ms_cpu_b1"] = latency
+    return row
+
+
+def _teacher_candidates(spec: JobSpec, stages: StageOutputs, cfg: TeacherCompress) -> list[dict[str, Any]]:
+    """The teacher int8-quantized and pruned to the student's size (fine-tuned), evaluated on the CPU."""
+    cpu, data = torch.device("cpu"), stages.data
+    rows = []
+
+    def speed(model: nn.Module) -> float | None:
+        if not spec.runtime.measure_speed:
+            return None
+        return float(_round(measure_speed(model, data.test.x[:64].cpu().float(), threads=1)["latency_ms_b1"]))
+
+    if cfg.dynamic_int8:
+        q = compress_model(copy.deepcopy(stages.teachers[0]).cpu().eval(), DynamicInt8Compress())
+        top1 = test_top1(q, data, spec.runtime.eval_batch_size, cpu)
+        size = compressed_size(q, DynamicInt8Compress())
+        rows.append(
+            _candidate(
+                "teacher+dynamic_int8",
+                "teacher",
+                "dynamic_int8",
+                top1,
+                size,
+                count_nonzero_params(q),
+                speed(q),
+            )
+        )
+    if stages.teacher_pruned is not None:
+        pruned = copy.deepcopy(stages.teacher_pruned).cpu().eval()
+        how = "prune+fine_tune" if cfg.fine_tune else "prune"
+        top1 = test_top1(pruned, data, spec.runtime.eval_batch_size, cpu)
+        rows.append(
+            _candidate(
+                f"teacher+{how}",
+                "teacher",
+                how,
+                top1,
+                sparse_size(pruned),
+                count_nonzero_params(pruned),
+                speed(pruned),
+            )
+        )
     return rows
 
 
@@ -314,6 +500,7 @@ def summary_markdown(r: Report) -> str:
         lines.append(
             f"Compressed ({row.kind}): test top-1 {pct(row.test_top1)}, {row.size_bytes:,} bytes; {row.note}."
         )
+    lines += _summary_repeats(r) + _summary_candidates(r)
     for task in r.source_tasks:
         kept = ", ".join(
             f"{who} {pct(top1)}"
@@ -326,6 +513,45 @@ def summary_markdown(r: Report) -> str:
         lines.append(f"Source task kept ({task.dataset} test top-1): {kept}.")
     lines += ["", "Artifacts: " + ", ".join(f"`{v}`" for v in r.artifacts.values())]
     return "\n".join(lines) + "\n"
+
+
+def _summary_repeats(r: Report) -> list[str]:
+    if r.repeats is None or r.repeats.k < 2:
+        return []
+    rp = r.repeats
+    lines = [
+        "",
+        f"KD gain over {rp.k} paired seeds: mean {rp.mean_gain:+.4f}, std {rp.std:.4f}, "
+        f"95% confidence interval [{rp.ci95_low:+.4f}, {rp.ci95_high:+.4f}] (t = {rp.t:.4f}).",
+        "",
+        "| repeat | seed | baseline top-1 | student top-1 | gain |",
+        "|---|---|---|---|---|",
+    ]
+    for row in rp.rows:
+        lines.append(
+            f"| {row.repeat} | {row.seed} | {100 * row.baseline_top1:.2f}% | {100 * row.student_top1:.2f}% "
+            f"| {100 * row.gain:+.2f} pt |"
+        )
+    return lines
+
+
+def _summary_candidates(r: Report) -> list[str]:
+    if not r.candidates:
+        return []
+    lines = [
+        "",
+        "Candidates (Pareto: not beaten on accuracy, size and CPU latency at once):",
+        "",
+        "| candidate | test top-1 | size (bytes) | nonzero params | CPU latency b1 (ms) | Pareto |",
+        "|---|---|---|---|---|---|",
+    ]
+    for c in r.candidates:
+        ms = "—" if c.latency_ms_cpu_b1 is None else f"{c.latency_ms_cpu_b1:.3f}"
+        lines.append(
+            f"| {c.name} | {100 * c.test_top1:.2f}% | {c.size_bytes:,} | {c.params_nonzero:,} | {ms} "
+            f"| {'yes' if c.pareto else ''} |"
+        )
+    return lines
 
 
 def write_report(report: Report, out: Path) -> None:

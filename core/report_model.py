@@ -117,6 +117,46 @@ class CompressedModel(ReportPart):
     throughput_cpu_per_s: float | None = None
 
 
+class RepeatRow(ReportPart):
+    """One paired seed: the baseline and the student trained from the same initialization."""
+
+    repeat: int = Field(
+        description="0 is the job's own pair (`baseline`, `student`); r ≥ 1: stages `*.s<r>`."
+    )
+    seed: int = Field(description="The initialization seed the pair shared.")
+    baseline_top1: float
+    student_top1: float
+    gain: float = Field(description="student_top1 − baseline_top1.")
+
+
+class Repeats(ReportPart):
+    """The KD gain across ``repeats`` paired seeds: the mean, and Student's t 95% interval."""
+
+    k: int = Field(description="Paired seeds.")
+    rows: list[RepeatRow]
+    mean_gain: float
+    std: float | None = Field(description="Sample standard deviation of the gains; null with one seed.")
+    t: float | None = Field(description="t(0.975, k − 1), the quantile used; null with one seed.")
+    ci95_low: float | None = Field(description="mean_gain − t·std/√k; null with one seed.")
+    ci95_high: float | None = Field(description="mean_gain + t·std/√k; null with one seed.")
+
+
+class Candidate(ReportPart):
+    """A model one could deploy, on the accuracy / size / CPU latency plane."""
+
+    name: str = Field(description="teacher, teacher+dynamic_int8, teacher+prune+fine_tune, student…")
+    model: Literal["teacher", "baseline", "student"] = Field(description="The trained model it comes from.")
+    compression: str = Field(description="none, dynamic_int8, prune (amount), prune+fine_tune.")
+    test_top1: float
+    size_bytes: int = Field(description="Dense: safetensors; int8: torch.save; pruned: nonzeros + bitmask.")
+    params_nonzero: int
+    latency_ms_cpu_b1: float | None = Field(None, description="Absent with runtime.measure_speed false.")
+    pareto: bool = Field(
+        description="Not dominated on test top-1 (higher), size and CPU latency (lower) jointly; "
+        "on top-1 and size alone when latency is not measured."
+    )
+
+
 class SourceTask(ReportPart):
     """Transfer learning: the source task's test top-1 each model keeps (one per source loss)."""
 
@@ -162,9 +202,15 @@ class Report(ReportPart):
     student: ModelMetrics
     kd_gain: float | None = Field(None, description="student.test_top1 − baseline.test_top1.")
     kd_gain_stderr: float | None = None
+    repeats: Repeats | None = Field(
+        None, description="The gain over paired seeds (with a baseline); `kd_gain` is repeat 0's."
+    )
     verdict: str
     compression: CompressionRatios = CompressionRatios()
     compressed: list[CompressedModel] = []
+    candidates: list[Candidate] = Field(
+        default=[], description="With `compress`: every candidate model and the Pareto front."
+    )
     timing: Timing
     artifacts: dict[str, str] = Field(default={}, description="Files, relative to the output directory.")
     environment: Environment

@@ -18,25 +18,29 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from core.augment import build_augmenter
+from core.compress import MaskHold, prunable_count, prune_to_count
 from core.data import load_dataset, load_inputs
 from core.data.base import DataSplits
 from core.data.loading import memory_budget as default_budget
 from core.data.samples import Samples
 from core.distributed import SINGLE, Launch, Ranks, check_parallel, rank_device, world_size
 from core.errors import CancelledError, SpecError
+from core.evaluate import count_params
 from core.files import atomic_write_text
 from core.losses import Objective, SourceConsistencyTerm
 from core.models import build_classifier, load_weights, save_weights
 from core.oom import translate_oom
-from core.report import StageOutputs, build_report, write_report
+from core.repeats import repeat_seed, repeat_stage
+from core.report import RepeatRun, StageOutputs, build_report, test_top1, write_report
 from core.report_model import Report, SourceTask
 from core.seeding import derive_seed, seed_everything
 from core.sink import Sink
-from core.spec import CELoss, JobSpec, SourceConsistencyLoss, TeacherSpec
+from core.spec import CELoss, JobSpec, SourceConsistencyLoss, TeacherCompress, TeacherSpec
 from core.stagekeys import teacher_stage
 from core.trainer import ProgressTracker, StagePlan, StageResult, TrainData, Trainer, evaluate_split
 
 STUDENT_COST = 2.0  # a distillation step also runs the teachers: roughly twice a plain step
+PRUNED_TEACHER = "teacher_pruned"  # the stage that fine-tunes the teacher pruned to the student's size
 
 
 def pick_device(name: str = "auto") -> torch.device:
@@ -77,10 +81,17 @@ class JobRun:
         """Refuse to mix two different jobs in one directory; remember the spec for resumes."""
         self.out.mkdir(parents=True, exist_ok=True)
         path = self.out / "spec.json"
-        text = self.spec.model_dump_json(indent=2)
-        if path.exists() and json.loads(path.read_text()) != json.loads(text):
+        if path.exists() and not self._same_spec(json.loads(path.read_text())):
             raise SpecError(f"{self.out} holds the output of a different spec; choose another --out")
-        atomic_write_text(path, text)
+        atomic_write_text(path, self.spec.model_dump_json(indent=2))
+
+    def _same_spec(self, stored: Any) -> bool:
+        """Whether ``spec.json`` of an earlier run is this spec: read as a spec, so that one written
+        before a field was added (with its default meant) still resumes."""
+        try:
+            return JobSpec.model_validate(stored) == self.spec
+        except ValueError:
+            return False
 
     def _load_data(self, spec: Any) -> DataSplits:
         """The dataset, its tensors on the device (streamed inputs stay where they are)."""
@@ -98,11 +109,17 @@ class JobRun:
         for i, t in enumerate(s.all_teachers):
             if t.needs_training:
                 weights[teacher_stage(i)] = t.train.epochs * max(1, len(data.train) // t.train.batch_size)
-        if s.baseline.enabled:
-            weights["baseline"] = s.distill.epochs * steps
-        weights["student"] = s.distill.epochs * steps * (1 + teacher_share)
+        for r in range(s.repeats):  # in the order they run: each baseline before its student
+            if s.baseline.enabled:
+                weights[repeat_stage("baseline", r)] = s.distill.epochs * steps
+            weights[repeat_stage("student", r)] = s.distill.epochs * steps * (1 + teacher_share)
+        if (cfg := self._teacher_compress()) is not None and cfg.prune and cfg.fine_tune:
+            weights[PRUNED_TEACHER] = s.distill.epochs * steps
         weights["evaluate"] = 0.05 * sum(weights.values())
         return weights
+
+    def _teacher_compress(self) -> TeacherCompress | None:
+        return next((c for c in self.spec.compress if isinstance(c, TeacherCompress)), None)
 
     # ---------------------------------------------------------------- stages
 
@@ -167,9 +184,9 @@ class JobRun:
             p.requires_grad_(False)
         return model, tdata
 
-    def _student_model(self) -> nn.Module:
+    def _student_model(self, repeat: int = 0) -> nn.Module:
         # baseline and student start from the same initial weights: the comparison isolates the recipe
-        seed_everything(derive_seed(self.spec.seed, "student", "init"))
+        seed_everything(repeat_seed(self.spec.seed, repeat))
         return self._place(build_classifier(self.spec.student.model, self.data, self.data_root), self.data)
 
     def _place(self, model: nn.Module, data: DataSplits) -> nn.Module:
@@ -218,16 +235,86 @@ class JobRun:
             x = x.materialize()
         return x.to(self.device)
 
-    def _baseline(self, augment: Any) -> nn.Module:
+    def _baseline(self, augment: Any, repeat: int = 0) -> nn.Module:
         """The student's architecture trained on labels alone, with the same budget."""
         t0 = time.monotonic()
-        baseline = self._student_model()
+        baseline = self._student_model(repeat)
         objective = Objective([CELoss()], baseline, [])
         train = TrainData(self.data.train.x, self.data.train.y, self.data.num_classes)
         augment = augment if self.spec.baseline.augment else None
-        self._stage("baseline", baseline, objective, self._plan("baseline"), train, self.data, augment)
-        self.timing["baseline_s"] = time.monotonic() - t0
+        stage = repeat_stage("baseline", repeat)
+        self._stage(stage, baseline, objective, self._plan(stage), train, self.data, augment)
+        if repeat == 0:
+            self.timing["baseline_s"] = time.monotonic() - t0
         return baseline
+
+    def _distilled(
+        self, teachers: list[nn.Module], train: TrainData, augment: Any, repeat: int = 0
+    ) -> nn.Module:
+        """The student distilled from ``teachers`` on the transfer set ``train``."""
+        d = self.spec.distill
+        student = self._student_model(repeat)
+        objective = Objective(d.losses, student, teachers)
+        for term in objective.terms:
+            if isinstance(term, SourceConsistencyTerm):
+                src = self._in_memory(
+                    load_inputs(term.spec.source, self.data_root, self.spec.seed), "distill.losses source"
+                )
+                term.attach_source(src, d.batch_size)
+        stage = repeat_stage("student", repeat)
+        self._stage(stage, student, objective, self._plan(stage), train, self.data, augment)
+        return student
+
+    def _repeats(self, teachers: list[nn.Module], train: TrainData, augment: Any) -> list[RepeatRun]:
+        """The baseline/student pairs after the first (``repeats``), each from its own shared seed;
+        only their test top-1s are kept."""
+        runs, t0 = [], time.monotonic()
+        bs = self.spec.runtime.eval_batch_size
+        for r in range(1, self.spec.repeats):
+            baseline = self._baseline(augment, r)
+            student = self._distilled(teachers, train, augment, r)
+            if self.ranks.main:
+                b, s = (test_top1(m, self.data, bs, self.device) for m in (baseline, student))
+                runs.append(RepeatRun(r, repeat_seed(self.spec.seed, r), b, s))
+        if self.spec.repeats > 1:
+            self.timing["repeats_s"] = time.monotonic() - t0
+        return runs
+
+    def _check_teacher_prunable(self) -> None:
+        """Before any training: the student must be smaller than the teacher it is set against."""
+        cfg = self._teacher_compress()
+        if cfg is None or not cfg.prune:
+            return
+        tspec = self.spec.teacher
+        # building draws initial weights from the global generator: harmless, every stage reseeds it
+        teacher = build_classifier(tspec.model, self.data, self.data_root, tspec.checkpoint)
+        teacher_n = count_params(teacher)
+        student_n = count_params(build_classifier(self.spec.student.model, self.data, self.data_root))
+        _, others = prunable_count(teacher)
+        if not others < student_n < teacher_n:
+            raise SpecError(
+                f"compress.{self.spec.compress.index(cfg)}: the teacher ({teacher_n:,} parameters, "
+                f"{others:,} of them not prunable) cannot be pruned to the student's {student_n:,}; "
+                "set prune: false"
+            )
+
+    def _pruned_teacher(self, teacher: nn.Module, cfg: TeacherCompress, augment: Any) -> nn.Module:
+        """The teacher pruned to the student's parameter count, then (``fine_tune``) trained on
+        labels with the student's budget, its pruned weights held at zero: stage ``teacher_pruned``."""
+        t0 = time.monotonic()
+        model = prune_to_count(teacher, count_params(self._student_model()))
+        if cfg.fine_tune:
+            model.requires_grad_(True)
+            hold = MaskHold(model)
+            objective = Objective([CELoss()], model, [])
+            train = TrainData(self.data.train.x, self.data.train.y, self.data.num_classes)
+            augment = augment if self.spec.baseline.augment else None
+            plan = self._plan(PRUNED_TEACHER)
+            self._stage(PRUNED_TEACHER, model, objective, plan, train, self.data, augment)
+            hold.close()
+            self.timing[f"{PRUNED_TEACHER}_s"] = time.monotonic() - t0
+        model.requires_grad_(False)
+        return model.eval()
 
     def run(self) -> Report | None:
         """The job's stages, then (rank 0) its report; a helper rank returns None."""
@@ -248,6 +335,7 @@ class JobRun:
             checkpoint_every_s=self.spec.runtime.checkpoint_every_s,
             ranks=self.ranks,
         )
+        self._check_teacher_prunable()
         teachers, teacher_data = [], []
         for i, tspec in enumerate(self.spec.all_teachers):
             t0 = time.monotonic()
@@ -260,17 +348,12 @@ class JobRun:
         baseline = self._baseline(augment) if self.spec.baseline.enabled else None
 
         t0 = time.monotonic()
-        student = self._student_model()
-        objective = Objective(d.losses, student, teachers)
-        for term in objective.terms:
-            if isinstance(term, SourceConsistencyTerm):
-                src = self._in_memory(
-                    load_inputs(term.spec.source, self.data_root, self.spec.seed), "distill.losses source"
-                )
-                term.attach_source(src, d.batch_size)
         train = self._transfer_set(teachers)
-        self._stage("student", student, objective, self._plan("student"), train, self.data, augment)
+        student = self._distilled(teachers, train, augment)
         self.timing["distill_s"] = time.monotonic() - t0
+        repeats = self._repeats(teachers, train, augment)
+        cfg = self._teacher_compress()
+        pruned = self._pruned_teacher(teachers[0], cfg, augment) if cfg is not None and cfg.prune else None
 
         if not self.ranks.main:
             return None  # rank 0 evaluates, exports and reports
@@ -285,6 +368,8 @@ class JobRun:
             timing=self.timing,
             started=t_start,
             source_tasks=self._source_tasks(teachers, baseline, student),
+            repeats=repeats,
+            teacher_pruned=pruned,
         )
         report = build_report(self.spec, self.out, stages, self.device, self.sink)
         write_report(report, self.out)

@@ -24,6 +24,7 @@ MAX_WIDTH: Final = 1 << 20  # units or channels of one layer
 MAX_ROWS: Final = 100_000_000  # samples of a dataset
 MAX_BATCH: Final = 65_536
 SEED_MAX: Final = 2**32 - 1  # NumPy and scikit-learn refuse larger seeds
+MAX_REPEATS: Final = 20  # seeds of the baseline/student pair (each one more pair of trainings)
 
 
 class _Spec(BaseModel):
@@ -619,7 +620,34 @@ class PruneCompress(_Spec):
     amount: float = Field(0.5, gt=0.0, lt=1.0)
 
 
-CompressSpec = Annotated[Union[DynamicInt8Compress, PruneCompress], Field(discriminator="kind")]
+class TeacherCompress(_Spec):
+    """Compress the teacher itself, to set distillation beside pruning and quantizing the teacher.
+
+    ``prune``: global L1 magnitude pruning of the teacher's Conv/Linear weights down to the
+    student's parameter count (its nonzero parameters, biases included, equal the student's
+    parameters), then, with ``fine_tune``, training on labels with the student's budget
+    (``distill`` epochs, batch size, optimizer, schedule; the baseline's augmentation choice), the
+    pruned weights held at zero: stage ``teacher_pruned``. ``dynamic_int8``: the teacher's Linear
+    layers quantized to int8. The first teacher (``teacher``) is compressed; it must be a registry
+    architecture trained on the job's dataset. Every other ``compress`` item compresses the student."""
+
+    kind: Literal["teacher"] = "teacher"
+    prune: bool = Field(True, description="Magnitude-prune the teacher to the student's parameter count.")
+    fine_tune: bool = Field(
+        True, description="Fine-tune the pruned teacher on labels with the student's budget (with prune)."
+    )
+    dynamic_int8: bool = Field(True, description="Also quantize the teacher's Linear layers to int8.")
+
+    @model_validator(mode="after")
+    def _something_to_do(self) -> TeacherCompress:
+        if not (self.prune or self.dynamic_int8):
+            raise ValueError("asks for nothing: set prune or dynamic_int8")
+        return self
+
+
+CompressSpec = Annotated[
+    Union[DynamicInt8Compress, PruneCompress, TeacherCompress], Field(discriminator="kind")
+]
 ExportFormat = Literal["safetensors", "torchscript", "onnx", "pt2"]
 
 
@@ -676,7 +704,23 @@ class JobSpec(_Spec):
         ("safetensors", "torchscript", "onnx"), max_length=4, description="Student formats, each verified."
     )
     compress: tuple[CompressSpec, ...] = Field(
-        (), max_length=8, description="Evaluated post-training compressions."
+        (),
+        max_length=8,
+        description=(
+            "Evaluated post-training compressions of the student (dynamic_int8, prune); a `teacher` "
+            "item also compresses the teacher (pruned to the student's size and fine-tuned, int8), "
+            "and the report sets every candidate in one table of accuracy against size and CPU latency."
+        ),
+    )
+    repeats: int = Field(
+        1,
+        ge=1,
+        le=MAX_REPEATS,
+        description=(
+            "Train the baseline and the student with this many initialization seeds (the teacher once); "
+            "the report gives the mean KD gain over the paired seeds with a 95% confidence interval, "
+            "and the verdict uses it. Needs the baseline."
+        ),
     )
     resources: ResourcesSpec = Field(ResourcesSpec(), description="What the job asks of the GPU pool.")
     runtime: RuntimeSpec = Field(RuntimeSpec(), description="Precision, compilation, evaluation.")
@@ -703,7 +747,30 @@ class JobSpec(_Spec):
                     )
         if len(set(self.export)) != len(self.export):
             raise ValueError("export: a format is listed twice")
+        if self.repeats > 1 and not self.baseline.enabled:
+            raise ValueError(
+                f"repeats: {self.repeats} seeds pair the student with the labels-only baseline, "
+                "which is disabled; enable `baseline` or set repeats to 1"
+            )
+        self._check_teacher_compress()
         return self
+
+    def _check_teacher_compress(self) -> None:
+        items = [i for i, c in enumerate(self.compress) if c.kind == "teacher"]
+        if len(items) > 1:
+            raise ValueError(f"compress.{items[1]}: the teacher is compressed once; one `teacher` item")
+        if not items:
+            return
+        if (kind := self.teacher.model.kind) in FILE_MODEL_KINDS:
+            raise ValueError(
+                f"compress.{items[0]}: a {kind} teacher gives logits only and cannot be pruned or "
+                "quantized here; use a registry architecture (with `checkpoint`) or drop the item"
+            )
+        if self.teacher.data is not None:
+            raise ValueError(
+                f"compress.{items[0]}: the teacher was trained on another dataset (teacher.data); "
+                "its compressed forms would not be candidates for this task"
+            )
 
 
 # ---------------------------------------------------------------- loading and errors

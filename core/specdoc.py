@@ -79,7 +79,7 @@ SECTIONS: list[tuple[str, list[type[BaseModel]]]] = [
             S.InverseTimeSchedule,
         ],
     ),
-    ("Compression (`compress`)", [S.DynamicInt8Compress, S.PruneCompress]),
+    ("Compression (`compress`)", [S.DynamicInt8Compress, S.PruneCompress, S.TeacherCompress]),
 ]
 
 

@@ -29,7 +29,7 @@ def test_catalog_lists_every_kind(client: TestClient) -> None:
     assert {"mixup", "mask", "replace", "shift"} <= set(kinds["augmentations"])
     assert set(kinds["optimizers"]) == {"sgd", "adam", "adamw"}
     assert set(kinds["schedules"]) == {"constant", "step", "cosine", "inverse_time"}
-    assert set(kinds["compressions"]) == {"dynamic_int8", "prune"}
+    assert set(kinds["compressions"]) == {"dynamic_int8", "prune", "teacher"}
     assert set(kinds["export_formats"]) == {"safetensors", "torchscript", "onnx", "pt2"}
     kd = next(e for e in body["losses"] if e["kind"] == "kd")
     assert kd["description"].startswith("Hinton")

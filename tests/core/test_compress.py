@@ -6,7 +6,16 @@ import pytest
 import torch
 from torch import nn
 
-from core.compress import compress_model, compressed_size, describe_compression, sparsity
+from core.compress import (
+    MaskHold,
+    compress_model,
+    compressed_size,
+    count_nonzero_params,
+    describe_compression,
+    prunable_count,
+    prune_to_count,
+    sparsity,
+)
 from core.evaluate import model_cost, predict_logits
 from core.models.base import Classifier
 from core.spec import DynamicInt8Compress, PruneCompress
@@ -104,3 +113,56 @@ def test_pruned_size_counts_nonzero_values_and_a_bitmask() -> None:
     pruned = compress_model(nn.Linear(40, 10), PruneCompress(amount=0.5))
     # weight: 200 nonzeros x 4 bytes + ceil(400 / 8) bytes of mask; bias: 10 x 4 bytes, dense.
     assert compressed_size(pruned, PruneCompress(amount=0.5)) == 200 * 4 + math.ceil(400 / 8) + 10 * 4
+
+
+def test_prune_to_count_leaves_exactly_the_asked_nonzero_parameters() -> None:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv1d(2, 8, 3), nn.BatchNorm1d(8), nn.Flatten(), nn.Linear(8 * 6, 10))
+    assert prunable_count(model) == (8 * 2 * 3 + 10 * 48, 8 + 16 + 10)  # BN weight is not a Conv/Linear
+    assert count_nonzero_params(prune_to_count(model, 300)) == 300 - 8  # BN biases start at zero
+    with torch.no_grad():
+        model[1].bias.fill_(0.1)  # as after training
+    pruned = prune_to_count(model, 300)
+    assert count_nonzero_params(pruned) == 300
+    assert sum(p.numel() for p in pruned.parameters()) == sum(p.numel() for p in model.parameters())
+    # the 300 - 34 weights kept are the largest magnitudes across both layers
+    kept = torch.cat([pruned[0].weight.flatten(), pruned[3].weight.flatten()])
+    original = torch.cat([model[0].weight.flatten(), model[3].weight.flatten()])
+    assert int((kept != 0).sum()) == 266
+    assert original[kept == 0].abs().max() <= original[kept != 0].abs().min()
+    for impossible in (34, 528 + 34):  # no weight left; nothing pruned
+        with pytest.raises(ValueError, match="cannot prune"):
+            prune_to_count(model, impossible)
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "sgd"])
+def test_the_mask_holds_through_fine_tuning(optimizer: str) -> None:
+    model = prune_to_count(_trained_mlp(), 400)
+    zeros = {name: (p == 0) for name, p in model.named_parameters() if name.endswith("weight")}
+    keys = set(model.state_dict())
+    x, y = _blobs(200, seed=3)
+    params = list(model.parameters())
+    opt: torch.optim.Optimizer = (
+        torch.optim.AdamW(params, lr=1e-2, weight_decay=0.1)
+        if optimizer == "adamw"
+        else torch.optim.SGD(params, lr=0.05, momentum=0.9, weight_decay=1e-3)
+    )
+
+    def train(steps: int) -> None:
+        for _ in range(steps):
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(x), y).backward()
+            opt.step()
+
+    hold = MaskHold(model)
+    train(20)
+    hold.close()
+    assert set(model.state_dict()) == keys  # no mask or orig tensors: loads into the plain model
+    for name, p in model.named_parameters():
+        if name in zeros:
+            assert bool((p[zeros[name]] == 0).all()), name
+            assert bool((p[~zeros[name]] != 0).any()), name  # the kept weights did train
+    assert count_nonzero_params(model) <= 400
+    # without the hold, the same training moves pruned weights: the test can tell
+    train(1)
+    assert any(bool((p[zeros[n]] != 0).any()) for n, p in model.named_parameters() if n in zeros)

@@ -81,8 +81,8 @@ def test_report_has_the_promised_keys(finished: tuple[Path, Report, Recorder]) -
     assert written == report.model_dump(mode="json")
     assert list(written) == [
         "report_version", "name", "seed", "dataset", "teacher", "teachers", "baseline", "student",
-        "kd_gain", "kd_gain_stderr", "verdict", "compression", "compressed", "timing", "artifacts",
-        "environment", "source_tasks",
+        "kd_gain", "kd_gain_stderr", "repeats", "verdict", "compression", "compressed", "candidates",
+        "timing", "artifacts", "environment", "source_tasks",
     ]  # fmt: skip
     assert list(written["teacher"]) == [*MODEL_KEYS, "source", "best_epoch"]
     assert list(written["baseline"]) == [*MODEL_KEYS[:4], "agreement", *MODEL_KEYS[4:], "best_epoch"]
@@ -105,6 +105,10 @@ def test_report_has_the_promised_keys(finished: tuple[Path, Report, Recorder]) -
     assert report.dataset.train_size == 400 and report.dataset.test_size == 1000
     assert report.verdict.startswith("distillation ")
     assert [c.kind for c in report.compressed] == ["dynamic_int8", "prune"]
+    assert [c.name for c in report.candidates] == [
+        "teacher", "baseline", "student", "student+dynamic_int8", "student+prune 50%"
+    ]  # fmt: skip
+    assert written["repeats"]["k"] == 1 and written["repeats"]["ci95_low"] is None
     assert "summary.md" in report.artifacts.values() and (out / "summary.md").read_text().startswith("# tiny")
 
 
