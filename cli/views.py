@@ -103,6 +103,14 @@ def report_lines(report: Report) -> list[str]:
     parts = [f"{value:.2f}x {text}" for value, text in ratios if value is not None]
     if parts:
         lines.append("student vs teacher: " + ", ".join(parts))
+    if (rp := report.repeats) is not None:
+        if rp.k >= 2 and rp.ci95_low is not None and rp.ci95_high is not None:
+            lines.append(
+                f"KD gain over {rp.k} paired seeds: mean {rp.mean_gain:+.4f}, "
+                f"95% confidence interval [{rp.ci95_low:+.4f}, {rp.ci95_high:+.4f}]"
+            )
+        else:
+            lines.append("one seed: no confidence interval across seeds (set repeats to 2 or more)")
     for row in report.compressed:
         lines.append(
             f"compressed ({row.kind}): test top-1 {_num(row.test_top1, '.4f')} "
@@ -112,12 +120,58 @@ def report_lines(report: Report) -> list[str]:
     return lines
 
 
+def repeats_table(report: Report) -> Table | None:
+    """The paired seeds, one row each (with two or more)."""
+    if report.repeats is None or report.repeats.k < 2:
+        return None
+    table = Table(title="KD gain per seed", title_justify="left")
+    for col in ("repeat", "seed", "baseline top-1", "student top-1", "gain"):
+        table.add_column(col, justify="right")
+    for row in report.repeats.rows:
+        table.add_row(
+            str(row.repeat),
+            str(row.seed),
+            _num(row.baseline_top1, ".4f"),
+            _num(row.student_top1, ".4f"),
+            _num(row.gain, "+.4f"),
+        )
+    return table
+
+
+def candidates_table(report: Report) -> Table | None:
+    """Every candidate model (teacher, its compressed forms, baseline, student, its compressed
+    forms) by accuracy, size and CPU latency, the Pareto front marked."""
+    if not report.candidates:
+        return None
+    table = Table(
+        title="candidates",
+        title_justify="left",
+        caption="Pareto: no other candidate is as accurate, as small and as fast, and better in one",
+    )
+    for col in ("candidate", "test top-1", "size (bytes)", "nonzero params", "CPU ms b1", "Pareto"):
+        table.add_column(col, justify="left" if col in ("candidate", "Pareto") else "right")
+    for c in report.candidates:
+        table.add_row(
+            c.name,
+            _num(c.test_top1, ".4f"),
+            _num(c.size_bytes, ","),
+            _num(c.params_nonzero, ","),
+            _num(c.latency_ms_cpu_b1, ".3f"),
+            "[green]yes[/]" if c.pareto else "",
+        )
+    return table
+
+
 def print_report(console: Console, report: Report) -> None:
-    """The verdict, the table of models, the KD gain and the compression ratios."""
+    """The verdict, the table of models, the KD gain and the compression ratios; the seeds and the
+    candidates where the job has them."""
     console.print(Text(report.verdict, style="bold"), soft_wrap=True)
     console.print(report_table(report))
     for line in report_lines(report):
         console.print(line, highlight=False, soft_wrap=True)
+    for table in (repeats_table(report), candidates_table(report)):
+        if table is not None:
+            console.print(table)
 
 
 def job_table(jobs: list[Job]) -> Table:

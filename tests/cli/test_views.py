@@ -99,3 +99,49 @@ def test_the_live_view_draws_a_bar_on_a_terminal() -> None:
     with LiveView(console) as view:
         view(Update(job=running, changed=True))
     assert "teacher 1/5" in buffer.getvalue() and "eta 8s" in buffer.getvalue()
+
+
+REPEATS = {
+    "k": 3,
+    "rows": [
+        {"repeat": 0, "seed": 11, "baseline_top1": 0.632, "student_top1": 0.855, "gain": 0.223},
+        {"repeat": 1, "seed": 22, "baseline_top1": 0.64, "student_top1": 0.84, "gain": 0.2},
+        {"repeat": 2, "seed": 33, "baseline_top1": 0.65, "student_top1": 0.86, "gain": 0.21},
+    ],
+    "mean_gain": 0.211,
+    "std": 0.0115,
+    "t": 4.3027,
+    "ci95_low": 0.1824,
+    "ci95_high": 0.2396,
+}
+CANDIDATES = [
+    {"name": "teacher", "model": "teacher", "compression": "none", "test_top1": 0.97, "size_bytes": 113_000,
+     "params_nonzero": 28_298, "latency_ms_cpu_b1": 0.2, "pareto": True},
+    {"name": "teacher+prune+fine_tune", "model": "teacher", "compression": "prune+fine_tune",
+     "test_top1": 0.91, "size_bytes": 64_321, "params_nonzero": 15_210, "latency_ms_cpu_b1": 0.21,
+     "pareto": False},
+    {"name": "student", "model": "student", "compression": "none", "test_top1": 0.855, "size_bytes": 61_000,
+     "params_nonzero": 15_210, "latency_ms_cpu_b1": 0.03, "pareto": True},
+]  # fmt: skip
+
+
+def test_seeds_and_candidates_get_their_tables() -> None:
+    report = Report.model_validate({**REPORT, "repeats": REPEATS, "candidates": CANDIDATES})
+    assert "KD gain over 3 paired seeds: mean +0.2110, 95% confidence interval [+0.1824, +0.2396]" in (
+        report_lines(report)
+    )
+    text = render(lambda c: print_report(c, report))
+    assert "KD gain per seed" in text and "candidates" in text
+    rows = [[cell.strip() for cell in line.split("│")[1:-1]] for line in text.splitlines() if "│" in line]
+    seeds = [r for r in rows if r and r[0] in ("0", "1", "2")]
+    assert [r[1] for r in seeds] == ["11", "22", "33"] and seeds[1][4] == "+0.2000"
+    pruned = next(r for r in rows if r and r[0] == "teacher+prune+fine_tune")
+    assert pruned == ["teacher+prune+fine_tune", "0.9100", "64,321", "15,210", "0.210", ""]
+    assert [r[-1] for r in rows if r and r[0] == "student"][-1] == "yes"  # the last table's row
+
+
+def test_one_seed_says_there_is_no_interval() -> None:
+    one = {**REPEATS, "k": 1, "rows": REPEATS["rows"][:1], "std": None, "t": None}
+    report = Report.model_validate({**REPORT, "repeats": {**one, "ci95_low": None, "ci95_high": None}})
+    assert "one seed: no confidence interval across seeds (set repeats to 2 or more)" in report_lines(report)
+    assert "KD gain per seed" not in render(lambda c: print_report(c, report))
