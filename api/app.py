@@ -26,7 +26,7 @@ from api.inputs import NulGuardMiddleware
 from api.limits import BodyLimitMiddleware, LimitFor
 from api.openapi import install_openapi
 from api.problems import install_handlers
-from api.routes import admin, artifacts, catalog, events, health, jobs, metrics, pool, spec, uploads
+from api.routes import admin, artifacts, catalog, events, health, jobs, metrics, pool, spec, sweeps, uploads
 from api.telemetry import ApiMetrics, MetricsMiddleware
 from store.db import session_scope
 from store.identity import ensure_admin
@@ -39,6 +39,10 @@ UPLOAD_PATHS = ("/v1/models", "/v1/datasets")
 
 TAGS = [
     {"name": "jobs", "description": "Submit distillation jobs and follow them: state, metrics, events."},
+    {
+        "name": "sweeps",
+        "description": "Searches over a spec's parameters whose trials are jobs, with early stopping.",
+    },
     {"name": "artifacts", "description": "Students, reports and weights of finished jobs, with checksums."},
     {"name": "uploads", "description": "Teacher models and datasets for specs to name."},
     {"name": "catalog", "description": "What a job spec can name, and its JSON Schema."},
@@ -150,7 +154,7 @@ def create_app(
     authenticated = [Depends(get_caller)]
     for router in (
         jobs.router, metrics.router, events.router, artifacts.router, catalog.router, spec.router,
-        pool.router, admin.router, uploads.router, uploads.read_router,
+        pool.router, admin.router, uploads.router, uploads.read_router, sweeps.router,
     ):  # fmt: skip
         app.include_router(router, dependencies=authenticated)
     app.include_router(health.router)

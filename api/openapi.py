@@ -34,6 +34,7 @@ from api.documents import JSON_TYPES, YAML_TYPES, spec_document
 from api.problems import PROBLEM_JSON, Problem
 from api.schemas import EventPage
 from core.spec import JobSpec
+from domain.sweeps import SweepRequest
 
 SCHEMAS = "#/components/schemas/"
 PROBLEM_CONTENT = {PROBLEM_JSON: {"schema": {"$ref": f"{SCHEMAS}Problem"}}}
@@ -215,7 +216,7 @@ def _drop_unused(schema: dict[str, Any], names: Iterable[str]) -> None:
 
 def complete_openapi(schema: dict[str, Any], routes: Iterable[BaseRoute]) -> dict[str, Any]:
     """``schema`` (FastAPI's document for ``routes``) with every operation's answers, in place."""
-    _add_schemas(schema, Problem, JobSpec, EventPage)
+    _add_schemas(schema, Problem, JobSpec, EventPage, SweepRequest)
     paths = schema.get("paths", {})
     for route in iter_route_contexts(list(routes)):
         if not isinstance(route.original_route, APIRoute) or not route.include_in_schema:

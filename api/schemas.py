@@ -172,3 +172,70 @@ class UploadList(BaseModel):
 class Health(BaseModel):
     status: str
     checks: dict[str, str] = Field(default_factory=dict)
+
+
+# ---------------------------------------------------------------- sweeps
+
+
+SweepStatusName = Literal["running", "succeeded", "failed", "cancelled"]
+
+
+class TrialOut(BaseModel):
+    """One trial of a sweep: an ordinary job (``job_id``) with the parameter values it was given."""
+
+    number: int = Field(description="The Optuna trial number, from 0 in the order trials were made.")
+    job_id: str | None = Field(description="Its job; null for a trial whose spec was refused.")
+    params: dict[str, Any] = Field(description="The values of the sweep's parameters, by spec path.")
+    status: str = Field(
+        description="Its job's status (queued ... succeeded, failed, cancelled, pruned); "
+        "`invalid`: its spec was refused, so no job was made (`error` says why)."
+    )
+    objective: float | None = Field(description="Its objective once it completed.")
+    pruned_at_epoch: int | None = Field(description="The student epoch at which the pruner stopped it.")
+    error: str | None = Field(description="Why it was pruned, failed or refused.")
+
+
+class SweepLinks(BaseModel):
+    self: str
+    cancel: str
+
+
+class SweepSummary(BaseModel):
+    """A sweep as the list shows it: its state, budget, counts of trials by status and best value."""
+
+    id: str
+    name: str
+    status: SweepStatusName
+    message: str = Field(description="Why it ended, or what it waits for while running.")
+    method: Literal["grid", "random", "tpe"]
+    objective: dict[str, Any] = Field(description="{metric, direction} of the student on validation.")
+    early_stopping: dict[str, Any]
+    max_trials: int
+    max_concurrent: int
+    trials_by_status: dict[str, int] = Field(description="Its trial jobs, counted by job status.")
+    best_job_id: str | None
+    best_value: float | None
+    owner: str
+    team: str | None
+    version: int
+    created_at: UTCDateTime
+    updated_at: UTCDateTime
+    finished_at: UTCDateTime | None
+    links: SweepLinks
+
+
+class SweepOut(SweepSummary):
+    """A sweep with its request, every trial, the best trial and the parameters' importances."""
+
+    request: dict[str, Any] = Field(description="The request as stored, with its defaults decided.")
+    trials: list[TrialOut]
+    best: TrialOut | None = Field(description="The completed trial with the best objective.")
+    importances: dict[str, float] | None = Field(
+        description="Each parameter's share of the objective's variance (fANOVA), once 2 trials completed."
+    )
+    importances_note: str | None = Field(description="Why `importances` is null.")
+
+
+class SweepPage(BaseModel):
+    items: list[SweepSummary]
+    next_cursor: str | None = Field(description="Pass as `cursor` for the next page; null on the last.")

@@ -24,6 +24,7 @@ STATUS_STYLE = {
     "succeeded": "green",
     "failed": "red",
     "cancelled": "yellow",
+    "pruned": "magenta",
     "cancelling": "yellow",
     "running": "cyan",
     "starting": "cyan",

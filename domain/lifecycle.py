@@ -3,6 +3,7 @@
     queued -> starting -> running -> succeeded | failed
     queued | starting | running | retrying -> cancelling -> cancelled   (queued/retrying: at once)
     starting | running -> retrying -> queued                            (worker lost, attempts left)
+    starting | running -> pruned                                        (a sweep's pruner stopped it)
 
 Each move is one conditional update (``store.jobs.transition``): it names the states it may
 leave, and a worker's moves also name the lease owner, so of two actors racing (a duplicate
@@ -26,6 +27,8 @@ from core.errors import CancelledError, WorkerLostError
 from store.jobs import add_event, expired_leases, touch, transition
 from store.models import HELD, OWNED, WAITING, Artifact, Job, JobStatus, as_utc, utcnow
 from store.scheduler import Placement
+
+PRUNED_TYPE = "pruned"  # ``Job.error.type`` of a pruned trial
 
 
 def _error(error_type: str, message: str) -> dict[str, str]:
@@ -183,6 +186,12 @@ class Ending:
         request: the user's intent wins); else also one the run itself stopped."""
         sources = (JobStatus.CANCELLING,) if requested else HELD
         return cls(JobStatus.CANCELLED, sources, CancelledError.type, message)
+
+    @classmethod
+    def pruned(cls, message: str) -> Ending:
+        """A sweep's trial its pruner stopped early (``domain.sweeps``); ``message`` says why. A job
+        asked to cancel meanwhile is not pruned: it ends cancelled, the user's intent."""
+        return cls(JobStatus.PRUNED, OWNED, PRUNED_TYPE, message)
 
 
 def end(session: Session, job_id: str, worker: str, ending: Ending, **values: Any) -> bool:

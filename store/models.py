@@ -48,7 +48,7 @@ class Base(DeclarativeBase):
 class JobStatus(StrEnum):
     """Where a job stands: queued → starting → running → succeeded | failed. A cancelled job went
     through cancelling if it had started; one whose worker was lost goes retrying → queued while
-    attempts remain."""
+    attempts remain. A sweep's trial that its pruner stopped early ends pruned."""
 
     QUEUED = "queued"
     STARTING = "starting"
@@ -58,10 +58,11 @@ class JobStatus(StrEnum):
     CANCELLING = "cancelling"
     CANCELLED = "cancelled"
     RETRYING = "retrying"
+    PRUNED = "pruned"  # a sweep's trial stopped early by its pruner (``domain.sweeps``)
 
 
 LIVE = (JobStatus.QUEUED, JobStatus.STARTING, JobStatus.RUNNING, JobStatus.CANCELLING, JobStatus.RETRYING)
-TERMINAL = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)  # never left
+TERMINAL = (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.PRUNED)  # never left
 STATUSES = (*LIVE, *TERMINAL)
 WAITING = (JobStatus.QUEUED, JobStatus.RETRYING)  # for a GPU, dispatched or not: the team's queue
 HELD = (JobStatus.STARTING, JobStatus.RUNNING, JobStatus.CANCELLING)  # a worker holds the lease, and a slot
@@ -114,6 +115,9 @@ class Job(Base):
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     # A deleted job keeps its row and its events (the audit trail); its metrics and artifacts go.
     deleted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    # A sweep's trial: the sweep and the Optuna trial number (``domain.sweeps``); else both None.
+    sweep_id: Mapped[str | None] = mapped_column(ForeignKey("sweeps.id"), index=True)
+    trial: Mapped[int | None] = mapped_column(Integer)
 
     __table_args__ = (Index("ix_jobs_status_published", "status", "published_at"),)
 
@@ -294,3 +298,35 @@ class Lock(Base):
 
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class SweepStatus(StrEnum):
+    """A sweep runs while it has trials to start or trials live; it has succeeded once every trial
+    ended and one completed, failed if none did, cancelled if asked to."""
+
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class Sweep(Base):
+    """A search over a base spec's parameters: its trials are ordinary jobs (``Job.sweep_id``),
+    its search and pruning state an Optuna study (``study``) in the project's database."""
+
+    __tablename__ = "sweeps"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(100))
+    owner: Mapped[str] = mapped_column(String(100))
+    team: Mapped[str | None] = mapped_column(String(100), index=True)
+    request: Mapped[dict[str, Any]] = mapped_column(JSON)  # the validated SweepRequest
+    study: Mapped[str] = mapped_column(String(100))  # the Optuna study's name: sweep-<id>
+    status: Mapped[str] = mapped_column(String(16), default=SweepStatus.RUNNING, index=True)
+    message: Mapped[str] = mapped_column(Text, default="")  # why it ended, or what it waits for
+    best_job_id: Mapped[str | None] = mapped_column(String(32))
+    best_value: Mapped[float | None] = mapped_column(Float)
+    version: Mapped[int] = mapped_column(Integer, default=1)  # bumped on every change: the ETag
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))

@@ -26,7 +26,7 @@ import redis
 
 DISTILL = str(Path(sys.executable).with_name("distill"))
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
-TERMINAL = ("succeeded", "failed", "cancelled")
+TERMINAL = ("succeeded", "failed", "cancelled", "pruned")
 
 TINY_JOB: dict[str, Any] = {
     "name": "e2e-tiny",

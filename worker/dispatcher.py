@@ -14,7 +14,8 @@ before the commit only sends that pass's jobs again later (a duplicate delivery 
 claim), and a publish that fails (broker down) rolls its mark back, leaves its job waiting and ends
 the pass. Dispatched jobs whose message the broker lost are published again to the same host
 (``store.pool.stranded``); those whose host went away go back to waiting
-(``store.pool.release_dispatched``). Torch-free.
+(``store.pool.release_dispatched``). Each pass first advances the running sweeps
+(``domain.sweeps.advance_all``): the trials it makes are handed over in the same pass. Torch-free.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ import time
 from collections.abc import Callable
 
 from domain.lifecycle import mark_published, reap_expired
+from domain.sweeps import advance_all
 from store.db import session_scope
 from store.locks import DISPATCH, hold
 from store.pool import mark_lost, release_dispatched, stranded
@@ -159,6 +161,10 @@ class Dispatcher:
         else:
             if self._failing:
                 self._failing, self._recovered_at = False, time.monotonic()
+        try:  # sweeps first: the trials a pass makes are handed over in the same tick
+            advance_all(self.settings)
+        except Exception:
+            log.exception("sweep pass failed")
         try:
             dispatch_once(url, self.publish_fn, republish_after_s=self.settings.republish_after_s)
         except Exception:

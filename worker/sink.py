@@ -72,6 +72,9 @@ class DbSink(Sink):
         self.lease = lease or Lease(math.inf, clock=clock)
         self.max_pending = max_pending
         self.on_stage = on_stage  # a finished stage, for the host to keep (``worker.stages``)
+        # a sweep's trial: (stage, epoch, values) -> why to stop early, or None (``domain.sweeps``)
+        self.pruning: Callable[[str, int, dict[str, float]], str | None] | None = None
+        self.prune_reason: str | None = None
         self.last_progress: dict[str, Any] | None = None
         self.lease_lost = False
         self.cancel_seen = False
@@ -109,6 +112,20 @@ class DbSink(Sink):
             self.log(f"{stage} epoch {epoch}: non-finite values not stored: {', '.join(dropped)}")
         self._queue(_Metrics(stage, epoch, step, finite))
         self._flush_if_due()
+        self._report_trial(stage, epoch, finite)
+
+    def _report_trial(self, stage: str, epoch: int, values: dict[str, float]) -> None:
+        """A trial's epoch to its pruner; a failed report (the database away) only skips it."""
+        if self.pruning is None or self.prune_reason is not None:
+            return
+        try:
+            reason = self.pruning(stage, epoch, values)
+        except Exception as e:
+            log.warning("job %s: epoch %s not reported to its sweep: %s", self.job_id, epoch, e)
+            return
+        if reason:
+            self.prune_reason = reason
+            self.log(reason)
 
     def log(self, message: str) -> None:
         log.info("job %s: %s", self.job_id, message)
@@ -124,8 +141,9 @@ class DbSink(Sink):
     # ---------------------------------------------------------------- cancellation
 
     def should_stop(self) -> bool:
-        """True once the job is ``cancelling`` or this worker no longer holds its lease."""
-        if self.cancel_seen or self.lease_lost:
+        """True once the job is ``cancelling``, this worker no longer holds its lease, or the
+        job's sweep pruned it."""
+        if self.cancel_seen or self.lease_lost or self.prune_reason is not None:
             return True
         now = self.clock()
         if now - self._checked_at < self.interval_s:

@@ -27,6 +27,7 @@ from sqlalchemy.exc import OperationalError
 from core.errors import CancelledError, DataMissingError, DistilleryError, JobTimeoutError, SpecError
 from core.spec import JobSpec, parse_spec
 from domain.lifecycle import Ending, claim, end, succeed
+from domain.sweeps import TrialPruning
 from store.artifacts import ArtifactStore, open_store
 from store.db import session_scope
 from store.models import JobStatus
@@ -125,6 +126,7 @@ class Attempt:
             log_line=sink.log,
         )
         sink.on_stage = stages.keep
+        sink.pruning = self._pruning()
         try:
             self._restore(stages)
             report = run_engine_process(
@@ -141,6 +143,9 @@ class Attempt:
             if sink.lease_lost:
                 log.warning("job %s: stopped, this worker lost its lease", self.job_id)
                 return "lost"
+            pruned = sink.prune_reason is not None and not sink.cancel_seen
+            if pruned and self._end(Ending.pruned(sink.prune_reason or "")) == JobStatus.PRUNED:
+                return JobStatus.PRUNED.value
             return self._end(Ending.cancelled(str(e), requested=False))
         except DistilleryError as e:
             # Terminal, never retried: out_of_memory too (the next attempt would not fit either),
@@ -152,6 +157,16 @@ class Attempt:
         except Exception as e:
             log.exception("job %s: unexpected error", self.job_id)
             return self._fail(DistilleryError.type, f"{type(e).__name__}: {e}")
+
+    def _pruning(self) -> TrialPruning | None:
+        """A sweep's trial reports its epochs to its pruner; a lookup that fails only loses that."""
+        try:
+            return TrialPruning.for_job(self.db_url, self.job_id)
+        except Exception:
+            log.warning(
+                "job %s: its sweep's pruner not reached; it runs unpruned", self.job_id, exc_info=True
+            )
+            return None
 
     def _store(self) -> ArtifactStore:
         return open_store(self.settings.artifacts_location, s3_endpoint=self.settings.s3_endpoint)

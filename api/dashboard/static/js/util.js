@@ -1,6 +1,6 @@
 // Helpers without the DOM, shared by the pages' data parts: job statuses, polling, debouncing.
 
-export const TERMINAL = new Set(["succeeded", "failed", "cancelled"]);
+export const TERMINAL = new Set(["succeeded", "failed", "cancelled", "pruned"]);
 export const STATUSES = [
   "queued",
   "starting",
@@ -10,6 +10,7 @@ export const STATUSES = [
   "succeeded",
   "failed",
   "cancelled",
+  "pruned",
 ];
 
 export function debounce(fn, ms) {
