@@ -107,8 +107,13 @@ def _panel(points: Sequence[Point], front: Sequence[bool], x_of: str, title: str
             f'<circle cx="{cx:.1f}" cy="{cy:.1f}" r="5" fill="{fill}" stroke="{stroke}" stroke-width="2">'
             f"<title>{escape(p.name)}: {100 * p.top1:.2f}%, {_fmt(x, unit)}</title></circle>"
         )
-        if on:
-            out.append(f'<text x="{cx + 7:.1f}" y="{cy - 7:.1f}" class="pareto">{escape(p.name)}</text>')
+        if on:  # named right of the point, or left of it where the name (~6.5 px a letter) overflows
+            left = cx + 7 + 6.5 * len(p.name) > dx + _PAD_L + inner_w
+            tx, anchor = (cx - 7, "end") if left else (cx + 7, "start")
+            out.append(
+                f'<text x="{tx:.1f}" y="{cy - 7:.1f}" text-anchor="{anchor}" class="pareto">'
+                f"{escape(p.name)}</text>"
+            )
     return "\n".join(out)
 
 

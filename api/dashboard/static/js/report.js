@@ -2,6 +2,7 @@
 
 import { badge, h } from "./dom.js";
 import { bytes, count, gainText, pct, ratio } from "./format.js";
+import { scatterPlot } from "./scatter.js";
 
 function latency(ms) {
   return ms === null || ms === undefined ? "–" : `${Number(ms).toFixed(3)} ms`;
@@ -9,7 +10,9 @@ function latency(ms) {
 
 function verdictWord(report) {
   const v = report?.verdict || "";
-  for (const word of ["helped", "hurt", "made no difference"]) if (v.includes(word)) return word;
+  for (const word of ["helped", "hurt", "made no difference", "no clear difference"]) {
+    if (v.includes(word)) return word;
+  }
   return v ? "unknown" : "–";
 }
 
@@ -89,6 +92,134 @@ export function reportView(report) {
       `params ${ratio(c.params_ratio)} · MACs ${ratio(c.macs_ratio)} · size ${ratio(c.size_ratio)} · `,
       `CPU latency ${ratio(c.latency_speedup_cpu)} faster`,
     ),
+    repeatsView(report.repeats),
+    candidatesView(report.candidates || []),
+  );
+}
+
+const signedPt = (x) => `${x >= 0 ? "+" : "−"}${Math.abs(x * 100).toFixed(2)} pt`;
+
+// The KD gain over paired seeds (`repeats`): the interval, and the gains seed by seed.
+function repeatsView(r) {
+  if (!r) return null;
+  if (r.k < 2 || r.ci95_low === null || r.ci95_low === undefined) {
+    return h(
+      "p",
+      { class: "small muted", "data-testid": "repeats-note" },
+      "One seed: no confidence interval across seeds (set repeats to 2 or more).",
+    );
+  }
+  return h(
+    "div",
+    { class: "repeats", "data-testid": "repeats" },
+    h("h3", {}, `KD gain over ${r.k} paired seeds`),
+    h(
+      "p",
+      { "data-testid": "repeats-interval" },
+      `mean ${signedPt(r.mean_gain)}, `,
+      `95% confidence interval [${signedPt(r.ci95_low)}, ${signedPt(r.ci95_high)}]`,
+    ),
+    h(
+      "table",
+      { class: "report-table" },
+      h(
+        "thead",
+        {},
+        h(
+          "tr",
+          {},
+          ["Repeat", "Seed", "Baseline", "Student", "Gain"].map((t) => h("th", { scope: "col" }, t)),
+        ),
+      ),
+      h(
+        "tbody",
+        {},
+        r.rows.map((row) =>
+          h(
+            "tr",
+            { "data-testid": "repeat-row" },
+            h("td", {}, row.repeat),
+            h("td", { class: "mono" }, row.seed),
+            h("td", {}, pct(row.baseline_top1, 2)),
+            h("td", {}, pct(row.student_top1, 2)),
+            h("td", { class: row.gain < 0 ? "neg" : "pos" }, signedPt(row.gain)),
+          ),
+        ),
+      ),
+    ),
+  );
+}
+
+const ms = (x) => `${Number(x.toPrecision(2))} ms`;
+const kb = (x) =>
+  x >= 1e6 ? `${Number((x / 1e6).toPrecision(2))} MB` : `${Number((x / 1e3).toPrecision(2))} kB`;
+
+// Every candidate model (teacher, its compressed forms, baseline, student, its compressed forms):
+// one table, and accuracy against size and against CPU latency with the Pareto front named.
+function candidatesView(candidates) {
+  if (!candidates.length) return null;
+  const point = (c, x) => ({ name: c.name, x, y: c.test_top1, pareto: c.pareto });
+  const timed = candidates.every((c) => c.latency_ms_cpu_b1 !== null && c.latency_ms_cpu_b1 !== undefined);
+  const plots = [
+    scatterPlot({
+      id: "size",
+      title: "Test top-1 against size",
+      xLabel: "size (log scale)",
+      points: candidates.map((c) => point(c, c.size_bytes)),
+      format: kb,
+    }),
+    timed
+      ? scatterPlot({
+          id: "latency",
+          title: "Test top-1 against CPU latency",
+          xLabel: "CPU latency, batch 1 (log scale)",
+          points: candidates.map((c) => point(c, c.latency_ms_cpu_b1)),
+          format: ms,
+        })
+      : null,
+  ];
+  return h(
+    "div",
+    { class: "candidates", "data-testid": "candidates" },
+    h("h3", {}, "Distillation against pruning and quantization"),
+    h(
+      "table",
+      { class: "report-table", "data-testid": "candidates-table" },
+      h(
+        "thead",
+        {},
+        h(
+          "tr",
+          {},
+          ["Candidate", "Test top-1", "Size", "Nonzero params", "CPU latency (batch 1)", "Pareto"].map((t) =>
+            h("th", { scope: "col" }, t),
+          ),
+        ),
+      ),
+      h(
+        "tbody",
+        {},
+        candidates.map((c) =>
+          h(
+            "tr",
+            { "data-testid": "candidate-row", "data-name": c.name, class: c.pareto ? "pareto" : "" },
+            h("th", { scope: "row" }, c.name),
+            h("td", { "data-testid": "test-top1" }, pct(c.test_top1, 2)),
+            h("td", {}, bytes(c.size_bytes)),
+            h("td", {}, count(c.params_nonzero)),
+            h("td", {}, latency(c.latency_ms_cpu_b1)),
+            h("td", { "data-testid": "pareto" }, c.pareto ? "yes" : ""),
+          ),
+        ),
+      ),
+    ),
+    h(
+      "p",
+      { class: "small muted" },
+      "Pareto: no other candidate is at least as accurate, as small and as fast, and better in one" +
+        (timed ? "." : " (latency not measured: accuracy and size only)."),
+    ),
+    h("div", { class: "cplot-row" }, plots),
   );
 }
 
