@@ -6,6 +6,8 @@ distill api | worker | migrate the parts separately, for the real deployment
 distill admin ...              teams, users and API tokens (on the database)
 distill login | submit | list | show | metrics | follow | cancel | delete | download | pool ...
                                a running service, over HTTP (cli/jobs.py on cli/remote.py, docs/cli.md)
+distill sweep create | list | show | cancel
+                               sweeps on a running service (cli/sweeps.py)
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import typer
 from cli import admin as admin_cli
 from cli import jobs as jobs_cli
 from cli import run as engine
+from cli import sweeps as sweeps_cli
 from store.settings import Settings, masked_url
 
 app = typer.Typer(
@@ -30,6 +33,7 @@ app.command("run")(engine.run)
 app.command("validate")(engine.validate)
 app.command("schema")(engine.schema)
 app.add_typer(admin_cli.app, name="admin")
+app.add_typer(sweeps_cli.app, name="sweep", rich_help_panel="Jobs on a server (client)")
 jobs_cli.register(app)
 
 Home = Annotated[

@@ -21,6 +21,8 @@ from client._models import (
     Metric,
     MetricPage,
     Pool,
+    Sweep,
+    SweepPage,
     Upload,
     drain,
 )
@@ -212,6 +214,26 @@ class Client:
             metrics=metrics,
             events=events,
         )
+
+    # ------------------------------------------------------------------ sweeps
+
+    def create_sweep(self, request: Mapping[str, Any] | str) -> Sweep:
+        """Start a sweep (a mapping, or YAML/JSON text): its base spec, the parameters to vary,
+        the method, the budget and the early stopping; its first trial is queued at once."""
+        body = parse_spec_text(request) if isinstance(request, str) else dict(request)
+        return Sweep.model_validate(self.request("POST", "/v1/sweeps", json=body).json())
+
+    def sweeps(self, *, limit: int | None = None, cursor: str | None = None) -> SweepPage:
+        """One page of your team's sweeps, newest first (without their trials)."""
+        return SweepPage.model_validate(self._get("/v1/sweeps", limit=limit, cursor=cursor))
+
+    def sweep(self, sweep_id: str) -> Sweep:
+        """A sweep with every trial, the best one and the parameters' importances."""
+        return Sweep.model_validate(self._get(f"/v1/sweeps/{sweep_id}"))
+
+    def cancel_sweep(self, sweep_id: str) -> Sweep:
+        """No trial starts any more and the live ones are cancelled; ``Conflict`` once it ended."""
+        return Sweep.model_validate(self.request("POST", f"/v1/sweeps/{sweep_id}/cancel").json())
 
     # ------------------------------------------------------------------ files
 

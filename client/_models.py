@@ -219,3 +219,45 @@ class Pool(_Model):
     workers: list[Worker] = []
     teams: list[TeamQueue] = []
     queues: list[GpuQueue] = []
+
+
+class Trial(_Model):
+    """One trial of a sweep: a job with the parameter values it was given."""
+
+    number: int
+    job_id: str | None = None
+    params: dict[str, Any] = {}
+    status: str = "queued"
+    objective: float | None = None
+    pruned_at_epoch: int | None = None
+    error: str | None = None
+
+
+class Sweep(_Model):
+    """A sweep; ``trials``, ``best`` and ``importances`` only from ``Client.sweep`` (not the list)."""
+
+    id: str
+    name: str = ""
+    status: str = "running"
+    message: str = ""
+    method: str = "grid"
+    objective: dict[str, Any] = {}
+    early_stopping: dict[str, Any] = {}
+    max_trials: int = 0
+    max_concurrent: int = 1
+    trials_by_status: dict[str, int] = {}
+    best_job_id: str | None = None
+    best_value: float | None = None
+    owner: str = ""
+    team: str | None = None
+    created_at: datetime | None = None
+    finished_at: datetime | None = None
+    trials: list[Trial] = []
+    best: Trial | None = None
+    importances: dict[str, float] | None = None
+    importances_note: str | None = None
+
+
+class SweepPage(_Model):
+    items: list[Sweep] = []
+    next_cursor: str | None = None
