@@ -6,6 +6,7 @@ Every page visited is saved under ``test-artifacts/screenshots/`` (the run's art
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -22,6 +23,7 @@ from api.app import create_app
 from store.db import migrate, session_scope
 from store.models import Metric
 from store.pool import heartbeat
+from store.settings import Settings
 from tests.api.conftest import make_settings
 from tests.api.support import TINY, move, new_member
 from tests.service import TINY_JOB, Service, free_port, running
@@ -123,6 +125,24 @@ class _Server(uvicorn.Server):
         pass
 
 
+@contextlib.contextmanager
+def api_in_thread(settings: Settings) -> Iterator[str]:
+    """The API (no worker, no dispatcher) served in a thread on a free port: its base URL."""
+    app = create_app(settings, publish=lambda *_: None, run_dispatcher=False, check_broker=lambda: None)
+    server = _Server(uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        assert time.monotonic() < deadline, "the API did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{server.config.port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
 class Live(NamedTuple):
     """The API alone, in a thread: its URL, a member's token and a finished job of theirs."""
 
@@ -138,30 +158,18 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     home = tmp_path_factory.mktemp("dashboard-live")
     url = f"sqlite:///{home / 'distillery.db'}"
     migrate(url)
-    app = create_app(
-        make_settings(home, url), publish=lambda *_: None, run_dispatcher=False, check_broker=lambda: None
-    )
-    server = _Server(uvicorn.Config(app, host="127.0.0.1", port=free_port(), log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not server.started:
-        assert time.monotonic() < deadline, "the API did not start"
-        time.sleep(0.05)
-    base = f"http://127.0.0.1:{server.config.port}"
-    member = new_member(url)
-    answer = httpx.post(f"{base}/v1/jobs", json={**TINY, "name": "csp-job"}, headers=member.headers)
-    assert answer.status_code == 202, answer.text
-    job_id = answer.json()["id"]
-    move(url, job_id, "starting", "running")
-    with session_scope(url) as session:
-        for epoch in (1, 2, 3):
-            for name, value in (("val/top1", 0.5 + epoch / 10), ("train/loss", 1 / epoch), ("lr", 0.01)):
-                session.add(
-                    Metric(job_id=job_id, stage="student", epoch=epoch, step=0, name=name, value=value)
-                )
-        heartbeat(session, "csp-worker", host="h", gpu_type="any", devices=[])
-    move(url, job_id, "succeeded")
-    yield Live(base, member.token, job_id)
-    server.should_exit = True
-    thread.join(timeout=10)
+    with api_in_thread(make_settings(home, url)) as base:
+        member = new_member(url)
+        answer = httpx.post(f"{base}/v1/jobs", json={**TINY, "name": "csp-job"}, headers=member.headers)
+        assert answer.status_code == 202, answer.text
+        job_id = answer.json()["id"]
+        move(url, job_id, "starting", "running")
+        with session_scope(url) as session:
+            for epoch in (1, 2, 3):
+                for name, value in (("val/top1", 0.5 + epoch / 10), ("train/loss", 1 / epoch), ("lr", 0.01)):
+                    session.add(
+                        Metric(job_id=job_id, stage="student", epoch=epoch, step=0, name=name, value=value)
+                    )
+            heartbeat(session, "csp-worker", host="h", gpu_type="any", devices=[])
+        move(url, job_id, "succeeded")
+        yield Live(base, member.token, job_id)

@@ -10,6 +10,8 @@ import * as login from "./login.js";
 import * as pool from "./pool/page.js";
 import { current, go, match } from "./router.js";
 import * as submit from "./submit/page.js";
+import * as sweep from "./sweeps/page.js";
+import * as sweeps from "./sweeps/list-page.js";
 
 const ROUTES = {
   "/login": login.render,
@@ -18,6 +20,8 @@ const ROUTES = {
   "/compare": compare.render,
   "/submit": submit.render,
   "/pool": pool.render,
+  "/sweeps": sweeps.render,
+  "/sweeps/:id": sweep.render,
 };
 const PUBLIC = new Set(["/login"]);
 

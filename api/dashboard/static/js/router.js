@@ -1,4 +1,5 @@
-// Hash routing: #/jobs, #/jobs/<id>, #/compare?ids=a,b, #/submit, #/pool, #/login.
+// Hash routing: #/jobs, #/jobs/<id>, #/compare?ids=a,b, #/submit, #/pool, #/sweeps, #/sweeps/<id>,
+// #/login.
 
 export function current() {
   const raw = location.hash.replace(/^#/, "") || "/";
