@@ -190,7 +190,10 @@ class TrialOut(BaseModel):
         description="Its job's status (queued ... succeeded, failed, cancelled, pruned); "
         "`invalid`: its spec was refused, so no job was made (`error` says why)."
     )
-    objective: float | None = Field(description="Its objective once it completed.")
+    objective: float | None = Field(
+        description="Its objective once it completed; for a pruned trial, the last value it reported "
+        "(at `pruned_at_epoch`), which the best trial is never chosen from."
+    )
     pruned_at_epoch: int | None = Field(description="The student epoch at which the pruner stopped it.")
     error: str | None = Field(description="Why it was pruned, failed or refused.")
 

@@ -678,6 +678,9 @@ def describe(session: Session, settings: Settings, sweep: Sweep) -> SweepView:
     )
 
 
+_IMPORTANCES: dict[tuple[str, tuple[tuple[int, float | None], ...]], tuple[dict[str, float], None]] = {}
+
+
 def _importances(study: optuna.Study) -> tuple[dict[str, float] | None, str | None]:
     from optuna.importance import FanovaImportanceEvaluator, get_param_importances
     from optuna.trial import TrialState
@@ -688,11 +691,19 @@ def _importances(study: optuna.Study) -> tuple[dict[str, float] | None, str | No
     varied = {name for name in done[0].params if len({repr(t.params.get(name)) for t in done}) > 1}
     if not varied:
         return None, "the completed trials share every parameter value"
+    # fANOVA fits a forest: a poll of an unchanged sweep must not pay for it again. The key is
+    # every completed trial's number and value, so a newly completed trial invalidates it.
+    key = (study.study_name, tuple((t.number, t.value) for t in done))
+    if (cached := _IMPORTANCES.get(key)) is not None:
+        return cached
     try:
         found = get_param_importances(study, evaluator=FanovaImportanceEvaluator(seed=0))
     except Exception as e:  # too few trials for the evaluator, a degenerate space
         return None, f"not computable yet: {e}"
-    return {name: float(v) for name, v in found.items()}, None
+    if len(_IMPORTANCES) >= 256:
+        _IMPORTANCES.pop(next(iter(_IMPORTANCES)))
+    _IMPORTANCES[key] = result = ({name: float(v) for name, v in found.items()}, None)
+    return result
 
 
 def grid_size(request: SweepRequest) -> int | None:
