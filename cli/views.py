@@ -147,10 +147,14 @@ def candidates_table(report: Report) -> Table | None:
     table = Table(
         title="candidates",
         title_justify="left",
-        caption="Pareto: no other candidate is as accurate, as small and as fast, and better in one",
+        caption="Pareto: no other candidate is as accurate, as small and as fast (latencies within 10% tie), "
+        "and better in one",
     )
     for col in ("candidate", "test top-1", "size (bytes)", "nonzero params", "CPU ms b1", "Pareto"):
-        table.add_column(col, justify="left" if col in ("candidate", "Pareto") else "right")
+        # the name whole (it says what was done to which model); the numbers may wrap
+        table.add_column(
+            col, justify="left" if col in ("candidate", "Pareto") else "right", no_wrap=col == "candidate"
+        )
     for c in report.candidates:
         table.add_row(
             c.name,

@@ -22,23 +22,29 @@ class Point:
     latency_ms: float | None
 
 
+# Latencies within this fraction of each other are a tie: batch-1 CPU timings of two copies of one
+# architecture differ by a few percent from run to run, and that must not decide the front.
+LATENCY_TIE = 0.10
+
+
 def dominates(a: Point, b: Point, *, latency: bool) -> bool:
     """``a`` is at least as accurate, as small and (with ``latency``) as fast as ``b``, and
-    strictly better in one of them."""
+    strictly better in one of them; latencies within ``LATENCY_TIE`` of each other are equal."""
     if a.top1 < b.top1 or a.size_bytes > b.size_bytes:
         return False
     strict = a.top1 > b.top1 or a.size_bytes < b.size_bytes
     if latency:
         assert a.latency_ms is not None and b.latency_ms is not None
-        if a.latency_ms > b.latency_ms:
+        if a.latency_ms > b.latency_ms * (1 + LATENCY_TIE):
             return False
-        strict = strict or a.latency_ms < b.latency_ms
+        strict = strict or a.latency_ms * (1 + LATENCY_TIE) < b.latency_ms
     return strict
 
 
 def pareto_front(points: Sequence[Point]) -> list[bool]:
     """For each point, whether it is on the Pareto front: not dominated by any other point on the
-    three objectives jointly (higher test top-1, fewer bytes, lower CPU latency). When a latency is
+    three objectives jointly (higher test top-1, fewer bytes, lower CPU latency, latencies within
+    ``LATENCY_TIE`` counting as equal). When a latency is
     missing (``runtime.measure_speed: false``) the front is over accuracy and size alone. Equal
     points do not dominate each other: both are on the front."""
     latency = all(p.latency_ms is not None for p in points)

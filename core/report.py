@@ -540,7 +540,8 @@ def _summary_candidates(r: Report) -> list[str]:
         return []
     lines = [
         "",
-        "Candidates (Pareto: not beaten on accuracy, size and CPU latency at once):",
+        "Candidates (Pareto: not beaten on accuracy, size and CPU latency at once; latencies within "
+        "10% tie):",
         "",
         "| candidate | test top-1 | size (bytes) | nonzero params | CPU latency b1 (ms) | Pareto |",
         "|---|---|---|---|---|---|",

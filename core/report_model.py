@@ -152,8 +152,8 @@ class Candidate(ReportPart):
     params_nonzero: int
     latency_ms_cpu_b1: float | None = Field(None, description="Absent with runtime.measure_speed false.")
     pareto: bool = Field(
-        description="Not dominated on test top-1 (higher), size and CPU latency (lower) jointly; "
-        "on top-1 and size alone when latency is not measured."
+        description="Not dominated on test top-1 (higher), size and CPU latency (lower) jointly, "
+        "latencies within 10% a tie; on top-1 and size alone when latency is not measured."
     )
 
 

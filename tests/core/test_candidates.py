@@ -43,6 +43,16 @@ def test_without_latencies_the_front_is_on_accuracy_and_size() -> None:
     assert front == {"teacher", "teacher+int8", "student+prune"}
 
 
+def test_latencies_within_a_tenth_are_a_tie() -> None:
+    # the same architecture timed twice: the more accurate one wins whichever timing came out lower
+    baseline, student = Point("baseline", 0.608, 61_488, 0.0388), Point("student", 0.635, 61_488, 0.0394)
+    assert pareto_front([baseline, student]) == [False, True]
+    # beyond a tenth, speed counts again: 0.0388 * 1.1 < 0.0430
+    assert pareto_front([baseline, Point("student", 0.635, 61_488, 0.0430)]) == [True, True]
+    # and a tie in speed is not a strict gain: equal accuracy and size leave both on the front
+    assert pareto_front([Point("a", 0.6, 10, 1.0), Point("b", 0.6, 10, 0.95)]) == [True, True]
+
+
 def test_equal_points_do_not_dominate_each_other() -> None:
     a, b = Point("a", 0.8, 100, 1.0), Point("b", 0.8, 100, 1.0)
     assert not dominates(a, b, latency=True) and pareto_front([a, b]) == [True, True]

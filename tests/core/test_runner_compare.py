@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import torch
 
+from core.candidates import Point, pareto_front
 from core.errors import CancelledError, SpecError
 from core.repeats import gain_interval, repeat_seed
 from core.report_model import Report
@@ -149,11 +150,14 @@ def test_every_candidate_in_one_table_with_the_pareto_front(compared: tuple[Path
     assert pruned.params_nonzero == pytest.approx(report.student.params, abs=3)
     assert pruned.size_bytes < report.teacher.size_bytes
     assert all(c.latency_ms_cpu_b1 is not None and c.latency_ms_cpu_b1 > 0 for c in report.candidates)
-    best = max(c.test_top1 for c in report.candidates)
-    smallest = min(c.size_bytes for c in report.candidates)
-    for c in report.candidates:  # the most accurate and the smallest are never dominated
-        if c.test_top1 == best or c.size_bytes == smallest:
+    for c in report.candidates:  # the strictly most accurate and the strictly smallest are never dominated
+        others = [o for o in report.candidates if o is not c]
+        if all(c.test_top1 > o.test_top1 for o in others) or all(c.size_bytes < o.size_bytes for o in others):
             assert c.pareto, c.name
+    front = pareto_front(
+        [Point(c.name, c.test_top1, c.size_bytes, c.latency_ms_cpu_b1) for c in report.candidates]
+    )
+    assert [c.pareto for c in report.candidates] == front
     assert [c.kind for c in report.compressed] == ["dynamic_int8", "prune"]  # student rows unchanged
     svg = (out / report.artifacts["candidates_plot"]).read_text()
     assert svg.startswith("<svg") and all(c.name in svg for c in report.candidates)

@@ -216,7 +216,8 @@ function candidatesView(candidates) {
     h(
       "p",
       { class: "small muted" },
-      "Pareto: no other candidate is at least as accurate, as small and as fast, and better in one" +
+      "Pareto: no other candidate is at least as accurate, as small and as fast " +
+        "(latencies within 10% tie), and better in one" +
         (timed ? "." : " (latency not measured: accuracy and size only)."),
     ),
     h("div", { class: "cplot-row" }, plots),
