@@ -75,6 +75,15 @@ def _fmt(value: float, unit: str) -> str:
     return f"{value:g} ms"
 
 
+def label_row(placed: list[tuple[float, float, float]], x0: float, x1: float, y: float) -> float:
+    """A baseline for a name spanning ``x0..x1`` at or below ``y`` that overlaps no name in
+    ``placed`` (12 px rows), which it is added to: close points get their names one under another."""
+    while any(a < x1 and x0 < b and abs(y - row) < 12 for a, b, row in placed):
+        y += 12
+    placed.append((x0, x1, y))
+    return y
+
+
 def _panel(points: Sequence[Point], front: Sequence[bool], x_of: str, title: str, unit: str, dx: int) -> str:
     """One scatter panel (a log x axis, top-1 in percent up), offset ``dx`` to the right."""
     xs = [float(getattr(p, x_of)) for p in points]
@@ -105,6 +114,7 @@ def _panel(points: Sequence[Point], front: Sequence[bool], x_of: str, title: str
         out.append(f'<text x="{dx + _PAD_L - 6}" y="{py(y) + 4:.1f}" text-anchor="end">{100 * y:.1f}%</text>')
     label = "size (bytes, log scale)" if unit == "B" else "CPU latency, batch 1 (ms, log scale)"
     out.append(f'<text x="{dx + _PAD_L + inner_w / 2:.1f}" y="{_H - 8}" text-anchor="middle">{label}</text>')
+    placed: list[tuple[float, float, float]] = []  # the names written so far: (left, right, baseline)
     for p, x, on in zip(points, xs, front, strict=True):
         cx, cy = px(x), py(p.top1)
         fill = "#2563eb" if on else "#fff"
@@ -114,12 +124,13 @@ def _panel(points: Sequence[Point], front: Sequence[bool], x_of: str, title: str
             f"<title>{escape(p.name)}: {100 * p.top1:.2f}%, {_fmt(x, unit)}</title></circle>"
         )
         if on:  # named right of the point, or left of it where the name (~6.5 px a letter) overflows
-            left = cx + 7 + 6.5 * len(p.name) > dx + _PAD_L + inner_w
+            width = 6.5 * len(p.name)
+            left = cx + 7 + width > dx + _PAD_L + inner_w
             tx, anchor = (cx - 7, "end") if left else (cx + 7, "start")
-            out.append(
-                f'<text x="{tx:.1f}" y="{cy - 7:.1f}" text-anchor="{anchor}" class="pareto">'
-                f"{escape(p.name)}</text>"
-            )
+            x0, y = (tx - width, cy - 7) if left else (tx, cy - 7)
+            y = label_row(placed, x0, x0 + width, y)
+            label = f'<text x="{tx:.1f}" y="{y:.1f}" text-anchor="{anchor}" class="pareto">'
+            out.append(f"{label}{escape(p.name)}</text>")
     return "\n".join(out)
 
 

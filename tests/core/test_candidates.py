@@ -6,7 +6,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from core.candidates import Point, candidates_svg, dominates, pareto_front
+from core.candidates import Point, candidates_svg, dominates, label_row, pareto_front
 
 SVG = "{http://www.w3.org/2000/svg}"
 POINTS = [
@@ -80,3 +80,13 @@ def test_without_latencies_only_the_size_panel_is_drawn() -> None:
     assert "b &amp; &lt;c&gt;" in text
     with pytest.raises(ValueError):
         candidates_svg([], [])
+
+
+def test_names_of_close_points_go_one_under_another() -> None:
+    placed: list[tuple[float, float, float]] = []
+    assert label_row(placed, 100, 160, 50) == 50
+    assert label_row(placed, 140, 200, 55) == 67  # 55 is within 12 px of the first: one step down
+    # 50 and 62 clash with the first, 74 with the second (67): 86
+    assert label_row(placed, 150, 170, 50) == 86
+    assert label_row(placed, 170, 230, 50) == 50  # right of the first, 17 px above the second
+    assert label_row(placed, 300, 360, 50) == 50  # elsewhere: where it was asked

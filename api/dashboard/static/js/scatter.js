@@ -27,6 +27,15 @@ function logTicks(lo, hi) {
   return ticks;
 }
 
+// A baseline for a name spanning x0..x1 at or below y that overlaps no name placed so far (12 px
+// rows); close points get their names one under another.
+function labelRow(placed, x0, x1, y) {
+  let row = y;
+  while (placed.some(([a, b, r]) => a < x1 && x0 < b && Math.abs(row - r) < 12)) row += 12;
+  placed.push([x0, x1, row]);
+  return row;
+}
+
 // points: [{name, x, y, pareto}] (y a fraction); format(x) labels the x ticks.
 export function scatterPlot({ id, title, xLabel, points, format }) {
   const xs = points.map((p) => p.x);
@@ -60,6 +69,7 @@ export function scatterPlot({ id, title, xLabel, points, format }) {
     root.append(svg("text", { x: PAD.left - 6, y: py(y) + 4, "text-anchor": "end" }, label));
   }
   root.append(svg("text", { x: PAD.left + iw / 2, y: H - 8, "text-anchor": "middle" }, xLabel));
+  const placed = []; // the names written so far: [left, right, baseline]
   for (const p of points) {
     const dot = svg("circle", {
       cx: px(p.x),
@@ -72,8 +82,11 @@ export function scatterPlot({ id, title, xLabel, points, format }) {
     root.append(dot);
     if (p.pareto) {
       // right of the point, or left of it where the name (about 6.5 px a letter) would overflow
-      const left = px(p.x) + 7 + 6.5 * p.name.length > PAD.left + iw;
-      const at = { x: px(p.x) + (left ? -7 : 7), y: py(p.y) - 7, "text-anchor": left ? "end" : "start" };
+      const width = 6.5 * p.name.length;
+      const left = px(p.x) + 7 + width > PAD.left + iw;
+      const x = px(p.x) + (left ? -7 : 7);
+      const y = labelRow(placed, left ? x - width : x, left ? x : x + width, py(p.y) - 7);
+      const at = { x, y, "text-anchor": left ? "end" : "start" };
       root.append(svg("text", { ...at, class: "pareto-label", "data-testid": "pareto-label" }, p.name));
     }
   }
