@@ -94,6 +94,11 @@ def report_lines(report: Report) -> list[str]:
             f"KD gain (student − baseline, test top-1): {report.kd_gain:+.4f}"
             + (f" ± {se:.4f} (standard error)" if se is not None else "")
         )
+    if (t := report.transfer) is not None:
+        lines.append(
+            f"student kept from the {t.chosen} (validation top-1 {t.val_top1_transfer:.4f} with the "
+            f"transfer set, {t.val_top1_plain:.4f} on the plain inputs)"
+        )
     c = report.compression
     ratios = (
         (c.params_ratio, "fewer parameters"),

@@ -49,6 +49,7 @@ from core.report_model import (
     Report,
     SourceTask,
     Timing,
+    TransferChoice,
 )
 from core.sink import Sink
 from core.spec import DynamicInt8Compress, JobSpec, PruneCompress, TeacherCompress
@@ -150,6 +151,11 @@ class StageOutputs:
     source_tasks: list[SourceTask] = field(default_factory=list)
     repeats: list[RepeatRun] = field(default_factory=list)
     teacher_pruned: nn.Module | None = None
+    transfer: TransferChoice | None = None  # the student's stage, when chosen on validation
+
+    @property
+    def student_stage(self) -> str:
+        return "student" if self.transfer is None else self.transfer.stage
 
 
 def build_report(spec: JobSpec, out: Path, stages: StageOutputs, device: torch.device, sink: Sink) -> Report:
@@ -180,6 +186,7 @@ def build_report(spec: JobSpec, out: Path, stages: StageOutputs, device: torch.d
         teachers=teachers[1:],
         baseline=baseline,
         student=student,
+        transfer=stages.transfer,
         kd_gain=_round(student.test_top1 - baseline.test_top1) if baseline else None,
         kd_gain_stderr=_round(se) if se is not None else None,
         **({"repeats": repeats} if repeats is not None else {}),
@@ -223,7 +230,7 @@ def _students(
         info, _ = describe_model(model, stages.data, device, bs, speed=speed, reference=reference)
         return info.model_copy(update={"best_epoch": stages.results[stage].best_epoch})
 
-    student = entry(stages.student, "student")
+    student = entry(stages.student, stages.student_stage)
     return (entry(stages.baseline, "baseline") if stages.baseline is not None else None), student
 
 
@@ -253,7 +260,7 @@ def _timing(stages: StageOutputs) -> Timing:
     return Timing.model_validate(
         {
             **{k: round(v, 2) for k, v in stages.timing.items()},
-            "distill_samples_per_s": round(stages.results["student"].samples_per_s, 1),
+            "distill_samples_per_s": round(stages.results[stages.student_stage].samples_per_s, 1),
             "total_s": round(time.monotonic() - stages.started, 2),
         }
     )

@@ -189,6 +189,16 @@ class Environment(ReportPart):
     cpu_threads: int
 
 
+class TransferChoice(ReportPart):
+    """With ``distill.transfer.choose: auto``: the student on the transfer set against the student
+    on the plain training inputs, chosen on the validation split."""
+
+    chosen: Literal["transfer set", "training inputs"]
+    stage: str = Field(description="The stage whose weights are the reported student.")
+    val_top1_transfer: float = Field(description="Best validation top-1 on the transfer set.")
+    val_top1_plain: float = Field(description="Best validation top-1 on the plain training inputs.")
+
+
 class Report(ReportPart):
     """Every model's metrics and costs, the KD gain and its verdict, compression, artifacts."""
 
@@ -200,6 +210,9 @@ class Report(ReportPart):
     teachers: list[ModelMetrics] = Field(default=[], description="The extra teachers.")
     baseline: ModelMetrics | None = Field(None, description="The labels-only student, if trained.")
     student: ModelMetrics
+    transfer: TransferChoice | None = Field(
+        None, description="Transfer set or plain inputs, as chosen on the validation split."
+    )
     kd_gain: float | None = Field(None, description="student.test_top1 − baseline.test_top1.")
     kd_gain_stderr: float | None = None
     repeats: Repeats | None = Field(

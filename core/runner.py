@@ -32,13 +32,14 @@ from core.models import build_classifier, load_weights, save_weights
 from core.oom import translate_oom
 from core.repeats import repeat_seed, repeat_stage
 from core.report import RepeatRun, StageOutputs, build_report, test_top1, write_report
-from core.report_model import Report, SourceTask
+from core.report_model import Report, SourceTask, TransferChoice
 from core.seeding import derive_seed, seed_everything
 from core.sink import Sink
 from core.spec import CELoss, JobSpec, SourceConsistencyLoss, TeacherCompress, TeacherSpec
 from core.stagekeys import teacher_stage
 from core.trainer import ProgressTracker, StagePlan, StageResult, TrainData, Trainer, evaluate_split
 
+PLAIN_STUDENT = "student.plain"  # distilled on the plain training inputs, to choose the transfer set by
 STUDENT_COST = 2.0  # a distillation step also runs the teachers: roughly twice a plain step
 PRUNED_TEACHER = "teacher_pruned"  # the stage that fine-tunes the teacher pruned to the student's size
 
@@ -113,10 +114,17 @@ class JobRun:
             if s.baseline.enabled:
                 weights[repeat_stage("baseline", r)] = s.distill.epochs * steps
             weights[repeat_stage("student", r)] = s.distill.epochs * steps * (1 + teacher_share)
+            if r == 0 and self._chooses_transfer():
+                weights[PLAIN_STUDENT] = weights["student"]
         if (cfg := self._teacher_compress()) is not None and cfg.prune and cfg.fine_tune:
             weights[PRUNED_TEACHER] = s.distill.epochs * steps
         weights["evaluate"] = 0.05 * sum(weights.values())
         return weights
+
+    def _chooses_transfer(self) -> bool:
+        """Whether the student is also distilled on the plain inputs, to choose on validation."""
+        t = self.spec.distill.transfer
+        return t.choose == "auto" and bool(t.augment or t.unlabelled)
 
     def _teacher_compress(self) -> TeacherCompress | None:
         return next((c for c in self.spec.compress if isinstance(c, TeacherCompress)), None)
@@ -249,9 +257,14 @@ class JobRun:
         return baseline
 
     def _distilled(
-        self, teachers: list[nn.Module], train: TrainData, augment: Any, repeat: int = 0
+        self,
+        teachers: list[nn.Module],
+        train: TrainData,
+        augment: Any,
+        repeat: int = 0,
+        name: str = "student",
     ) -> nn.Module:
-        """The student distilled from ``teachers`` on the transfer set ``train``."""
+        """The student distilled from ``teachers`` on the transfer set ``train`` (stage ``name``)."""
         d = self.spec.distill
         student = self._student_model(repeat)
         objective = Objective(d.losses, student, teachers)
@@ -261,18 +274,46 @@ class JobRun:
                     load_inputs(term.spec.source, self.data_root, self.spec.seed), "distill.losses source"
                 )
                 term.attach_source(src, d.batch_size)
-        stage = repeat_stage("student", repeat)
+        stage = repeat_stage(name, repeat)
         self._stage(stage, student, objective, self._plan(stage), train, self.data, augment)
         return student
 
-    def _repeats(self, teachers: list[nn.Module], train: TrainData, augment: Any) -> list[RepeatRun]:
-        """The baseline/student pairs after the first (``repeats``), each from its own shared seed;
-        only their test top-1s are kept."""
+    def _choose_transfer(
+        self, teachers: list[nn.Module], student: nn.Module
+    ) -> tuple[nn.Module, TransferChoice | None]:
+        """The student again on the plain training inputs, and whichever of the two validates
+        better (ties keep the transfer set)."""
+        if not self._chooses_transfer():
+            return student, None
+        plain_data = TrainData(self.data.train.x, self.data.train.y, self.data.num_classes)
+        plain = self._distilled(teachers, plain_data, None, name=PLAIN_STUDENT)
+        with_set, without = self.results["student"].best_val_top1, self.results[PLAIN_STUDENT].best_val_top1
+        choice = TransferChoice(
+            chosen="training inputs" if without > with_set else "transfer set",
+            stage=PLAIN_STUDENT if without > with_set else "student",
+            val_top1_transfer=with_set,
+            val_top1_plain=without,
+        )
+        self.sink.log(
+            f"transfer set: validation top-1 {with_set:.4f} with it, {without:.4f} on the plain inputs; "
+            f"keeping the student on the {choice.chosen}"
+        )
+        return (plain if choice.stage == PLAIN_STUDENT else student), choice
+
+    def _repeats(
+        self, teachers: list[nn.Module], train: TrainData, augment: Any, choice: TransferChoice | None
+    ) -> list[RepeatRun]:
+        """The baseline/student pairs after the first (``repeats``), each from its own shared seed,
+        the student on what the first repeat chose; only their test top-1s are kept."""
         runs, t0 = [], time.monotonic()
         bs = self.spec.runtime.eval_batch_size
+        plain = choice is not None and choice.stage == PLAIN_STUDENT
+        student_train = (
+            TrainData(self.data.train.x, self.data.train.y, self.data.num_classes) if plain else train
+        )
         for r in range(1, self.spec.repeats):
             baseline = self._baseline(augment, r)
-            student = self._distilled(teachers, train, augment, r)
+            student = self._distilled(teachers, student_train, None if plain else augment, r)
             if self.ranks.main:
                 b, s = (test_top1(m, self.data, bs, self.device) for m in (baseline, student))
                 runs.append(RepeatRun(r, repeat_seed(self.spec.seed, r), b, s))
@@ -350,8 +391,9 @@ class JobRun:
         t0 = time.monotonic()
         train = self._transfer_set(teachers)
         student = self._distilled(teachers, train, augment)
+        student, choice = self._choose_transfer(teachers, student)
         self.timing["distill_s"] = time.monotonic() - t0
-        repeats = self._repeats(teachers, train, augment)
+        repeats = self._repeats(teachers, train, augment, choice)
         cfg = self._teacher_compress()
         pruned = self._pruned_teacher(teachers[0], cfg, augment) if cfg is not None and cfg.prune else None
 
@@ -370,6 +412,7 @@ class JobRun:
             source_tasks=self._source_tasks(teachers, baseline, student),
             repeats=repeats,
             teacher_pruned=pruned,
+            transfer=choice,
         )
         report = build_report(self.spec, self.out, stages, self.device, self.sink)
         write_report(report, self.out)

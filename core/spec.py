@@ -568,6 +568,13 @@ class TransferSpec(_Spec):
     unlabelled: DatasetSpec | None = Field(
         None, description="Extra inputs (their labels unused) added to the transfer set."
     )
+    choose: Literal["auto", "always"] = Field(
+        "auto",
+        description="auto: the student is also distilled on the plain training inputs (stage "
+        "`student.plain`: same budget, same initial weights), and the one with the better validation "
+        "top-1 is kept: a transfer set helps some tasks and budgets and hurts others. always: the "
+        "transfer set only (half the distillation cost). Nothing to choose without augmentations or a pool.",
+    )
 
 
 def _default_losses() -> tuple[Any, ...]:

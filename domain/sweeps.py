@@ -495,8 +495,11 @@ def _fail(study: optuna.Study, number: int, why: str, trial: optuna.Trial | None
 
 
 def objective_of(session: Session, job: Job, request: SweepRequest) -> float | None:
-    """The student's objective metric at its best epoch (the weights it keeps), or its best value."""
-    values = stage_metric(session, job.id, "student", request.objective.metric)
+    """The student's objective metric at its best epoch (the weights it keeps), or its best value;
+    from the stage the reported student comes from (``student.plain`` when the engine chose the
+    plain inputs over the transfer set)."""
+    stage = ((job.report or {}).get("transfer") or {}).get("stage") or "student"
+    values = stage_metric(session, job.id, stage, request.objective.metric)
     if not values:
         return None
     best_epoch = ((job.report or {}).get("student") or {}).get("best_epoch")

@@ -81,8 +81,8 @@ def test_report_has_the_promised_keys(finished: tuple[Path, Report, Recorder]) -
     assert written == report.model_dump(mode="json")
     assert list(written) == [
         "report_version", "name", "seed", "dataset", "teacher", "teachers", "baseline", "student",
-        "kd_gain", "kd_gain_stderr", "repeats", "verdict", "compression", "compressed", "candidates",
-        "timing", "artifacts", "environment", "source_tasks",
+        "transfer", "kd_gain", "kd_gain_stderr", "repeats", "verdict", "compression", "compressed",
+        "candidates", "timing", "artifacts", "environment", "source_tasks",
     ]  # fmt: skip
     assert list(written["teacher"]) == [*MODEL_KEYS, "source", "best_epoch"]
     assert list(written["baseline"]) == [*MODEL_KEYS[:4], "agreement", *MODEL_KEYS[4:], "best_epoch"]
@@ -96,7 +96,7 @@ def test_report_has_the_promised_keys(finished: tuple[Path, Report, Recorder]) -
         "distill_samples_per_s",
         "total_s",
     }
-    assert report.baseline is not None
+    assert report.baseline is not None and report.transfer is not None
     for entry in (report.teacher, report.baseline, report.student):
         assert 0.0 <= entry.test_top1 <= 1.0
     assert report.student.agreement is not None and 0 <= report.student.agreement <= 1
@@ -138,7 +138,7 @@ def test_metrics_per_stage_and_epoch(finished: tuple[Path, Report, Recorder]) ->
     _, _, sink = finished
     keys = [(stage, epoch) for stage, epoch, _, _ in sink.rows]
     assert keys == [("teacher", e) for e in (1, 2, 3)] + [
-        (s, e) for s in ("baseline", "student") for e in (1, 2, 3, 4)
+        (s, e) for s in ("baseline", "student", "student.plain") for e in (1, 2, 3, 4)
     ]
     student = [values for stage, _, _, values in sink.rows if stage == "student"]
     assert {"train/loss", "train/kd", "train/ce", "val/top1", "val/top5", "lr", "samples_per_s"} <= set(
@@ -354,3 +354,31 @@ def test_a_compiled_job_trains_and_exports(tmp_path: Path) -> None:
         distill={**TINY["distill"], "epochs": 1},
     )
     assert report.student.test_top1 > 0 and (tmp_path / "stages" / "student" / "model.safetensors").exists()
+
+
+def test_the_transfer_set_is_kept_or_dropped_on_the_validation_split(
+    finished: tuple[Path, Report, Recorder], tmp_path: Path
+) -> None:
+    out, report, sink = finished
+    choice = report.transfer
+    assert choice is not None  # the default: choose
+    stages = {row[0] for row in sink.rows}
+    assert {"student", "student.plain"} <= stages  # both trained, from the same initial weights
+    results = {
+        s: json.loads((out / "stages" / s / "result.json").read_text()) for s in ("student", "student.plain")
+    }
+    assert choice.val_top1_transfer == results["student"]["best_val_top1"]
+    assert choice.val_top1_plain == results["student.plain"]["best_val_top1"]
+    plain_wins = choice.val_top1_plain > choice.val_top1_transfer
+    assert choice.stage == ("student.plain" if plain_wins else "student")
+    assert report.student.best_epoch == results[choice.stage]["best_epoch"]
+
+    # a transfer set of pure noise loses to the plain inputs; always: no second student
+    noisy = {**TINY["distill"], "transfer": {"augment": [{"kind": "noise", "std": 50.0}]}}
+    lost = run_tiny(tmp_path / "noisy", distill=noisy)
+    assert lost.transfer is not None and lost.transfer.stage == "student.plain", lost.transfer
+    assert lost.transfer.val_top1_plain > lost.transfer.val_top1_transfer
+    kept = run_tiny(
+        tmp_path / "always", distill={**noisy, "transfer": {**noisy["transfer"], "choose": "always"}}
+    )
+    assert kept.transfer is None and not (tmp_path / "always" / "stages" / "student.plain").exists()

@@ -52,7 +52,7 @@ def test_a_teams_second_identical_job_reuses_its_teacher_and_baseline(service: S
     service.start_worker()
     team = service.http
     first = _run(service, team, JOB)
-    assert _stages_trained(team, first["id"]) == {"teacher", "baseline", "student"}
+    assert _stages_trained(team, first["id"]) == {"teacher", "baseline", "student", "student.plain"}
     assert any("stage teacher: kept" in m for m in _events(team, first["id"]))
 
     second = _run(
@@ -61,7 +61,8 @@ def test_a_teams_second_identical_job_reuses_its_teacher_and_baseline(service: S
     said = _events(team, second["id"])
     assert any(f"stage teacher: reused from job {first['id']}" in m for m in said), said
     assert any(f"stage baseline: reused from job {first['id']}" in m for m in said), said
-    assert _stages_trained(team, second["id"]) == {"student"}  # no teacher or baseline epochs ran
+    # no teacher or baseline epochs ran: the two students only (transfer set or not)
+    assert _stages_trained(team, second["id"]) == {"student", "student.plain"}
     # the same teacher weights: the same test accuracy, and no time spent on it
     assert second["report"]["teacher"]["test_top1"] == first["report"]["teacher"]["test_top1"]
     assert second["report"]["timing"]["teacher_s"] < first["report"]["timing"]["teacher_s"]
@@ -69,7 +70,7 @@ def test_a_teams_second_identical_job_reuses_its_teacher_and_baseline(service: S
     other = service.add_member("outsider", "other-team")
     third = _run(service, other, JOB)
     assert not any("reused" in m for m in _events(other, third["id"]))
-    assert _stages_trained(other, third["id"]) == {"teacher", "baseline", "student"}
+    assert _stages_trained(other, third["id"]) == {"teacher", "baseline", "student", "student.plain"}
 
     refused = other.post("/v1/jobs", json={**JOB, "teacher": {"from_job": first["id"]}}, timeout=30)
     assert refused.status_code == 422, refused.text

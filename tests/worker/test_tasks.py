@@ -42,7 +42,7 @@ def test_a_dispatched_job_succeeds(deployment: Deployment, worker: WorkerProcess
     with session_scope(dep.db_url) as session:
         stages = set(session.scalars(select(Metric.stage).where(Metric.job_id == job_id)))
         artifacts = list(session.scalars(select(Artifact).where(Artifact.job_id == job_id)))
-    assert stages == {"teacher", "baseline", "student"}
+    assert stages == {"teacher", "baseline", "student", "student.plain"}
     assert {a.name for a in artifacts} == set(job.report["artifacts"])
     assert len({a.filename for a in artifacts}) == len(artifacts)
     store = open_store(dep.settings.artifacts_location)
