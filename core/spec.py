@@ -362,7 +362,7 @@ class KDLoss(_Spec):
 
     kind: Literal["kd"] = "kd"
     weight: float = Field(1.0, ge=0.0)
-    temperature: float = Field(4.0, gt=0.0)
+    temperature: float = Field(2.0, gt=0.0)
     teacher: TeacherIndex | None = Field(None, description="null: the teachers' mean logits.")
 
 
@@ -586,10 +586,10 @@ class DistillSpec(_Spec):
 
     losses: tuple[LossSpec, ...] = Field(default_factory=_default_losses, min_length=1, max_length=16)
     transfer: TransferSpec = TransferSpec()
-    epochs: int = Field(300, ge=1, le=10_000)
+    epochs: int = Field(1000, ge=1, le=10_000)
     batch_size: int = Field(100, ge=1, le=65_536)
     optimizer: OptimizerSpec = AdamOptim(lr=0.01)
-    schedule: ScheduleSpec = ConstantSchedule()
+    schedule: ScheduleSpec = CosineSchedule()
     grad_clip_norm: float | None = Field(None, gt=0.0, description="Clip the global gradient norm.")
     select: Literal["best", "last"] = Field("best", description="Keep the best-validation or the last epoch.")
 

@@ -1,7 +1,7 @@
 """The promised result: ``distill run examples/mnist1d.yaml`` on this machine's CPU.
 
-Runs the real command (under a minute on 2 idle cores) and checks the issue's accuracy bar:
-teacher >= 0.92, student >= 0.80, KD gain >= +0.08; then evaluates the exported TorchScript file
+Runs the real command (a few minutes on 2 idle cores) and checks the accuracy bar:
+teacher >= 0.92, student >= 0.90 (issue 13's bar for the default recipe), KD gain >= +0.08; then evaluates the exported TorchScript file
 independently, on the test split regenerated straight from the ``mnist1d`` package. The time it
 took is printed, not asserted: speed is measured by `make demo` and benchmarks, not unit tests.
 """
@@ -41,7 +41,7 @@ def test_mnist1d_example_meets_the_bar(tmp_path: Path) -> None:
         ],
         check=True,
         env=env,
-        timeout=600,
+        timeout=1200,
     )
     elapsed = time.monotonic() - start
     report = json.loads((tmp_path / "report.json").read_text())
@@ -51,7 +51,7 @@ def test_mnist1d_example_meets_the_bar(tmp_path: Path) -> None:
     )
     print(summary)
     assert report["teacher"]["test_top1"] >= 0.92, summary
-    assert report["student"]["test_top1"] >= 0.80, summary
+    assert report["student"]["test_top1"] >= 0.90, summary
     assert report["kd_gain"] >= 0.08, summary
 
     from mnist1d.data import get_dataset_args, make_dataset
