@@ -139,3 +139,21 @@ def cancel(sweep_id: SweepId, as_json: AsJson = False, url: Url = None, token: T
         print_json(dump(sweep))
         return
     out.print(f"sweep {sweep.id} {sweep.status}", highlight=False)
+
+
+@app.command("repeat")
+def repeat(
+    sweep_id: SweepId,
+    repeats: Annotated[int, typer.Option(min=2, max=20, help="Seeds for the baseline/student pairs.")] = 3,
+    as_json: AsJson = False,
+    url: Url = None,
+    token: Token = None,
+) -> None:
+    """Run the best trial again with several seeds: a new job whose report gives the KD gain with
+    a 95% confidence interval (exit 7 while no trial completed)."""
+    with connect(url, token) as client:
+        job = client.repeat_best(sweep_id, repeats)
+    if as_json:
+        print_json(dump(job))
+        return
+    print(job.id)

@@ -235,6 +235,11 @@ class Client:
         """No trial starts any more and the live ones are cancelled; ``Conflict`` once it ended."""
         return Sweep.model_validate(self.request("POST", f"/v1/sweeps/{sweep_id}/cancel").json())
 
+    def repeat_best(self, sweep_id: str, repeats: int = 3) -> Job:
+        """A new job: the sweep's best trial with ``repeats`` seeds (its gain with an interval);
+        ``Conflict`` while no trial completed."""
+        return _job(self.request("POST", f"/v1/sweeps/{sweep_id}/repeat", json={"repeats": repeats}))
+
     # ------------------------------------------------------------------ files
 
     def artifacts(self, job_id: str) -> list[Artifact]:

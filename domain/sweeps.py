@@ -48,7 +48,7 @@ from core.errors import ConflictError, DistilleryError, FieldIssue, InvalidDocum
 from core.spec import JobSpec
 from core.stagekeys import shared_stages
 from domain.jobs import cancel as cancel_job
-from domain.jobs import new_trial_job
+from domain.jobs import new_trial_job, request_hash, submit
 from domain.specs import check_spec
 from domain.stages import resolve_teachers
 from store import stages as kept
@@ -373,6 +373,26 @@ def cancel(session: Session, caller: Caller, sweep: Sweep) -> Sweep:
     session.flush()
     session.refresh(sweep)
     return sweep
+
+
+class NoBestTrialError(ConflictError):
+    """Repeating the best trial of a sweep that has none (no trial completed yet)."""
+
+    type = "no-best-trial"
+
+
+def repeat_best(session: Session, caller: Caller, sweep: Sweep, repeats: int, settings: Settings) -> Job:
+    """A new job (not a trial): the sweep's best trial's spec with ``repeats`` seeds, so its gain
+    gets a confidence interval; submitted like ``POST /v1/jobs`` (checks, quotas), committed."""
+    if sweep.best_job_id is None or (best := session.get(Job, sweep.best_job_id)) is None:
+        raise NoBestTrialError(f"sweep {sweep.id} has no completed trial to repeat yet")
+    data = copy.deepcopy(best.spec)
+    data["repeats"] = repeats
+    data["name"] = f"{sweep.name}-best-x{repeats}"[:100]
+    if not data.get("baseline", {}).get("enabled", True):
+        data["baseline"] = {**data["baseline"], "enabled": True}  # the gains need it
+    spec = JobSpec.model_validate(data)
+    return submit(session, caller, spec, settings, body_hash=request_hash(data)).job
 
 
 def get_visible(session: Session, caller: Caller, sweep_id: str) -> Sweep:

@@ -6,15 +6,16 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Path, Query, Response
-from pydantic import TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 from api.auth import CallerDep, WriterDep
 from api.cursors import decode_job_cursor, encode_job_cursor
 from api.deps import SessionDep, StateDep
 from api.documents import spec_document
 from api.problems import Problem
-from api.schemas import SweepLinks, SweepOut, SweepPage, SweepSummary, TrialOut
+from api.schemas import JobOut, SweepLinks, SweepOut, SweepPage, SweepSummary, TrialOut
 from api.validation import validate_with
+from api.views import etag, job_out, job_path
 from core.errors import FieldIssue, InvalidDocumentError
 from core.spec import JobSpec
 from domain import sweeps
@@ -196,3 +197,39 @@ def cancel_sweep(sweep: SweepDep, session: SessionDep, state: StateDep, caller: 
     one within seconds). Cancelling an ended sweep is a `409`."""
     updated = sweeps.cancel(session, caller, sweep)
     return _out(session, updated, sweeps.describe(session, state.settings, updated))
+
+
+class RepeatRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    repeats: int = Field(3, ge=2, le=20, description="Seeds: baseline and student pairs, the teacher once.")
+
+
+@router.post(
+    "/{sweep_id}/repeat",
+    status_code=202,
+    response_model=JobOut,
+    summary="Re-run the best trial with several seeds",
+    responses={
+        **_PROBLEMS,
+        409: {"model": Problem, "description": "No trial completed yet, or the team's queue is full."},
+        422: {"model": Problem, "description": "Invalid request, each problem naming its field."},
+    },
+)
+def repeat_best_trial(
+    sweep: SweepDep,
+    session: SessionDep,
+    state: StateDep,
+    caller: WriterDep,
+    response: Response,
+    body: RepeatRequest | None = None,
+) -> JobOut:
+    """A new job of your team (not a trial): the best trial's spec with `repeats` seeds (default 3),
+    so the report gives its KD gain with a 95% confidence interval over the paired seeds. Its
+    teacher and baseline are reused from the sweep's. `202 Accepted` with `Location:
+    /v1/jobs/{id}`."""
+    job = sweeps.repeat_best(session, caller, sweep, (body or RepeatRequest()).repeats, state.settings)
+    state.wake_dispatcher()
+    response.headers["Location"] = job_path(job.id)
+    response.headers["ETag"] = etag(job)
+    return job_out(session, job)

@@ -213,6 +213,15 @@ def test_the_driver_waits_for_the_shared_stages_then_fills_the_budget(
     assert len(points) == 6
     assert done["importances"] is not None or done["importances_note"]
 
+    # the best trial again with 3 seeds: an ordinary job of the team, the trial's spec but repeats
+    again = client.post(f"/v1/sweeps/{sweep['id']}/repeat", json={"repeats": 3})
+    assert again.status_code == 202, again.text
+    job = again.json()
+    assert again.headers["Location"] == f"/v1/jobs/{job['id']}" and job["status"] == "queued"
+    best_spec = next(j for j in trial_jobs(db_url, sweep["id"]) if j.id == done["best_job_id"]).spec
+    assert job["spec"]["repeats"] == 3 and job["spec"]["distill"] == best_spec["distill"]
+    assert client.post(f"/v1/sweeps/{sweep['id']}/repeat", json={"repeats": 1}).status_code == 422
+
 
 def test_an_invalid_combination_fails_its_trial_and_the_sweep_goes_on(
     client: TestClient, db_url: str, settings: Settings
@@ -238,6 +247,13 @@ def test_an_invalid_combination_fails_its_trial_and_the_sweep_goes_on(
 
 
 # ---------------------------------------------------------------- cancel
+
+
+def test_a_sweep_without_a_completed_trial_has_no_best_to_repeat(client: TestClient) -> None:
+    sweep = client.post("/v1/sweeps", json=sweep_body()).json()
+    r = client.post(f"/v1/sweeps/{sweep['id']}/repeat")
+    assert r.status_code == 409 and r.headers["content-type"].startswith(PROBLEM), r.text
+    assert "no completed trial" in r.json()["detail"]
 
 
 def test_cancel_ends_the_sweep_and_its_live_trials(

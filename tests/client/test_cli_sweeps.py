@@ -74,6 +74,11 @@ def test_create_show_and_list_a_sweep_to_its_end(env: dict[str, str], svc: Servi
     # an ended sweep cannot be cancelled: exit 7 (conflict)
     ended = distill(env, "sweep", "cancel", sweep["id"])
     assert ended.code == 7 and "already succeeded" in ended.err
+    # its best trial again with 2 seeds: a new job, printed by id
+    again = distill(env, "sweep", "repeat", sweep["id"], "--repeats", "2")
+    assert again.code == 0, again.err
+    job = svc.http.get(f"/v1/jobs/{again.out.strip()}").json()
+    assert job["spec"]["repeats"] == 2 and job["name"].endswith("-best-x2"), job
 
 
 def test_cancel_and_the_errors_a_user_meets(env: dict[str, str], tmp_path: Path) -> None:
