@@ -58,9 +58,15 @@ format: install
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# Studies (README "Studies"): the default recipe against its baseline on four datasets and two
+# budgets; a kept teacher's saving; a sweep against the same trials as independent jobs (CPU
+# time, early stops, teachers trained), the last two at 0.3x the default's epochs to stay short.
 bench: install
 	$(BIN)/python bench/kd_step.py
 	$(BIN)/python bench/stream_data.py
+	OMP_NUM_THREADS=1 $(BIN)/python bench/recipes.py
+	$(BIN)/python bench/kept_stages.py --epochs-scale 0.3
+	$(BIN)/python bench/sweep.py --epochs-scale 0.3
 
 # On a CUDA machine, in about 3.5 minutes on one H200: the MNIST-1D job and a synthetic-image ResNet
 # job on the GPU (bf16 autocast vs fp32, channels-last vs not, torch.compile on and off), the bare-loop
