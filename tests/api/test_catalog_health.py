@@ -36,7 +36,7 @@ def test_catalog_lists_every_kind(client: TestClient) -> None:
     temperature = next(p for p in kd["parameters"] if p["name"] == "temperature")
     assert temperature == {
         "name": "temperature", "type": "float", "required": False, "description": None,
-        "default": 4.0, "constraints": {"gt": 0.0},
+        "default": 2.0, "constraints": {"gt": 0.0},
     }  # fmt: skip
     models = {e["kind"]: e for e in body["models"]}
     assert models["torchscript"]["student"] is False and models["mlp"]["student"] is True
@@ -104,6 +104,6 @@ def test_openapi_documents_the_api(client: TestClient) -> None:
     components = schema["components"]["schemas"]
     assert "JobSpec" in components and "KDLoss" in components and "JobOut" in components
     assert {t["name"] for t in schema["tags"]} == {
-        "jobs", "artifacts", "uploads", "catalog", "pool", "access", "health"
+        "jobs", "sweeps", "artifacts", "uploads", "catalog", "pool", "access", "health"
     }  # fmt: skip
     assert client.get("/docs").status_code == 200

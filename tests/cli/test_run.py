@@ -69,7 +69,7 @@ def test_unavailable_device_is_a_spec_error(tmp_path: Path) -> None:
 
 def test_validate_fills_defaults_and_schema_is_json(tmp_path: Path) -> None:
     result = runner.invoke(app, ["validate", str(write(tmp_path, {"name": "x"}))])
-    assert result.exit_code == 0 and json.loads(result.stdout)["distill"]["epochs"] == 300
+    assert result.exit_code == 0 and json.loads(result.stdout)["distill"]["epochs"] == 1000
     schema = runner.invoke(app, ["schema"])
     assert schema.exit_code == 0 and json.loads(schema.stdout)["title"] == "JobSpec"
 
