@@ -26,8 +26,9 @@ import contextlib
 import copy
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import (
@@ -58,7 +59,16 @@ from store.locks import hold
 from store.models import TERMINAL, Job, JobStatus, Sweep, SweepStatus, utcnow
 from store.quotas import admit_job
 from store.settings import Settings
-from store.sweeps import bump, live_trials, running_sweeps, stage_metric, study_storage, trials_of
+from store.sweeps import (
+    bump,
+    live_trials,
+    running_sweeps,
+    stage_metric,
+    study_storage,
+    sweep_keys,
+    trial_counts,
+    trials_of,
+)
 
 if TYPE_CHECKING:
     import optuna
@@ -393,6 +403,16 @@ def repeat_best(session: Session, caller: Caller, sweep: Sweep, repeats: int, se
         data["baseline"] = {**data["baseline"], "enabled": True}  # the gains need it
     spec = JobSpec.model_validate(data)
     return submit(session, caller, spec, settings, body_hash=request_hash(data)).job
+
+
+def page(session: Session, caller: Caller, after: tuple[datetime, str] | None, limit: int) -> Sequence[Sweep]:
+    """The caller's team's sweeps (an admin's: every team's), newest first, after a cursor."""
+    return sweep_keys(session, None if caller.is_admin else {caller.team}, after, limit)
+
+
+def trial_counts_of(session: Session, sweep_ids: Collection[str]) -> dict[str, dict[str, int]]:
+    """``{sweep id: {job status: count}}`` of their trials."""
+    return trial_counts(session, sweep_ids)
 
 
 def get_visible(session: Session, caller: Caller, sweep_id: str) -> Sweep:

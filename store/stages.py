@@ -17,6 +17,12 @@ from sqlalchemy.orm import Session
 from store.models import Job, StageArtifact, StageUse
 
 
+def team_of(session: Session, job_id: str) -> str:
+    """The job's team as kept stages are keyed ("" for a job without one)."""
+    job = session.get(Job, job_id)
+    return (job.team if job else None) or ""
+
+
 def find(session: Session, team: str, key: str) -> StageArtifact | None:
     return session.scalar(select(StageArtifact).where(StageArtifact.team == team, StageArtifact.key == key))
 

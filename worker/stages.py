@@ -24,7 +24,7 @@ from store import stages as kept
 from store.artifacts import ArtifactStore, ChecksumError, iter_verified
 from store.db import session_scope
 from store.jobs import add_event
-from store.models import Job, StageArtifact
+from store.models import StageArtifact
 
 log = logging.getLogger(__name__)
 
@@ -55,8 +55,7 @@ class KeptStages:
         wanted = {teacher_stage(i): t.from_job for i, t in enumerate(self.spec.all_teachers) if t.from_job}
         restored = []
         with session_scope(self.db_url) as session:
-            job = session.get(Job, self.job_id)
-            self.team = (job.team if job else None) or ""
+            self.team = kept.team_of(session, self.job_id)
             for stage, key in self.keys.items():
                 if self._done(stage):
                     continue

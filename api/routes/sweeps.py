@@ -21,7 +21,6 @@ from core.spec import JobSpec
 from domain import sweeps
 from domain.sweeps import SPACE_TAGS, SweepRequest, SweepView, TrialView
 from store.models import Sweep
-from store.sweeps import sweep_keys, trial_counts
 
 router = APIRouter(prefix="/v1/sweeps", tags=["sweeps"])
 
@@ -77,7 +76,7 @@ def _trial(view: TrialView) -> TrialOut:
 
 
 def _out(session: SessionDep, sweep: Sweep, view: SweepView) -> SweepOut:
-    counts = trial_counts(session, [sweep.id]).get(sweep.id, {})
+    counts = sweeps.trial_counts_of(session, [sweep.id]).get(sweep.id, {})
     return SweepOut(
         **_summary_fields(sweep, counts),
         request=sweep.request,
@@ -168,9 +167,9 @@ def list_sweeps(
 ) -> SweepPage:
     """Your team's sweeps (an admin's: every team's), without their trials."""
     after = decode_job_cursor(cursor) if cursor else None
-    rows = sweep_keys(session, None if caller.is_admin else {caller.team}, after, limit + 1)
+    rows = sweeps.page(session, caller, after, limit + 1)
     page = rows[:limit]
-    counts = trial_counts(session, [s.id for s in page])
+    counts = sweeps.trial_counts_of(session, [s.id for s in page])
     more = len(rows) > limit
     return SweepPage(
         items=[SweepSummary(**_summary_fields(s, counts.get(s.id, {}))) for s in page],

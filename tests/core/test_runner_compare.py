@@ -18,7 +18,10 @@ from core.runner import run_job
 from tests.core.test_runner import TINY, Recorder, _weights, tiny
 
 SHORT = {**TINY, "distill": {**TINY["distill"], "epochs": 2}, "export": ["safetensors"], "compress": []}
-STAGES = ["teacher", "baseline", "student", "baseline.s1", "student.s1", "baseline.s2", "student.s2"]
+STAGES = [
+    "teacher", "baseline", "student", "student.plain",
+    "baseline.s1", "student.s1", "baseline.s2", "student.s2",
+]  # fmt: skip
 
 
 def run(out: Path, sink: Recorder | None = None, **changes: Any) -> Report:
