@@ -47,7 +47,7 @@ class KeptStages:
         self.stages_dir = out_dir / "stages"
         self.actor, self.log_line = actor, log_line
         self.keys = shared_stages(spec)
-        self.team = ""
+        self.team: str | None = None  # read with the first lookup: a stage is never kept under a guess
 
     def restore(self) -> list[str]:
         """Put the team's kept stages in place; the stages restored. A teacher asked for by
@@ -55,15 +55,13 @@ class KeptStages:
         wanted = {teacher_stage(i): t.from_job for i, t in enumerate(self.spec.all_teachers) if t.from_job}
         restored = []
         with session_scope(self.db_url) as session:
-            self.team = kept.team_of(session, self.job_id)
+            team = self.team = kept.team_of(session, self.job_id)
             for stage, key in self.keys.items():
                 if self._done(stage):
                     continue
                 source = wanted.get(stage)
-                row = (
-                    kept.used_by(session, source, "teacher") if source else kept.find(session, self.team, key)
-                )
-                if row is None or row.team != self.team:
+                row = kept.used_by(session, source, "teacher") if source else kept.find(session, team, key)
+                if row is None or row.team != team:
                     if source:
                         raise DataMissingError(
                             f"teacher.from_job: job {source} has no kept teacher (it was deleted, or "
@@ -102,8 +100,9 @@ class KeptStages:
             return
         try:
             with session_scope(self.db_url) as session:
-                if kept.find(session, self.team, key) is not None:
-                    kept.keep(session, team=self.team, key=key, stage=stage, job_id=self.job_id, files={})
+                team = self.team = self.team if self.team is not None else kept.team_of(session, self.job_id)
+                if kept.find(session, team, key) is not None:
+                    kept.keep(session, team=team, key=key, stage=stage, job_id=self.job_id, files={})
                     return
             files: dict[str, dict[str, Any]] = {}
             for name in FILES:
@@ -113,7 +112,7 @@ class KeptStages:
                 files[name] = {"location": stored.location, "size": stored.size, "sha256": stored.sha256}
             with session_scope(self.db_url) as session:
                 _row, new = kept.keep(
-                    session, team=self.team, key=key, stage=stage, job_id=self.job_id, files=files
+                    session, team=team, key=key, stage=stage, job_id=self.job_id, files=files
                 )
             if not new:  # trained twice at once by two jobs: the first one kept stays
                 for entry in files.values():
