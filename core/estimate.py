@@ -26,6 +26,7 @@ from core.spec import (
     NpzData,
     SourceConsistencyLoss,
     SyntheticData,
+    TeacherCompress,
     TorchvisionData,
 )
 
@@ -312,6 +313,14 @@ def estimate(
             extra_rows_per_sample=extra,
         )
     )
+    pruned_teacher = any(isinstance(c, TeacherCompress) and c.prune and c.fine_tune for c in spec.compress)
+    if pruned_teacher and spec.all_teachers:
+        # the first teacher, pruned, trained on labels with the student's budget (its mask held)
+        stages.append(
+            StageEstimate(
+                "teacher_pruned", models[0], "distill.batch_size", d.batch_size, slots, data.train_rows
+            )
+        )
     return JobEstimate(models, stages, datasets)
 
 

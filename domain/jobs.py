@@ -30,7 +30,6 @@ from core.errors import (
 from core.spec import JobSpec
 from domain.lifecycle import request_cancel
 from domain.specs import check_spec
-from domain.stages import resolve_teachers
 from store import stages as kept
 from store.artifacts import ArtifactStore
 from store.identity import Caller
@@ -91,8 +90,7 @@ def submit(
     """
     if idempotency_key and (job := _replay(session, caller.user, idempotency_key, body_hash)):
         return Submitted(job, replayed=True)
-    spec = resolve_teachers(session, caller, spec)  # teacher.from_job: what that job's teacher is
-    check_spec(session, caller, spec, settings)
+    spec = check_spec(session, caller, spec, settings)  # with teacher.from_job filled in
     admit_job(session, caller.team)  # holds the team's lock until the commit below
     job = _new_job(session, spec, caller, settings.max_attempts)
     if idempotency_key:
@@ -152,7 +150,7 @@ def _new_job(session: Session, spec: JobSpec, caller: Caller, max_attempts: int)
 def new_trial_job(session: Session, caller: Caller, spec: JobSpec, settings: Settings) -> Job:
     """A sweep's trial (``domain.sweeps``) as an ordinary job: the same checks and team quotas as
     ``submit``, without its commit (the sweep's pass commits its trials together)."""
-    check_spec(session, caller, spec, settings)
+    spec = check_spec(session, caller, spec, settings)
     admit_job(session, caller.team)
     return _new_job(session, spec, caller, settings.max_attempts)
 
@@ -168,6 +166,7 @@ class JobFilter:
     owner: str | None = None
     team: str | None = None  # one team's jobs (anyone else's team matches nothing for a non-admin)
     name: str | None = None  # a substring, case-insensitive
+    sweep: str | None = None  # one sweep's trials
     after: tuple[datetime, str] | None = None  # the (created_at, id) of the previous page's last job
 
 
@@ -206,7 +205,12 @@ def list_jobs(session: Session, caller: Caller, wanted: JobFilter, limit: int) -
     if wanted.team is not None:
         teams = {wanted.team} if teams is None else teams & {wanted.team}
     query = JobQuery(
-        teams=teams, statuses=wanted.statuses, owner=wanted.owner, name=wanted.name, after=wanted.after
+        teams=teams,
+        statuses=wanted.statuses,
+        owner=wanted.owner,
+        name=wanted.name,
+        sweep=wanted.sweep,
+        after=wanted.after,
     )
     keys = job_keys(session, query, limit + 1)
     page = keys[:limit]

@@ -22,9 +22,11 @@ from store.models import Upload
 from store.settings import Settings
 
 
-def check_spec(session: Session, caller: Caller, spec: JobSpec, settings: Settings) -> None:
-    """A 422 (``invalid-spec``) naming each field that names an upload the caller may not use, or
-    a job whose teacher it cannot reuse, or else each field whose estimated cost is over the limits."""
+def check_spec(session: Session, caller: Caller, spec: JobSpec, settings: Settings) -> JobSpec:
+    """The spec to store: each ``teacher.from_job`` filled in from that job's teacher
+    (``domain.stages``). A 422 (``invalid-spec``) naming each field that names an upload the caller
+    may not use, or a job whose teacher it cannot reuse, or else each field whose estimated cost
+    is over the limits."""
     spec = resolve_teachers(session, caller, spec)
     named = list(named_uploads(spec.model_dump(mode="json")))
     archives, models = _named_files(spec)
@@ -37,6 +39,7 @@ def check_spec(session: Session, caller: Caller, spec: JobSpec, settings: Settin
     if missing:  # another team's upload is as absent as a missing one
         raise InvalidDocumentError("spec", missing)
     check_resources(spec, settings, uploads)
+    return spec
 
 
 def limits_of(settings: Settings) -> Limits:

@@ -51,7 +51,6 @@ from core.stagekeys import shared_stages
 from domain.jobs import cancel as cancel_job
 from domain.jobs import new_trial_job, request_hash, submit
 from domain.specs import check_spec
-from domain.stages import resolve_teachers
 from store import stages as kept
 from store.db import session_scope
 from store.identity import Caller
@@ -332,9 +331,8 @@ def create(
     """Store the sweep, make its study, submit its first trial, commit, then ``wake`` the dispatcher."""
     import optuna
 
-    base = resolve_teachers(session, caller, base)  # teacher.from_job, as POST /v1/jobs does
-    try:
-        check_spec(session, caller, base, settings)
+    try:  # teacher.from_job filled in, as POST /v1/jobs does
+        base = check_spec(session, caller, base, settings)
     except InvalidDocumentError as e:  # the same checks as POST /v1/jobs, named under base
         raise InvalidDocumentError(
             "sweep", [FieldIssue(f"base.{i.field}", i.message) for i in e.errors]

@@ -63,10 +63,9 @@ def validate(
     settings: SettingsDep,
 ) -> ValidSpec:
     """The checks `POST /v1/jobs` makes (the uploads it names and the service's resource limits
-    included), with nothing stored: `200` with the normalized spec, or the same `422` a submission
-    would get."""
-    spec = validate_spec(body)
-    check_spec(session, caller, spec, settings)
+    included), with nothing stored: `200` with the normalized spec (a `teacher.from_job` filled in
+    from that job), or the same `422` a submission would get."""
+    spec = check_spec(session, caller, validate_spec(body), settings)  # from_job filled in
     return ValidSpec(spec=spec.model_dump(mode="json"))
 
 

@@ -157,6 +157,26 @@ def test_epoch_work_has_its_limit() -> None:
     assert "DISTILLERY_MAX_EPOCH_WORK" in found["student.model.arch"]
 
 
+def test_the_pruned_teachers_stage_is_estimated_at_the_students_batch_size() -> None:
+    """``compress: [{kind: teacher}]`` trains the teacher's architecture again (stage
+    ``teacher_pruned``) at ``distill.batch_size``: a batch the teacher's own stage never used."""
+    base = {
+        "teacher": {"model": {"kind": "cnn1d", "channels": 64}, "train": {"batch_size": 10}},
+        "distill": {"batch_size": 2000},
+    }
+    plain = estimate(parse_spec(base))
+    spec = parse_spec({**base, "compress": [{"kind": "teacher"}]})
+    est = estimate(spec)
+    assert [s.name for s in est.stages] == [*(s.name for s in plain.stages), "teacher_pruned"]
+    pruned = est.stages[-1]
+    assert pruned.model == est.stages[0].model and pruned.batch_size == 2000
+    assert est.peak_memory > plain.peak_memory  # the teacher at the student's batch is the peak
+    assert [
+        s.name
+        for s in estimate(parse_spec({**base, "compress": [{"kind": "teacher", "prune": False}]})).stages
+    ] == [s.name for s in plain.stages]
+
+
 def test_the_spec_bounds_lists_and_sizes() -> None:
     with pytest.raises(SpecError, match=r"distill\.losses: .*at most"):
         parse_spec({"distill": {"losses": [{"kind": "ce"}] * 100}})
