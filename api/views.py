@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any
 
+from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
 from api.schemas import (
@@ -25,6 +27,8 @@ from core.report_model import Report
 from domain.jobs import queue_place
 from store.models import Artifact, Job, JobEvent, Metric
 from store.scheduler import Wait
+
+log = logging.getLogger(__name__)
 
 
 def priority_name(value: int) -> Priority:
@@ -47,18 +51,30 @@ def _error(value: dict[str, Any] | None) -> JobError | None:
     return JobError(type=str(kind), message=str(value.get("message", "")))
 
 
-def job_result(report: Report | dict[str, Any] | None) -> JobResult | None:
-    """The headline numbers of a report, built or as the database stores it (a dict)."""
-    if not report:
+def stored_report(job: Job) -> Report | None:
+    """The job's report as the database stores it, typed; ``None`` (and a warning in the log) for
+    one the report model no longer reads, so that a bad row costs its report, not a 500 on every
+    list and read that shows the job."""
+    if not job.report:
         return None
-    typed = report if isinstance(report, Report) else Report.model_validate(report)
+    try:
+        return Report.model_validate(job.report)
+    except ValidationError as e:
+        log.warning("job %s: its stored report does not validate, shown without it: %s", job.id, e)
+        return None
+
+
+def job_result(report: Report | None) -> JobResult | None:
+    """The headline numbers of a report."""
+    if report is None:
+        return None
     return JobResult(
-        student_top1=typed.student.test_top1,
-        baseline_top1=typed.baseline.test_top1 if typed.baseline is not None else None,
-        teacher_top1=typed.teacher.test_top1,
-        kd_gain=typed.kd_gain,
-        kd_gain_stderr=typed.kd_gain_stderr,
-        best_epoch=typed.student.best_epoch,
+        student_top1=report.student.test_top1,
+        baseline_top1=report.baseline.test_top1 if report.baseline is not None else None,
+        teacher_top1=report.teacher.test_top1,
+        kd_gain=report.kd_gain,
+        kd_gain_stderr=report.kd_gain_stderr,
+        best_epoch=report.student.best_epoch,
     )
 
 
@@ -68,7 +84,7 @@ def _placement(job: Job) -> Placement | None:
     return Placement(worker=job.placed_on, devices=list(job.devices))
 
 
-def _summary_fields(job: Job, wait: Wait | None) -> dict[str, Any]:
+def _summary_fields(job: Job, wait: Wait | None, report: Report | None) -> dict[str, Any]:
     path = job_path(job.id)
     return dict(
         id=job.id,
@@ -84,9 +100,11 @@ def _summary_fields(job: Job, wait: Wait | None) -> dict[str, Any]:
         waiting=Waiting(position=wait.position, reason=wait.reason, message=wait.message) if wait else None,
         progress=job.progress,
         error=_error(job.error),
-        result=job_result(job.report),
+        result=job_result(report),
         owner=job.owner,
         team=job.team,
+        sweep=job.sweep_id,
+        trial=job.trial,
         version=job.version,
         created_at=job.created_at,
         updated_at=job.updated_at,
@@ -102,11 +120,12 @@ def job_out(session: Session, job: Job, *, wait: Wait | None = None, known: bool
     """``wait`` may be precomputed (``known``) for a page of jobs; else it is queried."""
     if not known:
         wait = queue_place(session, job)
-    return JobOut(**_summary_fields(job, wait), report=job.report, spec=job.spec)
+    report = stored_report(job)
+    return JobOut(**_summary_fields(job, wait, report), report=report, spec=job.spec)
 
 
 def job_summary(job: Job, wait: Wait | None) -> JobSummary:
-    return JobSummary(**_summary_fields(job, wait))
+    return JobSummary(**_summary_fields(job, wait, stored_report(job)))
 
 
 def metric_out(row: Metric | Any) -> MetricOut:

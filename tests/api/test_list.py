@@ -38,6 +38,21 @@ def test_the_jobs_list_gives_summaries_with_the_headline_result(
     assert whole["report"] == stored and whole["result"] == item["result"] and whole["spec"]
 
 
+def test_a_stored_report_the_model_no_longer_reads_costs_its_report_not_a_500(
+    client: TestClient, settings: Settings
+) -> None:
+    name = unique("oldreport")
+    job = client.post("/v1/jobs", json=spec(name=name)).json()
+    move(settings.db_url, job["id"], "starting", "running", "succeeded", report={"student": "not a stage"})
+    listed = client.get("/v1/jobs", params={"name": name})
+    assert listed.status_code == 200, listed.text
+    item = listed.json()["items"][0]
+    assert item["status"] == "succeeded" and item["result"] is None
+    whole = client.get(f"/v1/jobs/{job['id']}")
+    assert whole.status_code == 200, whole.text
+    assert whole.json()["report"] is None and whole.json()["spec"]["name"] == name
+
+
 def test_the_lists_304_is_decided_before_any_summary_is_built(
     client: TestClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
