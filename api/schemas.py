@@ -84,6 +84,8 @@ class JobSummary(BaseModel):
     result: JobResult | None = Field(description="Headline numbers once the job succeeded.")
     owner: str
     team: str | None
+    sweep: str | None = Field(None, description="The sweep this job is a trial of (`?sweep=` lists them).")
+    trial: int | None = Field(None, description="Its trial number in that sweep.")
     version: int
     created_at: UTCDateTime
     updated_at: UTCDateTime

@@ -35,15 +35,15 @@ DEFAULT = (2.0, 1.0)  # the default recipe: KD temperature 2, weight 1
 
 
 def _val_top1(client: httpx.Client, job: dict[str, Any]) -> float | None:
-    """The student's val/top1 at its best epoch: what a sweep's objective is."""
+    """The student's val/top1 at its best epoch, from the stage the engine kept (the transfer set
+    or the plain inputs): what a sweep's objective is."""
+    stage = ((job.get("report") or {}).get("transfer") or {}).get("stage") or "student"
     values, cursor = {}, None
     while True:
-        params = {"stage": "student", "limit": 500, **({"after": cursor} if cursor else {})}
+        params = {"stage": stage, "limit": 500, **({"after": cursor} if cursor else {})}
         page = client.get(f"/v1/jobs/{job['id']}/metrics", params=params).json()
         values |= {
-            m["epoch"]: m["value"]
-            for m in page["items"]
-            if m["stage"] == "student" and m["name"] == "val/top1"
+            m["epoch"]: m["value"] for m in page["items"] if m["stage"] == stage and m["name"] == "val/top1"
         }
         if not page["items"] or not (cursor := page.get("next_cursor")):
             break

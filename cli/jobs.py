@@ -177,6 +177,7 @@ def list_jobs(
     ] = None,
     owner: Annotated[str | None, typer.Option(help="Only this user's jobs.")] = None,
     name: Annotated[str | None, typer.Option(help="Name contains this (case-insensitive).")] = None,
+    sweep: Annotated[str | None, typer.Option(help="Only this sweep's trials.")] = None,
     limit: Annotated[int, typer.Option(min=1, help="At most this many jobs, newest first.")] = 50,
     as_json: AsJson = False,
     url: Url = None,
@@ -185,7 +186,9 @@ def list_jobs(
     """Your team's jobs, newest first."""
     with connect(url, token) as client:
         jobs = []
-        for job in client.iter_jobs(page_size=min(limit, 200), status=status, owner=owner, name=name):
+        for job in client.iter_jobs(
+            page_size=min(limit, 200), status=status, owner=owner, name=name, sweep=sweep
+        ):
             jobs.append(job)
             if len(jobs) >= limit:
                 break

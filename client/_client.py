@@ -127,13 +127,22 @@ class Client:
         owner: str | None = None,
         name: str | None = None,
         team: str | None = None,
+        sweep: str | None = None,
         limit: int | None = None,
         cursor: str | None = None,
     ) -> JobPage:
-        """One page of jobs, newest first; pass its ``next_cursor`` as ``cursor`` for the next."""
+        """One page of jobs, newest first; pass its ``next_cursor`` as ``cursor`` for the next.
+        ``sweep``: one sweep's trials."""
         statuses = [status] if isinstance(status, str) else status
         data = self._get(
-            "/v1/jobs", status=statuses, owner=owner, name=name, team=team, limit=limit, cursor=cursor
+            "/v1/jobs",
+            status=statuses,
+            owner=owner,
+            name=name,
+            team=team,
+            sweep=sweep,
+            limit=limit,
+            cursor=cursor,
         )
         return JobPage.model_validate(data)
 

@@ -75,6 +75,8 @@ class Job(_Model):
     spec: dict[str, Any] = {}  # not in list pages: `Client.job(id)` reads the whole job
     owner: str | None = None
     team: str | None = None
+    sweep: str | None = None  # the sweep it is a trial of
+    trial: int | None = None
     version: int | None = None
     created_at: datetime | None = None
     updated_at: datetime | None = None

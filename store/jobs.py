@@ -198,6 +198,7 @@ class JobQuery:
     statuses: Collection[JobStatus] = ()
     owner: str | None = None
     name: str | None = None  # a substring, case-insensitive
+    sweep: str | None = None  # one sweep's trials
     after: tuple[datetime, str] | None = None  # the (created_at, id) of the previous page's last job
 
 
@@ -220,6 +221,8 @@ def job_keys(session: Session, query: JobQuery, limit: int) -> Sequence[JobKeyRo
         stmt = stmt.where(Job.owner == query.owner)
     if query.name:
         stmt = stmt.where(Job.name.icontains(query.name, autoescape=True))
+    if query.sweep is not None:
+        stmt = stmt.where(Job.sweep_id == query.sweep)
     if query.after is not None:
         created, last_id = query.after
         stmt = stmt.where(or_(Job.created_at < created, (Job.created_at == created) & (Job.id < last_id)))

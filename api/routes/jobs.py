@@ -115,6 +115,7 @@ def list_jobs(
         str | None, Query(max_length=100, description="Admins: one team's jobs (others see their own).")
     ] = None,
     name: Annotated[str | None, Query(max_length=100, description="Substring, case-insensitive.")] = None,
+    sweep: Annotated[str | None, Query(max_length=100, description="One sweep's trials.")] = None,
     cursor: Annotated[
         str | None, Query(max_length=500, description="`next_cursor` of the previous page.")
     ] = None,
@@ -128,6 +129,7 @@ def list_jobs(
         owner=owner,
         team=team,
         name=name or None,
+        sweep=sweep or None,
         after=decode_job_cursor(cursor) if cursor else None,
     )
     listing = jobs.list_jobs(session, caller, wanted, limit)

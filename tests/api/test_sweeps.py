@@ -97,6 +97,9 @@ def test_a_grid_sweep_starts_with_its_first_trial_alone(client: TestClient, db_u
     assert job["spec"]["distill"]["losses"][0]["temperature"] == trial["params"][TEMPERATURE]
     assert job["spec"]["distill"]["epochs"] == 3
     assert sweep["importances"] is None and "2 completed" in sweep["importances_note"]
+    # the jobs list names the sweep and filters on it
+    listed = client.get("/v1/jobs", params={"sweep": sweep["id"]}).json()["items"]
+    assert [(j["id"], j["sweep"], j["trial"]) for j in listed] == [(trial["job_id"], sweep["id"], 0)]
 
 
 @pytest.mark.parametrize(
@@ -154,6 +157,8 @@ def test_another_team_neither_sees_nor_cancels_a_sweep(
         assert response.status_code == 404 and response.headers["content-type"].startswith(PROBLEM)
     theirs = client.get("/v1/sweeps", headers=other.headers).json()["items"]
     assert sweep["id"] not in [s["id"] for s in theirs]
+    trials = client.get("/v1/jobs", params={"sweep": sweep["id"]}, headers=other.headers)
+    assert trials.status_code == 200 and trials.json()["items"] == []
     assert sweep["id"] in [s["id"] for s in client.get("/v1/sweeps").json()["items"]]
 
 

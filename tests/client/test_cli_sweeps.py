@@ -67,6 +67,12 @@ def test_create_show_and_list_a_sweep_to_its_end(env: dict[str, str], svc: Servi
     assert "temperature=2.0" in table.out and "temperature=4.0" in table.out
     as_json = created(distill(env, "sweep", "show", sweep["id"], "--json"))
     assert [t["number"] for t in as_json["trials"]] == [0, 1]
+    # the jobs list narrows to the sweep's trials
+    trials = created(distill(env, "list", "--sweep", sweep["id"], "--json"))
+    assert sorted((j["trial"], j["id"]) for j in trials) == [
+        (t["number"], t["job_id"]) for t in shown["trials"]
+    ]
+    assert {j["sweep"] for j in trials} == {sweep["id"]}
 
     listing = distill(env, "sweep", "list")
     assert listing.code == 0 and sweep["id"] in listing.out and "2/2" in listing.out
