@@ -83,6 +83,11 @@ class Settings(BaseSettings):
         description="Confine each job's engine process with Landlock: auto (where the kernel has "
         "it, else run unconfined and say so), required (else fail the job), off.",
     )
+    engine_server: bool = Field(
+        True,
+        description="Fork each job's engine process from a server that imported the engine once "
+        "per worker host (a job starts in milliseconds); false: a fresh interpreter per job.",
+    )
     # What one job may ask for, checked from its spec before it is stored (core.estimate).
     max_params: int = Field(Limits.max_params, gt=0, description="Parameters of any one model.")
     max_job_memory: int = Field(

@@ -2,8 +2,9 @@
 
 A job runs other people's code: a teacher is a compiled program, a spec names files. The
 operator allowlist (``core.opcheck``) keeps known side effects out of uploaded programs; this is
-the layer under it, for whatever gets past: the engine process is confined, before it imports
-torch, to
+the layer under it, for whatever gets past: the engine process is confined, before it reads the
+job's spec or any of its inputs (and, started afresh, before it imports torch; forked by the
+engine server, after the engine's imports, which read only the installation), to
 
 - read and execute: the Python installation and its packages, the project's engine code
   (``core/``, ``worker/``), the system's libraries (``/usr``, ``/lib*``), and a few system files

@@ -1,12 +1,15 @@
-"""A job's engine runs in a process of its own, confined (``worker.confine``) before torch loads.
+"""A job's engine runs in a process of its own, confined (``worker.confine``) before it acts on
+the job.
 
 The task's process keeps what the job must not reach: the database session, the broker, the
-settings with their passwords. It starts ``python -m worker.engine_process`` with a clean
-environment, sends it the job on stdin, and relays what the engine reports (progress, metrics,
-artifacts, log lines, then the report or a typed error) from a pipe of its own to the task's
-sink, one JSON object a line. A stop request (cancellation) goes back as a ``stop`` line on the
-child's stdin, and each epoch's metrics are acknowledged by an ``ack`` line once the sink has
-them; the child exits at once if that pipe closes (its parent died).
+settings with their passwords. It has the host's engine server fork the child
+(``worker.engine_server``, the engine already imported) or, without one, starts
+``python -m worker.engine_process``; either way with a clean environment. It sends the child
+the job on stdin, and relays what the engine reports (progress, metrics, artifacts, log lines,
+then the report or a typed error) from a pipe of its own to the task's sink, one JSON object a
+line. A stop request (cancellation) goes back as a ``stop`` line on the child's stdin, and each
+epoch's metrics are acknowledged by an ``ack`` line once the sink has them; the child exits at
+once if that pipe closes (its parent died).
 
 A child that dies without a word is explained from its exit status: SIGKILL that the task did
 not send is the kernel's out-of-memory killer (``out_of_memory``, not retried), anything else
@@ -16,6 +19,7 @@ not send is the kernel's out-of-memory killer (``out_of_memory``, not retried), 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import queue
 import select
@@ -25,7 +29,7 @@ import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 from core.errors import CancelledError, DistilleryError, OutOfMemoryError
 from core.paths import named_uploads, normal
@@ -36,6 +40,17 @@ LOG_NAME = "engine.log"  # the child's stdout and stderr, in its working directo
 # the memory budget (core.data.loading) is the operator's to set per worker host
 PASSED_ENV = ("PATH", "LANG", "LC_ALL", "LD_LIBRARY_PATH", "TZ", "DISTILLERY_DATA_MEMORY_BYTES")
 PASSED_PREFIXES = ("CUDA_", "NVIDIA_", "OMP_", "MKL_", "OPENBLAS_", "TORCH_", "PYTORCH_", "NCCL_")
+
+
+class Process(Protocol):
+    """The engine's process as the task handles it: a ``subprocess.Popen``, or one the engine
+    server forked (``worker.engine_server.ServedEngine``)."""
+
+    stdin: IO[bytes] | None
+
+    def poll(self) -> int | None: ...
+    def wait(self) -> int: ...
+    def kill(self) -> None: ...
 
 
 class EngineFailed(DistilleryError):
@@ -62,11 +77,15 @@ def run_engine_process(
     sink: Sink,
     sandbox: str,
     devices: list[int] | None = None,
+    server: Path | None = None,
 ) -> dict[str, Any]:
     """Run the job in a confined child process; its report, or the engine's typed error.
 
     ``devices``: the GPU indices the scheduler placed the job on; the child sees exactly those
-    (``CUDA_VISIBLE_DEVICES``). None on a CPU host, or to keep what the worker sees."""
+    (``CUDA_VISIBLE_DEVICES``). None on a CPU host, or to keep what the worker sees. ``server``:
+    the socket of the worker's engine server (``worker.engine_server``), which forks the child
+    with the engine already imported; without one, or when it does not answer, a fresh
+    interpreter is started."""
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "tmp").mkdir(exist_ok=True)
     request = {
@@ -79,15 +98,7 @@ def run_engine_process(
     }
     read_fd, write_fd = os.pipe()
     with (out_dir / LOG_NAME).open("ab") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "worker.engine_process", str(write_fd)],
-            stdin=subprocess.PIPE,
-            stdout=log,
-            stderr=log,
-            pass_fds=(write_fd,),
-            env=child_env(out_dir / "tmp", devices),
-            cwd=out_dir,
-        )
+        proc = _start(server, log, write_fd, child_env(out_dir / "tmp", devices), out_dir)
     os.close(write_fd)
     assert proc.stdin is not None
     try:
@@ -102,6 +113,25 @@ def run_engine_process(
         proc.stdin.close()
 
 
+def _start(server: Path | None, log: IO[bytes], write_fd: int, env: dict[str, str], cwd: Path) -> Process:
+    if server is not None:
+        from worker.engine_server import ServedEngine, ServerUnavailable
+
+        try:
+            return ServedEngine(server, env=env, cwd=cwd, log_fd=log.fileno(), message_fd=write_fd)
+        except ServerUnavailable as e:
+            logging.getLogger(__name__).warning("engine server not reached (%s): a fresh process", e)
+    return subprocess.Popen(
+        [sys.executable, "-m", "worker.engine_process", str(write_fd)],
+        stdin=subprocess.PIPE,
+        stdout=log,
+        stderr=log,
+        pass_fds=(write_fd,),
+        env=env,
+        cwd=cwd,
+    )
+
+
 def child_env(tmp: Path, devices: list[int] | None = None) -> dict[str, str]:
     """What the child may know of the environment: nothing of the service's settings; the GPUs
     it was given, when the scheduler gave it some."""
@@ -111,7 +141,7 @@ def child_env(tmp: Path, devices: list[int] | None = None) -> dict[str, str]:
     return env | {"HOME": str(tmp), "TMPDIR": str(tmp), "PYTHONDONTWRITEBYTECODE": "1"}
 
 
-def _relay(proc: subprocess.Popen[bytes], fd: int, sink: Sink, log: Path) -> dict[str, Any]:
+def _relay(proc: Process, fd: int, sink: Sink, log: Path) -> dict[str, Any]:
     pending, stop_sent = b"", False
     while True:
         ready, _, _ = select.select([fd], [], [], STOP_CHECK_S)
@@ -130,7 +160,7 @@ def _relay(proc: subprocess.Popen[bytes], fd: int, sink: Sink, log: Path) -> dic
                 return ended
 
 
-def _tell(proc: subprocess.Popen[bytes], line: bytes) -> bool:
+def _tell(proc: Process, line: bytes) -> bool:
     try:
         assert proc.stdin is not None
         proc.stdin.write(line)

@@ -54,10 +54,11 @@ def run_job(self: Task, job_id: str) -> str:
     """Returns how the delivery ended (a job status, or ``skipped``), for the worker's log."""
     settings = getattr(self.app, "settings", None) or get_settings()
     slots = getattr(self.app, "slots", None) or Slots.cpu(1)
+    server = getattr(self.app, "engine_server", None)  # the socket of the host's engine server
     # the child's pid: a restarted or second worker on the same host is another lease owner
     worker_id = f"{self.request.hostname or socket.gethostname()}:{os.getpid()}"
     try:
-        return Attempt(settings, job_id, worker_id, slots).run()
+        return Attempt(settings, job_id, worker_id, slots, engine_server=server).run()
     except DatabaseUnavailable as e:
         # the job was published already, so the dispatcher would not send it again: retry here
         log.warning("job %s: database unavailable (%s); retrying in %ss", job_id, e, CLAIM_RETRY_S)
@@ -67,8 +68,17 @@ def run_job(self: Task, job_id: str) -> str:
 class Attempt:
     """One attempt at one job by one worker process."""
 
-    def __init__(self, settings: Settings, job_id: str, worker_id: str, slots: Slots | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        job_id: str,
+        worker_id: str,
+        slots: Slots | None = None,
+        *,
+        engine_server: Path | None = None,
+    ) -> None:
         self.settings, self.job_id, self.worker_id = settings, job_id, worker_id
+        self.engine_server = engine_server
         self.slots = slots or Slots.cpu(1)
         self.devices: list[int] | None = None  # the slots the scheduler placed the job on
         self.db_url = settings.db_url
@@ -137,6 +147,7 @@ class Attempt:
                 sink=sink,
                 sandbox=self.settings.sandbox,
                 devices=self.slots.visible(self.devices),  # exactly its GPUs; None on a CPU host
+                server=self.engine_server,
             )
             return self._succeed(report, sink)
         except CancelledError as e:

@@ -39,6 +39,12 @@ def _mnist1d_arrays(seed: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarra
     return arrays
 
 
+def warm() -> None:
+    """Generate the default MNIST-1D now, into this process's cache: a process that forks the
+    engine's runs (``worker.engine_server``) pays for it once, not once per job."""
+    _mnist1d_arrays(MNIST1DData().seed)
+
+
 @DATASETS.register("mnist1d")
 def load_mnist1d(spec: MNIST1DData, data_root: Path) -> RawData:
     """The package's own 4000/1000 split of 40-point signals, float32."""
