@@ -249,6 +249,10 @@ class Trainer:
             stream,
         )
         model.train()
+        if state["epoch"] < plan.epochs:  # training starts now: say so before its first step
+            self.tracker.report(
+                plan.stage, state["epoch"] + 1, plan.epochs, position.step if position else 0, steps
+            )
         for epoch in range(state["epoch"] + 1, plan.epochs + 1):
             if position is None:
                 seed_everything(derive_seed(self.seed, plan.stage, "epoch", epoch))
