@@ -45,7 +45,8 @@ def _children(pid: int) -> list[int]:
 
 
 class EmbeddedService:
-    def __init__(self) -> None:
+    def __init__(self, **env: str) -> None:
+        self.env = env  # DISTILLERY_* settings of this service
         self.home = Path(tempfile.mkdtemp(prefix="distillery-bench-"))
         self.admin_token = f"dst_{secrets.token_urlsafe(32)}"
         with socket.socket() as sock:
@@ -54,7 +55,12 @@ class EmbeddedService:
         self.clients: list[httpx.Client] = []
 
     def __enter__(self) -> EmbeddedService:
-        env = {**os.environ, "DISTILLERY_HOME": str(self.home), "DISTILLERY_ADMIN_TOKEN": self.admin_token}
+        env = {
+            **os.environ,
+            **self.env,
+            "DISTILLERY_HOME": str(self.home),
+            "DISTILLERY_ADMIN_TOKEN": self.admin_token,
+        }
         distill = str(Path(sys.executable).with_name("distill"))
         log = (self.home / "serve.log").open("ab")
         port = self.url.rsplit(":", 1)[1]
@@ -103,8 +109,17 @@ class EmbeddedService:
         return self._client(self.admin.post("/v1/tokens", json={"user": f"{team}-user"}).json()["token"])
 
     def cpu_seconds(self) -> float:
-        """CPU time of the API process and of the worker's process tree so far (jobs that ended)."""
-        return _cpu_of(self.server.pid) + sum(_cpu_of(pid) for pid in _children(self.server.pid))
+        """CPU time of the service's whole process tree so far: every live process (the API, the
+        worker, its engine server) with what its ended children used (the jobs' processes)."""
+        total, todo = 0.0, [self.server.pid]
+        while todo:
+            pid = todo.pop()
+            try:
+                total += _cpu_of(pid)
+            except OSError:
+                continue  # it ended meanwhile: its parent counts it once reaped
+            todo += _children(pid)
+        return total
 
     def cpu_used(self) -> float:
         return self.cpu_seconds() - self.cpu_at_start
