@@ -12,11 +12,12 @@ distill sweep create | list | show | cancel
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -49,21 +50,34 @@ def _settings(home: Path | None) -> Settings:
 KEEP_ALIVE_S = 30
 
 
-def _serve_api(settings: Settings, host: str, port: int) -> None:
-    import uvicorn
+MAX_DEFAULT_API_WORKERS = 4  # each process may open 15 database connections (store.db)
 
-    from api.app import create_app
+
+def default_api_workers(settings: Settings) -> int:
+    """API processes when ``--workers`` is not given: one per CPU, at most four, on PostgreSQL;
+    one on SQLite, whose single writer more processes would only queue behind."""
+    if settings.db_url.startswith("sqlite"):
+        return 1
+    return max(1, min(MAX_DEFAULT_API_WORKERS, os.cpu_count() or 1))
+
+
+def _serve_api(settings: Settings, host: str, port: int, workers: int = 1) -> None:
+    import uvicorn
 
     # Idle keep-alive connections outlive the clients' own expiry (httpx: 5 s, browsers: longer
     # but they retry): with uvicorn's 5 s default, a client reusing a connection the server had
     # just closed got a dropped request under load.
-    uvicorn.run(
-        create_app(settings),
-        host=host,
-        port=port,
-        log_level="info",
-        timeout_keep_alive=KEEP_ALIVE_S,
-    )
+    options: dict[str, Any] = dict(host=host, port=port, log_level="info", timeout_keep_alive=KEEP_ALIVE_S)
+    if workers == 1:
+        from api.app import create_app
+
+        uvicorn.run(create_app(settings), **options)
+        return
+    # several processes sharing the socket, each building the app from the environment: the
+    # home given by --home goes there. Each runs a dispatcher; passes take a database lock
+    # (store.locks.DISPATCH), so they never overlap.
+    os.environ["DISTILLERY_HOME"] = str(settings.home)
+    uvicorn.run("api.app:create_app", factory=True, workers=workers, **options)
 
 
 def _migrate(settings: Settings) -> None:
@@ -84,13 +98,29 @@ def migrate(home: Home = None) -> None:
 def api(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.")] = 8000,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=64,
+            help="API processes [default: one per CPU, at most 4, on PostgreSQL; 1 on SQLite].",
+        ),
+    ] = None,
     home: Home = None,
 ) -> None:
     """Run the HTTP API (and the dispatcher that hands queued jobs to the workers)."""
     settings = _settings(home)
     _migrate(settings)
     _token_hint(settings)
-    _serve_api(settings, host, port)
+    count = workers or default_api_workers(settings)
+    if count > 1 and settings.rate_limit_store.startswith("memory"):
+        typer.echo(
+            f"  warning: {count} API processes count rate limits each on its own (memory storage): "
+            "set DISTILLERY_RATE_LIMIT_STORAGE to a Redis URL",
+            err=True,
+        )
+    typer.echo(f"  {count} API process(es)")
+    _serve_api(settings, host, port, count)
 
 
 @app.command()

@@ -95,8 +95,8 @@ class Service:
             [DISTILL, *args], env=self.env, stdout=out, stderr=out, start_new_session=True
         )
 
-    def start_api(self) -> None:
-        self.api = self._spawn("api", "--port", str(self.port), log="api.log")
+    def start_api(self, *args: str) -> None:
+        self.api = self._spawn("api", "--port", str(self.port), *args, log="api.log")
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:
             assert self.api.poll() is None, self.logs("api.log")
