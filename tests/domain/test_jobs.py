@@ -104,10 +104,10 @@ def test_a_key_committed_meanwhile_answers_as_its_replay(
     checks = jobs.check_spec
     winner: list[Job] = []
 
-    def racing(*args: Any) -> None:
+    def racing(*args: Any) -> JobSpec:
         monkeypatch.setattr(jobs, "check_spec", checks)
         winner.append(submit(settings, key="k"))  # commits first, in a session of its own
-        checks(*args)
+        return checks(*args)  # the spec to store, as check_spec gives it
 
     monkeypatch.setattr(jobs, "check_spec", racing)
     with session_scope(settings.db_url) as session:
