@@ -96,6 +96,11 @@ class Service:
         )
 
     def start_api(self, *args: str) -> None:
+        """``distill api``; one process unless ``args`` say ``--workers``: the suite's limits per
+        API process (open streams, say) are checked against one (tests/e2e/test_api_processes.py
+        runs several)."""
+        if "--workers" not in args:
+            args = ("--workers", "1", *args)
         self.api = self._spawn("api", "--port", str(self.port), *args, log="api.log")
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline:

@@ -110,7 +110,7 @@ class ServedEngine:
         self.returncode: int | None = None
         self.pidfd: int | None = None
         self._pending = b""
-        read_fd, write_fd = os.pipe()
+        read_fd, write_fd = os.pipe()  # the child's stdin
         conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             conn.settimeout(CONNECT_TIMEOUT_S)
@@ -118,11 +118,16 @@ class ServedEngine:
             header = json.dumps({"env": env, "cwd": str(cwd)}).encode()
             socket.send_fds(conn, [header], [read_fd, message_fd, log_fd])
             os.close(read_fd)
+            read_fd = -1
             hello = self._line(conn, want_fds=True)
             self.pid = int(hello["pid"])
         except (OSError, ValueError, KeyError) as e:
+            # A child forked without its pid reaching us finds its stdin closed here and exits
+            # before it reads a request: it writes nothing to the job's message pipe.
             conn.close()
-            with contextlib.suppress(OSError):
+            if self.pidfd is not None:
+                os.close(self.pidfd)
+            if read_fd >= 0:
                 os.close(read_fd)
             os.close(write_fd)
             raise ServerUnavailable(f"{type(e).__name__}: {e}") from None

@@ -19,6 +19,10 @@ QUICK_JOB: dict[str, Any] = {
     "distill": {"epochs": 1, "batch_size": 50},
     "export": ["safetensors"],
 }
+# Long enough (several seconds) that team A's first jobs still hold both slots when team B
+# submits: a job starts in well under a second (the engine server), and a one-epoch job would
+# be over before B's request arrived.
+HOLDING_JOB: dict[str, Any] = {**QUICK_JOB, "distill": {"epochs": 100, "batch_size": 50}}
 
 
 def dispatched(client: httpx.Client, job_id: str) -> list[tuple[str, int]]:
@@ -59,7 +63,7 @@ def test_a_team_with_a_long_queue_does_not_hold_the_pool(service: Service) -> No
     team_a = service.add_member("ann", "team-a")
     team_b = service.add_member("bob", "team-b")
 
-    a_ids = [team_a.post("/v1/jobs", json={**QUICK_JOB, "name": f"a-{i}"}).json()["id"] for i in range(20)]
+    a_ids = [team_a.post("/v1/jobs", json={**HOLDING_JOB, "name": f"a-{i}"}).json()["id"] for i in range(20)]
     b_ids = [team_b.post("/v1/jobs", json={**QUICK_JOB, "name": f"b-{i}"}).json()["id"] for i in range(2)]
     try:
         first_b = team_b.get(f"/v1/jobs/{b_ids[0]}").json()
