@@ -19,7 +19,7 @@ from typing import Any
 from fastapi import Depends, FastAPI
 
 from api import dashboard
-from api.auth import get_caller
+from api.auth import bearer_secret, get_caller
 from api.deps import AppState, BrokerCheck, Publish
 from api.headers import SecurityHeadersMiddleware
 from api.inputs import NulGuardMiddleware
@@ -150,10 +150,13 @@ def create_app(
     app.state.distillery = state
     app.state.telemetry = ApiMetrics(settings.db_url)
     install_handlers(app)
-    # Every /v1 route needs a token, checked before anything reads the body or the path.
+    # Every /v1 route needs a token, checked before anything reads the body or the path: by
+    # get_caller, or for the hot reads (api.hot) by bearer_secret, then in the read's own trip.
+    for router in (jobs.reads, metrics.router):
+        app.include_router(router, dependencies=[Depends(bearer_secret)])
     authenticated = [Depends(get_caller)]
     for router in (
-        jobs.router, metrics.router, events.router, artifacts.router, catalog.router, spec.router,
+        jobs.router, events.router, artifacts.router, catalog.router, spec.router,
         pool.router, admin.router, uploads.router, uploads.read_router, sweeps.router,
     ):  # fmt: skip
         app.include_router(router, dependencies=authenticated)

@@ -18,7 +18,7 @@ from typing import Annotated
 from fastapi import Depends, Path, Request
 from sqlalchemy.orm import Session
 
-from api.deps import SessionDep, StateDep
+from api.deps import AppState, SessionDep, StateDep
 from core.errors import ForbiddenError, TooManyRequestsError, UnauthorizedError
 from domain.jobs import get_visible
 from store.identity import Caller, authenticate, ensure_admin, mark_used, used_long_ago
@@ -39,14 +39,26 @@ def _is_admin_token(settings: Settings, secret: str) -> bool:
     return wanted is not None and hmac.compare_digest(wanted.get_secret_value().encode(), secret.encode())
 
 
-def get_caller(request: Request, session: SessionDep, state: StateDep) -> Caller:
+async def bearer_secret(request: Request) -> str:
+    """The request's token, as sent; a missing or malformed header is a 401 before anything else
+    runs. It proves nothing yet: ``verify`` does, against the database."""
     header = request.headers.get("authorization")
     if not header:
         raise _unauthorized("send an API token: Authorization: Bearer <token>")
     scheme, _, secret = header.partition(" ")
     if scheme.lower() != BEARER.lower() or not secret.strip():
         raise _unauthorized("the Authorization header must be 'Bearer <token>'")
-    caller = _authenticate(session, state.settings, secret.strip())
+    return secret.strip()
+
+
+SecretDep = Annotated[str, Depends(bearer_secret)]
+
+
+def verify(session: Session, state: AppState, secret: str) -> Caller:
+    """The token's caller, checked in the database (unknown or revoked: 401) and against its rate
+    (429). Runs on the request's worker thread: ``get_caller`` for most routes, or inside the one
+    trip the hot reads make (``api.hot``)."""
+    caller = _authenticate(session, state.settings, secret)
     if caller is None:
         raise _unauthorized("this token is unknown or has been revoked")
     wait = state.rate_limiter.retry_after(caller.token_id)
@@ -57,6 +69,10 @@ def get_caller(request: Request, session: SessionDep, state: StateDep) -> Caller
             retry_after_s=wait,
         )
     return caller
+
+
+def get_caller(secret: SecretDep, session: SessionDep, state: StateDep) -> Caller:
+    return verify(session, state, secret)
 
 
 def _authenticate(session: Session, settings: Settings, secret: str) -> Caller | None:
@@ -82,7 +98,7 @@ def _authenticate(session: Session, settings: Settings, secret: str) -> Caller |
 CallerDep = Annotated[Caller, Depends(get_caller)]
 
 
-def get_writer(caller: CallerDep) -> Caller:
+async def get_writer(caller: CallerDep) -> Caller:
     if not caller.can_write:
         raise ForbiddenError(
             f"{caller.user} is a {caller.role}: viewers can read but not change jobs or uploads"
@@ -90,7 +106,7 @@ def get_writer(caller: CallerDep) -> Caller:
     return caller
 
 
-def get_admin(caller: CallerDep) -> Caller:
+async def get_admin(caller: CallerDep) -> Caller:
     if not caller.is_admin:
         raise ForbiddenError("only an admin can manage teams, users and tokens")
     return caller

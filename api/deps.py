@@ -64,7 +64,7 @@ class AppState:
         return RateLimiter(self.settings)
 
 
-def get_state(request: Request) -> AppState:
+async def get_state(request: Request) -> AppState:
     state = request.app.state.distillery
     assert isinstance(state, AppState)
     return state
@@ -73,7 +73,7 @@ def get_state(request: Request) -> AppState:
 StateDep = Annotated[AppState, Depends(get_state)]
 
 
-def get_settings_dep(state: StateDep) -> Settings:
+async def get_settings_dep(state: StateDep) -> Settings:
     return state.settings
 
 
@@ -129,9 +129,16 @@ async def get_session(state: StateDep) -> AsyncIterator[Session]:
         try:
             yield session
         except BaseException:
-            await run_in_threadpool(_finish, session, False)
+            await _end(session, False)
             raise
-        await run_in_threadpool(_finish, session, True)
+        await _end(session, True)
+
+
+async def _end(session: Session, commit: bool) -> None:
+    if session.in_transaction():
+        await run_in_threadpool(_finish, session, commit)
+    else:
+        session.close()  # it never reached the database, or committed already: nothing to send
 
 
 def _finish(session: Session, commit: bool) -> None:

@@ -28,7 +28,7 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute, RouteContext, iter_route_contexts
 from starlette.routing import BaseRoute
 
-from api.auth import get_admin, get_caller, get_writer
+from api.auth import bearer_secret, get_admin, get_caller, get_writer
 from api.deps import get_session
 from api.documents import JSON_TYPES, YAML_TYPES, spec_document
 from api.problems import PROBLEM_JSON, Problem
@@ -137,11 +137,14 @@ def problem_statuses(route: RouteContext) -> set[int]:
     reads_form = _reads_form(route)
     has_body = route.body_field is not None or reads_spec
     found: set[int] = set()
-    if get_caller in needs.calls:
+    # every /v1 route: get_caller, or bearer_secret then the token verified in the read's trip
+    # (api.hot), which takes a database connection through the gate too
+    authenticated = get_caller in needs.calls or bearer_secret in needs.calls
+    if authenticated:
         found |= {401, 429}
     if needs.calls & {get_writer, get_admin}:
         found.add(403)
-    if get_session in needs.calls:
+    if get_session in needs.calls or authenticated:
         found.add(503)  # the database gate timed out, or the database did not answer
     if "path" in needs.params:
         found.add(404)

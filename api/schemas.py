@@ -24,12 +24,19 @@ class JobError(BaseModel):
 class Waiting(BaseModel):
     """Where a job that has not started stands, and why it waits."""
 
-    position: int = Field(description="1-based place in its GPU-type queue, in the scheduler's order.")
-    reason: Literal["dispatched", "dispatching", "no_worker", "team_limit", "pool_busy"] = Field(
-        description="dispatched: handed to a worker host; dispatching: a host has room for it; "
-        "no_worker: no online host has its GPU type, or as many GPUs as it asks for; team_limit: its "
-        "team's jobs hold its max_running GPU slots (an N-GPU job counts N); pool_busy: every "
-        "matching host is busy (or held for a bigger job ahead, which the message names)."
+    position: int | None = Field(
+        description="1-based place in its GPU-type queue, in the scheduler's order, as of the "
+        "dispatcher's last pass; null until a pass has placed it (reason `scheduling`)."
+    )
+    reason: Literal["scheduling", "dispatched", "dispatching", "no_worker", "team_limit", "pool_busy"] = (
+        Field(
+            description="scheduling: submitted (or back in the queue) since the dispatcher's last pass, "
+            "which places it within a few seconds; dispatched: handed to a worker host; dispatching: a "
+            "host has room for it; "
+            "no_worker: no online host has its GPU type, or as many GPUs as it asks for; team_limit: its "
+            "team's jobs hold its max_running GPU slots (an N-GPU job counts N); pool_busy: every "
+            "matching host is busy (or held for a bigger job ahead, which the message names)."
+        )
     )
     message: str
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import math
+import zlib
 from typing import Any
 
 from pydantic import ValidationError
@@ -40,8 +41,13 @@ def job_path(job_id: str) -> str:
     return f"/v1/jobs/{job_id}"
 
 
-def etag(job: Job) -> str:
-    return f'"{job.version}"'
+def etag(version: int, wait: Wait | Waiting | None = None) -> str:
+    """A job's ETag: its version and, while it waits, its place, which moves at a dispatcher pass
+    without a new version (``store.places``)."""
+    if wait is None:
+        return f'"{version}"'
+    place = zlib.crc32(f"{wait.position}|{wait.reason}|{wait.message}".encode())
+    return f'"{version}.{place:08x}"'
 
 
 def _error(value: dict[str, Any] | None) -> JobError | None:

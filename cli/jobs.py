@@ -149,7 +149,7 @@ def submit(
 
 def _where(job: Job) -> str:
     if job.waiting is not None:
-        return f"{job.status}, #{job.waiting.position} on {job.queue}: {job.waiting.message}"
+        return f"{job.status}, {job.waiting.place} on {job.queue}: {job.waiting.message}"
     return job.status
 
 

@@ -51,7 +51,7 @@ def progress_text(job: Job) -> str:
     """Where the job stands, in a few words: its place in the queue, stage and epoch, or result."""
     p, result = job.progress, job.result
     if job.waiting is not None:
-        return f"#{job.waiting.position} {job.waiting.reason or 'waiting'}"
+        return f"{job.waiting.place} {job.waiting.reason or 'waiting'}"
     if job.status == "succeeded" and result:
         gain = result.kd_gain
         return f"top-1 {_num(result.student_top1, '.3f')}" + (f" ({gain:+.3f})" if gain is not None else "")
@@ -213,7 +213,7 @@ def job_details(job: Job) -> Table:
     rows += [("started", local_time(job.started_at))] if job.started_at else []
     rows += [("finished", local_time(job.finished_at))] if job.finished_at else []
     if job.waiting is not None:
-        rows.append(("waiting", f"#{job.waiting.position} ({job.waiting.reason}): {job.waiting.message}"))
+        rows.append(("waiting", f"{job.waiting.place} ({job.waiting.reason}): {job.waiting.message}"))
     if job.progress is not None and job.progress.stage and not job.finished:
         rows.append(("progress", progress_text(job)))
     if job.error is not None:
@@ -344,7 +344,7 @@ class LiveView:
     def describe(self, job: Job) -> str:
         p = job.progress
         if job.waiting is not None:
-            return f"queued #{job.waiting.position}: {job.waiting.message or job.waiting.reason}"
+            return f"queued {job.waiting.place}: {job.waiting.message or job.waiting.reason}"
         if p is None or not p.stage or job.status not in ("running", "cancelling"):
             return f"{job.status} (attempt {job.attempt})"
         text = f"{p.stage} {p.epoch}/{p.epochs}"

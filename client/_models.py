@@ -30,9 +30,14 @@ class Progress(_Model):
 
 
 class Waiting(_Model):
-    position: int | None = None
+    position: int | None = None  # None while the scheduler has not placed it yet
     reason: str | None = None
     message: str = ""
+
+    @property
+    def place(self) -> str:
+        """``#3``, or ``unplaced`` before the scheduler's next pass has placed the job."""
+        return "unplaced" if self.position is None else f"#{self.position}"
 
 
 class Placement(_Model):

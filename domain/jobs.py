@@ -33,10 +33,21 @@ from domain.specs import check_spec
 from store import stages as kept
 from store.artifacts import ArtifactStore
 from store.identity import Caller
-from store.jobs import JobKeyRow, JobQuery, add_event, hide, job_keys, jobs_without_spec, purge_results
+from store.jobs import (
+    JobHead,
+    JobKeyRow,
+    JobQuery,
+    add_event,
+    hide,
+    job_head,
+    job_keys,
+    jobs_without_spec,
+    purge_results,
+)
 from store.models import PRIORITIES, TERMINAL, IdempotencyKey, Job, JobStatus
+from store.places import SCHEDULING, lookup
 from store.quotas import admit_job
-from store.scheduler import Wait, waits
+from store.scheduler import Wait
 from store.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -51,9 +62,24 @@ def get_visible(session: Session, caller: Caller, job_id: str) -> Job:
     return job
 
 
+def visible_head(session: Session, caller: Caller, job_id: str) -> JobHead:
+    """The job's id, status and version, if ``caller`` may see it (else the 404 of
+    ``get_visible``): what a conditional read decides on, without loading the job."""
+    head = job_head(session, job_id)
+    if head is None or head.deleted or not caller.sees(head.team):
+        raise NotFoundError("job", job_id)
+    return head
+
+
+def head_place(session: Session, head: JobHead) -> Wait | None:
+    """``queue_place`` of a job known by its head."""
+    return lookup(session, [head]).get(head.id)
+
+
 def queue_place(session: Session, job: Job) -> Wait | None:
-    """Where a job that has not started stands in its queue, and why it waits (``store.scheduler``)."""
-    return waits(session, [job]).get(job.id)
+    """Where a job that has not started stands in its queue, and why it waits, as of the
+    dispatcher's last pass (``store.places``: a look-up, the queue is not ranked here)."""
+    return lookup(session, [job]).get(job.id)
 
 
 # ---------------------------------------------------------------- submit
@@ -69,6 +95,7 @@ def request_hash(body: Any) -> str:
 class Submitted:
     job: Job
     replayed: bool  # an earlier request with the same Idempotency-Key made it
+    wait: Wait | None  # its place; a new job's is SCHEDULING: the queue is not ranked to answer
 
 
 def submit(
@@ -89,7 +116,7 @@ def submit(
     (``domain.specs``), then the team's quotas, under the team's lock until the commit.
     """
     if idempotency_key and (job := _replay(session, caller.user, idempotency_key, body_hash)):
-        return Submitted(job, replayed=True)
+        return Submitted(job, replayed=True, wait=queue_place(session, job))
     spec = check_spec(session, caller, spec, settings)  # with teacher.from_job filled in
     admit_job(session, caller.team)  # holds the team's lock until the commit below
     job = _new_job(session, spec, caller, settings.max_attempts)
@@ -103,10 +130,10 @@ def submit(
         # Another request with the same key committed first: answer as its replay.
         session.rollback()
         if idempotency_key and (job := _replay(session, caller.user, idempotency_key, body_hash)):
-            return Submitted(job, replayed=True)
+            return Submitted(job, replayed=True, wait=queue_place(session, job))
         raise
     wake()
-    return Submitted(job, replayed=False)
+    return Submitted(job, replayed=False, wait=SCHEDULING)
 
 
 def _replay(session: Session, owner: str, key: str, body_hash: str) -> Job | None:
@@ -143,6 +170,7 @@ def _new_job(session: Session, spec: JobSpec, caller: Caller, max_attempts: int)
         f"submitted by {caller.user} ({caller.team}), queued on {job.queue}",
         actor=caller.user,
         to_status=JobStatus.QUEUED,
+        bump=False,  # a new row: its first version stands for its first event
     )
     return job
 
@@ -214,7 +242,7 @@ def list_jobs(session: Session, caller: Caller, wanted: JobFilter, limit: int) -
     )
     keys = job_keys(session, query, limit + 1)
     page = keys[:limit]
-    return Listing(keys=page, waits=waits(session, page), more=len(keys) > limit)
+    return Listing(keys=page, waits=lookup(session, page), more=len(keys) > limit)
 
 
 # ---------------------------------------------------------------- cancel, delete

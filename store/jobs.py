@@ -229,6 +229,25 @@ def job_keys(session: Session, query: JobQuery, limit: int) -> Sequence[JobKeyRo
     return session.execute(stmt).all()
 
 
+@dataclass(frozen=True)
+class JobHead:
+    """What a conditional read of one job decides on: light columns, read by primary key."""
+
+    id: str
+    status: JobStatus
+    version: int
+    team: str | None
+    deleted: bool
+
+
+def job_head(session: Session, job_id: str) -> JobHead | None:
+    stmt = select(Job.id, Job.status, Job.version, Job.team, Job.deleted_at).where(Job.id == job_id)
+    row = session.execute(stmt).one_or_none()
+    if row is None:
+        return None
+    return JobHead(row.id, row.status, row.version, row.team, row.deleted_at is not None)
+
+
 def jobs_without_spec(session: Session, ids: Collection[str]) -> dict[str, Job]:
     """The rows of a list page, by id; the spec (the largest column) is left unloaded."""
     rows = session.scalars(select(Job).where(Job.id.in_(ids)).options(defer(Job.spec)))

@@ -19,6 +19,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     String,
     Text,
     UniqueConstraint,
@@ -298,6 +299,19 @@ class Lock(Base):
 
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+
+
+class QueuePlaces(Base):
+    """Every waiting job's place and reason, as the last dispatcher pass computed them (one row,
+    id 1; ``store.places``). ``serial`` grows with each change: readers cache by it."""
+
+    __tablename__ = "queue_places"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    serial: Mapped[int] = mapped_column(BigInteger)
+    digest: Mapped[str] = mapped_column(String(64))
+    computed_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+    places: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class SweepStatus(StrEnum):

@@ -77,7 +77,16 @@ def _check_storage(session: Session, team: Team, adding: int) -> None:
 
 
 def admit_job(session: Session, team_name: str) -> None:
-    """Raises ``QuotaExceededError`` when the team's queue is full or its storage quota is used up."""
+    """Raises ``QuotaExceededError`` when the team's queue is full or its storage quota is used up.
+
+    A team with neither limit takes no lock and counts nothing: its submissions are stored side by
+    side. (A limit an admin sets while a submission is on its way applies from the next one.)
+    """
+    limits = session.execute(
+        select(Team.max_queued, Team.max_storage_bytes).where(Team.name == team_name)
+    ).one_or_none()
+    if limits is None or (limits.max_queued is None and limits.max_storage_bytes is None):
+        return
     team = _team(session, team_name)
     if team is None:
         return

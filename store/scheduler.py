@@ -116,7 +116,7 @@ class Placement:
 class Wait:
     """Why a job has not started yet, and its place in its GPU-type queue (module docstring)."""
 
-    position: int
+    position: int | None  # None: not placed yet (``store.places.SCHEDULING``)
     reason: str
     message: str
 
@@ -161,7 +161,7 @@ class _Dispatched:
 
 
 @dataclass
-class _Snapshot:
+class Snapshot:
     hosts: dict[str, _Host]  # the online ones, by id
     occupied: Counter[TeamKey]  # slots held per team
     limits: dict[TeamKey, int]  # max_running (slots) of the teams that have one
@@ -186,7 +186,7 @@ class _Snapshot:
         return job.need <= self.largest(job.queue) and (limit is None or job.need <= limit)
 
 
-def _snapshot(session: Session) -> _Snapshot:
+def snapshot(session: Session) -> Snapshot:
     """The hosts, the slots held and the waiting jobs: four queries, light columns only."""
     hosts = {
         worker_id: _Host(worker_id, gpu_type, indices, set(indices))
@@ -223,7 +223,7 @@ def _snapshot(session: Session) -> _Snapshot:
             )
         )
     ]
-    return _Snapshot(hosts, occupied, limits, waiting, dispatched)
+    return Snapshot(hosts, occupied, limits, waiting, dispatched)
 
 
 def _by_team(jobs: Iterable[_Waiting]) -> dict[TeamKey, deque[_Waiting]]:
@@ -265,7 +265,7 @@ def _hold(hosts: Iterable[_Host], job: _Waiting, held: dict[str, str]) -> _Host 
     return min(able, key=lambda h: (-len(h.free), h.id), default=None)
 
 
-def _select(snap: _Snapshot, limit: int | None = None) -> _Pass:
+def _select(snap: Snapshot, limit: int | None = None) -> _Pass:
     """One pass in the fair order (module docstring): at most ``limit`` jobs handed over."""
     hosts = [_Host(h.id, h.gpu_type, h.indices, set(h.free)) for h in snap.hosts.values()]
     out = _Pass(occupied=Counter(snap.occupied))
@@ -291,7 +291,7 @@ def _select(snap: _Snapshot, limit: int | None = None) -> _Pass:
     return out
 
 
-def _ranks(snap: _Snapshot, jobs: Sequence[_Waiting]) -> dict[str, int]:
+def _ranks(snap: Snapshot, jobs: Sequence[_Waiting]) -> dict[str, int]:
     """1-based start order of the waiting jobs of one queue, slots opening one at a time."""
     occupied = Counter(snap.occupied)
     teams = _by_team(job for job in jobs if snap.runnable(job))
@@ -319,15 +319,17 @@ def _ranks(snap: _Snapshot, jobs: Sequence[_Waiting]) -> dict[str, int]:
     return {job_id: place for place, job_id in enumerate(order, start=1)}
 
 
-def plan(session: Session, limit: int | None = None) -> list[tuple[Job, Placement]]:
+def plan(
+    session: Session, limit: int | None = None, snap: Snapshot | None = None
+) -> list[tuple[Job, Placement]]:
     """The waiting jobs to hand to the pool now, in order (at most ``limit``), each with its host
     and devices.
 
     Call it with ``store.locks.DISPATCH`` held, and mark each job published with its placement
     (``domain.lifecycle.mark_published``) in the same transaction: a second pass then sees those
-    slots taken.
+    slots taken. ``snap``: a ``snapshot`` taken under the same lock, if the caller has one.
     """
-    chosen = _select(_snapshot(session), limit).placed
+    chosen = _select(snap or snapshot(session), limit).placed
     if not chosen:
         return []
     rows = {job.id: job for job in session.scalars(select(Job).where(Job.id.in_([j.id for j, _p in chosen])))}
@@ -345,38 +347,39 @@ class JobKey(Protocol):
 
 
 def waits(session: Session, jobs: Sequence[JobKey]) -> dict[str, Wait]:
-    """Position and reason for each job of a page that is waiting or dispatched and unclaimed."""
+    """Position and reason for each job given that is waiting or dispatched and unclaimed, ranked
+    now (the API reads them from the last pass instead: ``store.places``)."""
     if not any(job.status in WAITING for job in jobs):
         return {}  # a page of started or finished jobs costs no query
-    snap = _snapshot(session)
     wanted = {job.id for job in jobs}
+    return {job_id: wait for job_id, wait in all_waits(snapshot(session)).items() if job_id in wanted}
+
+
+def all_waits(snap: Snapshot) -> dict[str, Wait]:
+    """Position and reason of every waiting job, and every dispatched one not yet claimed."""
     result: dict[str, Wait] = {}
     handed: dict[str, list[_Dispatched]] = defaultdict(list)
     for sent in snap.dispatched:
         handed[sent.queue].append(sent)
     for entries in handed.values():
         for place, sent in enumerate(sorted(entries, key=lambda d: (d.published_at, d.id)), start=1):
-            if sent.id in wanted:
-                result[sent.id] = Wait(place, "dispatched", _dispatched_message(snap, sent))
+            result[sent.id] = Wait(place, "dispatched", _dispatched_message(snap, sent))
     outcome = _select(snap)
     next_up = {job.id for job, _placement in outcome.placed}
     queues: dict[str, list[_Waiting]] = defaultdict(list)
     for job in snap.waiting:
         queues[job.queue].append(job)
     for queue, members in queues.items():
-        if not any(job.id in wanted for job in members):
-            continue
         ranks = _ranks(snap, members)
         ahead = len(handed[queue])
         for job in members:
-            if job.id in wanted:
-                position = ahead + ranks[job.id]
-                result[job.id] = Wait(position, *_reason(snap, outcome, job, next_up, position))
+            position = ahead + ranks[job.id]
+            result[job.id] = Wait(position, *_reason(snap, outcome, job, next_up, position))
     return result
 
 
 def _reason(
-    snap: _Snapshot, outcome: _Pass, job: _Waiting, next_up: set[str], position: int
+    snap: Snapshot, outcome: _Pass, job: _Waiting, next_up: set[str], position: int
 ) -> tuple[str, str]:
     """(reason, message) of a waiting job, from the pass ``plan`` would make now."""
     queue, need = job.queue, job.need
@@ -413,7 +416,7 @@ def _reason(
     )
 
 
-def _dispatched_message(snap: _Snapshot, sent: _Dispatched) -> str:
+def _dispatched_message(snap: Snapshot, sent: _Dispatched) -> str:
     if sent.placed_on is None:  # handed over before placements were recorded
         return "handed to the pool without a host: it goes back to the queue"
     if sent.placed_on not in snap.hosts:

@@ -15,7 +15,9 @@ claim), and a publish that fails (broker down) rolls its mark back, leaves its j
 the pass. Dispatched jobs whose message the broker lost are published again to the same host
 (``store.pool.stranded``); those whose host went away go back to waiting
 (``store.pool.release_dispatched``). Each pass first advances the running sweeps
-(``domain.sweeps.advance_all``): the trials it makes are handed over in the same pass. Torch-free.
+(``domain.sweeps.advance_all``): the trials it makes are handed over in the same pass. The pass
+ends by storing every waiting job's place (``store.places``): reads look places up, never rank the
+queue. Torch-free.
 """
 
 from __future__ import annotations
@@ -28,13 +30,17 @@ from collections.abc import Callable
 
 from domain.lifecycle import mark_published, reap_expired
 from domain.sweeps import advance_all
+from store import places
 from store.db import session_scope
 from store.locks import DISPATCH, hold
 from store.pool import mark_lost, release_dispatched, stranded
-from store.scheduler import plan
+from store.scheduler import plan, snapshot
 from store.settings import Settings
 
 log = logging.getLogger(__name__)
+
+MIN_PASS_GAP_S = 0.25
+"""The least time from one pass's start to the next one's, however often it is woken."""
 
 PublishFn = Callable[[str, str], None]  # (job id, worker id) -> None; raises if the broker is down
 
@@ -55,7 +61,8 @@ def dispatch_once(
     broker_up = True
     with session_scope(db_url) as session:
         hold(session, DISPATCH)  # first, before reading what it protects
-        for job, placement in plan(session, limit):
+        snap = snapshot(session)
+        for job, placement in plan(session, limit, snap):
             try:
                 with session.begin_nested():  # the mark is rolled back if the publish fails
                     mark_published(session, job.id, placement)
@@ -65,6 +72,8 @@ def dispatch_once(
                 broker_up = False
                 break
             sent += 1
+        # every waiting job's place, as this pass leaves the queue (store.places)
+        places.store(session, snapshot(session) if sent else snap)
     if sent:
         log.info("handed %d job(s) to the pool", sent)
     if republish_after_s is not None and broker_up:
@@ -189,8 +198,12 @@ class Dispatcher:
         while not self._stop.is_set():
             # cleared before the pass: a wake that arrives during it asks for another one
             self._wake.clear()
+            started = time.monotonic()
             self.tick()
-            self._wake.wait(self.settings.dispatch_interval_s)
+            # a burst of submissions wakes it for each: passes at most every MIN_PASS_GAP_S, so
+            # that ranking a long queue (store.places) cannot take the API's CPU
+            self._stop.wait(max(0.0, started + MIN_PASS_GAP_S - time.monotonic()))
+            self._wake.wait(max(0.0, started + self.settings.dispatch_interval_s - time.monotonic()))
 
 
 def run_dispatcher(settings: Settings, parent_pid: int | None = None) -> None:

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Query, Response
+from fastapi import APIRouter, Depends, Header, Path, Query, Response
 
-from api.auth import CallerDep, JobDep, WriterDep
+from api import hot
+from api.auth import JobDep, SecretDep, WriterDep
 from api.cursors import decode_job_cursor, encode_job_cursor
 from api.deps import SessionDep, StateDep
 from api.documents import spec_document
@@ -16,8 +17,12 @@ from api.schemas import JobOut, JobPage, JobStatus
 from api.validation import validate_spec
 from api.views import etag, job_out, job_path, job_summary
 from domain import jobs
+from store.identity import Caller
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+reads = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+"""The reads people poll, each in one trip to a worker thread (``api.hot``), the token checked
+there: include it with ``api.auth.bearer_secret`` as its dependency, not ``get_caller``."""
 
 _PROBLEMS: dict[int | str, dict[str, Any]] = {
     404: {"model": Problem, "description": "No such job."},
@@ -72,9 +77,8 @@ def submit_job(
     session: SessionDep,
     state: StateDep,
     caller: WriterDep,
-    response: Response,
     idempotency_key: IdempotencyKeyHeader = None,
-) -> JobOut:
+) -> Any:
     """Validate the spec and store the job for the caller's team: it waits (`queued`) until the
     scheduler gives it a GPU (`queue_position` and `waiting` say where it stands and why).
 
@@ -92,22 +96,23 @@ def submit_job(
         idempotency_key=idempotency_key,
         wake=state.wake_dispatcher,
     )
+    headers = {"Location": job_path(done.job.id)}
     if done.replayed:
-        response.headers["Idempotent-Replayed"] = "true"
-    response.headers["Location"] = job_path(done.job.id)
-    response.headers["ETag"] = etag(done.job)
-    return job_out(session, done.job)
+        headers["Idempotent-Replayed"] = "true"
+    headers["ETag"] = etag(done.job.version, done.wait)
+    body = job_out(session, done.job, wait=done.wait, known=True).model_dump_json().encode()
+    return Response(body, status_code=202, media_type="application/json", headers=headers)
 
 
-@router.get(
+@reads.get(
     "",
     response_model=JobPage,
     summary="List jobs, newest first",
     responses={304: {"description": "The page is unchanged since the ETag given in If-None-Match."}},
 )
-def list_jobs(
-    session: SessionDep,
-    caller: CallerDep,
+async def list_jobs(
+    state: StateDep,
+    secret: SecretDep,
     if_none_match: IfNoneMatch = None,
     status: Annotated[list[JobStatus] | None, Query(description="Repeat to match any of several.")] = None,
     owner: Annotated[str | None, Query(max_length=100)] = None,
@@ -124,45 +129,61 @@ def list_jobs(
     """Your team's jobs (an admin's: every team's, or `team`'s), as summaries (the spec and the
     report are on `GET /v1/jobs/{id}`). The page comes with an `ETag`: poll with `If-None-Match`
     to get `304` while nothing on it changed."""
-    wanted = jobs.JobFilter(
-        statuses=status or (),
-        owner=owner,
-        team=team,
-        name=name or None,
-        sweep=sweep or None,
-        after=decode_job_cursor(cursor) if cursor else None,
-    )
-    listing = jobs.list_jobs(session, caller, wanted, limit)
-    # decided from the page's keys, before any row is loaded or any summary built
-    headers = {"ETag": listing.tag, **UNCACHED}
-    if _matches(if_none_match, listing.tag):
-        return Response(status_code=304, headers=headers)
-    after = listing.next_after
-    page = JobPage(
-        items=[job_summary(job, wait) for job, wait in listing.rows(session)],
-        next_cursor=encode_job_cursor(*after) if after else None,
-    )
-    return Response(page.model_dump_json().encode(), media_type="application/json", headers=headers)
+
+    def work(session: hot.ReadSession, caller: Caller) -> Response:
+        wanted = jobs.JobFilter(
+            statuses=status or (),
+            owner=owner,
+            team=team,
+            name=name or None,
+            sweep=sweep or None,
+            after=decode_job_cursor(cursor) if cursor else None,
+        )
+        listing = jobs.list_jobs(session, caller, wanted, limit)
+        # decided from the page's keys, before any row is loaded or any summary built
+        headers = {"ETag": listing.tag, **UNCACHED}
+        if _matches(if_none_match, listing.tag):
+            return Response(status_code=304, headers=headers)
+        after = listing.next_after
+        page = JobPage(
+            items=[job_summary(job, wait) for job, wait in listing.rows(session)],
+            next_cursor=encode_job_cursor(*after) if after else None,
+        )
+        return Response(page.model_dump_json().encode(), media_type="application/json", headers=headers)
+
+    return await hot.read(state, secret, work)
 
 
-@router.get(
+@reads.get(
     "/{job_id}",
     response_model=JobOut,
     summary="Read a job",
     responses={304: {"description": "Unchanged since the ETag given in If-None-Match."}, **_PROBLEMS},
 )
-def get_job(
-    job: JobDep,
-    session: SessionDep,
-    response: Response,
+async def get_job(
+    job_id: Annotated[str, Path(max_length=64)],
+    state: StateDep,
+    secret: SecretDep,
     if_none_match: IfNoneMatch = None,
 ) -> Any:
-    """The job, with `ETag: "<version>"`; poll with `If-None-Match` to get `304` while unchanged."""
-    tag = etag(job)
-    if _matches(if_none_match, tag):
-        return Response(status_code=304, headers={"ETag": tag, **UNCACHED})
-    response.headers.update({"ETag": tag, **UNCACHED})
-    return job_out(session, job)
+    """The job, with an `ETag`; poll with `If-None-Match` to get `304` while unchanged (its state,
+    its progress, its metrics, its place in the queue)."""
+
+    def work(session: hot.ReadSession, caller: Caller) -> Response:
+        # decided from the job's version and place, before the job is loaded
+        head = jobs.visible_head(session, caller, job_id)
+        wait = jobs.head_place(session, head)
+        tag = etag(head.version, wait)
+        if _matches(if_none_match, tag):
+            return Response(status_code=304, headers={"ETag": tag, **UNCACHED})
+        job = jobs.get_visible(session, caller, job_id)
+        if job.version != head.version:  # it changed in between: answer what was loaded
+            wait = jobs.queue_place(session, job)
+            tag = etag(job.version, wait)
+        body = job_out(session, job, wait=wait, known=True).model_dump_json().encode()
+        return Response(body, media_type="application/json", headers={"ETag": tag, **UNCACHED})
+
+    return await hot.read(state, secret, work)
 
 
 @router.post(
@@ -172,8 +193,9 @@ def cancel_job(job: JobDep, session: SessionDep, caller: WriterDep, response: Re
     """A waiting job is cancelled at once; a running one moves to `cancelling` until its worker
     stops. Cancelling a finished job is a `409`."""
     updated = jobs.cancel(session, caller, job)
-    response.headers["ETag"] = etag(updated)
-    return job_out(session, updated)
+    out = job_out(session, updated)
+    response.headers["ETag"] = etag(updated.version, out.waiting)
+    return out
 
 
 @router.delete(

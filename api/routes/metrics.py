@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query, Response
 
-from api.auth import JobDep
+from api import hot
+from api.auth import SecretDep
 from api.cursors import decode_row_cursor
-from api.deps import SessionDep
+from api.deps import StateDep
 from api.problems import Problem
 from api.schemas import MetricPage
 from api.views import metric_out
-from domain import activity
+from domain import activity, jobs
+from store.identity import Caller
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
+"""A hot read (``api.hot``): include it with ``api.auth.bearer_secret`` as its dependency."""
 
 
 @router.get(
@@ -23,9 +26,10 @@ router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
     summary="A job's metrics, incrementally",
     responses={404: {"model": Problem, "description": "No such job."}},
 )
-def get_metrics(
-    job: JobDep,
-    session: SessionDep,
+async def get_metrics(
+    job_id: Annotated[str, Path(max_length=64)],
+    state: StateDep,
+    secret: SecretDep,
     after: Annotated[str | None, Query(description="`next_cursor` of the previous answer.")] = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
     stage: Annotated[str | None, Query(max_length=32, description="teacher, baseline, student, ...")] = None,
@@ -33,21 +37,29 @@ def get_metrics(
     max_points: Annotated[
         int | None, Query(ge=2, le=10_000, description="Downsample each (stage, name) series to this many.")
     ] = None,
-) -> MetricPage:
+) -> Any:
     """Rows in id order. Poll with `after=<next_cursor>` to get only the rows written since.
 
     With `max_points`, every row after the cursor is read (up to 200,000) and each series is
     thinned to at most that many points, keeping its first and last; `limit` does not apply.
     """
-    page = activity.metrics_page(
-        session,
-        job.id,
-        after=decode_row_cursor(after),
-        limit=limit,
-        stage=stage,
-        names=name,
-        max_points=max_points,
-    )
-    return MetricPage(
-        items=[metric_out(r) for r in page.items], next_cursor=str(page.next_cursor), has_more=page.has_more
-    )
+
+    def work(session: hot.ReadSession, caller: Caller) -> Response:
+        head = jobs.visible_head(session, caller, job_id)
+        page = activity.metrics_page(
+            session,
+            head.id,
+            after=decode_row_cursor(after),
+            limit=limit,
+            stage=stage,
+            names=name,
+            max_points=max_points,
+        )
+        out = MetricPage(
+            items=[metric_out(r) for r in page.items],
+            next_cursor=str(page.next_cursor),
+            has_more=page.has_more,
+        )
+        return Response(out.model_dump_json().encode(), media_type="application/json")
+
+    return await hot.read(state, secret, work)

@@ -230,5 +230,6 @@ def repeat_best_trial(
     job = sweeps.repeat_best(session, caller, sweep, (body or RepeatRequest()).repeats, state.settings)
     state.wake_dispatcher()
     response.headers["Location"] = job_path(job.id)
-    response.headers["ETag"] = etag(job)
-    return job_out(session, job)
+    out = job_out(session, job)
+    response.headers["ETag"] = etag(job.version, out.waiting)
+    return out

@@ -6,6 +6,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from store import places
 from store.db import session_scope
 from store.identity import create_team, create_token, create_user
 from store.jobs import transition
@@ -52,6 +53,12 @@ def move(db_url: str, job_id: str, *states: str, **values: Any) -> None:
         for i, state in enumerate(states):
             extra = values if i == len(states) - 1 else {}
             assert transition(session, job_id, PATH[state], state, actor="test", **extra), state
+
+
+def rank(db_url: str) -> None:
+    """What a dispatcher pass leaves behind: every waiting job's place stored (``store.places``)."""
+    with session_scope(db_url) as session:
+        places.refresh(session)
 
 
 def job_row(db_url: str, job_id: str) -> Job | None:

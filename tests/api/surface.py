@@ -22,7 +22,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy import create_engine, text
 
 from api.app import create_app
-from store.db import migrate
+from store import places
+from store.db import migrate, session_scope
 from store.settings import Settings
 
 ADMIN_TOKEN = "dst_surface-admin-token"
@@ -175,6 +176,8 @@ def _script(rec: Recorder, db_url: str) -> None:
         ann,
         json=SPEC | {"data": {"kind": "npz", "path": "uploads/x.npz"}},
     )
+    with session_scope(db_url) as session:  # what the dispatcher's pass does: places the jobs
+        places.refresh(session)
     rec.call("list", "GET", "/v1/jobs", ann)
     rec.call("list by status", "GET", "/v1/jobs?status=queued&limit=1", ann)
     rec.call("list bad status", "GET", "/v1/jobs?status=bogus", ann)

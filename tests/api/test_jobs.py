@@ -15,7 +15,7 @@ from store.models import TERMINAL, Artifact, Job, JobEvent, Metric
 from store.pool import heartbeat
 from store.settings import Settings
 from tests.api.conftest import FakeBroker, make_settings
-from tests.api.support import Member, assert_problem, job_row, move, spec, unique
+from tests.api.support import Member, assert_problem, job_row, move, rank, spec, unique
 
 CONTRACT = {
     "id", "name", "status", "attempt", "max_attempts", "queue", "priority", "queue_position", "waiting",
@@ -40,7 +40,9 @@ def test_submit_answers_202_with_location_and_the_job(
     assert response.headers["location"] == f"/v1/jobs/{job['id']}"
     assert set(job) >= CONTRACT
     assert job["name"] == name and job["status"] == "queued" and job["attempt"] == 0
-    assert job["queue"] == "t4" and job["priority"] == "high" and job["queue_position"] == 1
+    assert job["queue"] == "t4" and job["priority"] == "high"
+    # answered without ranking the queue: placed by the dispatcher's next pass
+    assert job["queue_position"] is None and job["waiting"]["reason"] == "scheduling"
     assert job["max_attempts"] == settings.max_attempts
     assert job["owner"] == member.user and job["team"] == member.team
     assert job["progress"] is None and job["error"] is None and job["report"] is None
@@ -56,7 +58,10 @@ def test_submit_answers_202_with_location_and_the_job(
     assert broker.published == []
     row = job_row(settings.db_url, job["id"])
     assert row is not None and row.published_at is None and row.priority == 1
-    assert response.headers["etag"] == f'"{job["version"]}"'
+    assert response.headers["etag"].startswith(f'"{job["version"]}.')  # the version and the place
+    rank(settings.db_url)
+    placed = client.get(f"/v1/jobs/{job['id']}").json()
+    assert placed["queue_position"] == 1 and placed["waiting"]["reason"] == "no_worker"
     history = client.get(f"/v1/jobs/{job['id']}/events", params={"format": "json"}).json()["items"]
     assert [e["kind"] for e in history] == ["submitted"]
 
@@ -77,11 +82,21 @@ def test_idempotency_key_same_body_same_job_other_body_422(client: TestClient) -
 
 def test_get_job_etag_and_304(client: TestClient, settings: Settings) -> None:
     job = submit(client, name=unique())
+    rank(settings.db_url)
     response = client.get(f"/v1/jobs/{job['id']}")
     tag = response.headers["etag"]
-    assert response.status_code == 200 and tag == f'"{response.json()["version"]}"'
+    assert response.status_code == 200 and tag.startswith(f'"{response.json()["version"]}.')
     cached = client.get(f"/v1/jobs/{job['id']}", headers={"If-None-Match": tag})
     assert cached.status_code == 304 and cached.content == b"" and cached.headers["etag"] == tag
+    # a job ahead changes its place, not its version: the ETag follows the place
+    ahead = submit(client, name=unique(), resources={"priority": "high"})
+    rank(settings.db_url)
+    moved = client.get(f"/v1/jobs/{job['id']}", headers={"If-None-Match": tag})
+    assert moved.status_code == 200 and moved.headers["etag"] != tag
+    assert moved.json()["version"] == response.json()["version"]
+    assert moved.json()["queue_position"] == response.json()["queue_position"] + 1
+    tag = moved.headers["etag"]
+    move(settings.db_url, ahead["id"], "cancelled")
     move(settings.db_url, job["id"], "starting")
     changed = client.get(f"/v1/jobs/{job['id']}", headers={"If-None-Match": tag})
     assert changed.status_code == 200 and changed.headers["etag"] != tag
@@ -116,12 +131,13 @@ def test_list_filters_and_cursor_paging(client: TestClient, settings: Settings, 
     assert_problem(client.get("/v1/jobs", params={"cursor": "not-a-cursor"}), 422)
 
 
-def test_queue_positions_follow_priority_then_age(client: TestClient) -> None:
+def test_queue_positions_follow_priority_then_age(client: TestClient, settings: Settings) -> None:
     queue = unique("gpu")
     low = submit(client, name=unique(), resources={"gpu_type": queue, "priority": "low"})
     normal = submit(client, name=unique(), resources={"gpu_type": queue})
     high = submit(client, name=unique(), resources={"gpu_type": queue, "priority": "high"})
     later = submit(client, name=unique(), resources={"gpu_type": queue})
+    rank(settings.db_url)
     expected = {high["id"]: 1, normal["id"]: 2, later["id"]: 3, low["id"]: 4}
     for job_id, position in expected.items():
         assert client.get(f"/v1/jobs/{job_id}").json()["queue_position"] == position
@@ -203,7 +219,10 @@ def test_the_dispatcher_hands_a_job_over_once_a_worker_and_the_broker_are_there(
     app = create_app(settings, publish=broker.publish, check_broker=lambda: None)
     with TestClient(app, headers=member.headers) as client:
         job = submit(client, name=unique(), resources={"gpu_type": gpu})
-        waiting = client.get(f"/v1/jobs/{job['id']}").json()
+        deadline = time.monotonic() + 10
+        while (waiting := client.get(f"/v1/jobs/{job['id']}").json())["waiting"]["reason"] == "scheduling":
+            assert time.monotonic() < deadline, "no dispatcher pass placed the job"
+            time.sleep(0.05)
         assert waiting["waiting"]["reason"] == "no_worker" and gpu in waiting["waiting"]["message"]
         with session_scope(settings.db_url) as session:
             # earlier tests' jobs in this module's database are live too, and an `any` one may

@@ -6,6 +6,11 @@ export function stageText(progress) {
   return `${progress.stage}${epochs}`;
 }
 
+// A waiting job's place: "#3", or "unplaced" until the scheduler's next pass has placed it.
+export function place(waiting) {
+  return waiting.position == null ? "unplaced" : `#${waiting.position}`;
+}
+
 export function ago(iso, now = Date.now()) {
   if (!iso) return "";
   const s = Math.max(0, (now - Date.parse(iso)) / 1000);

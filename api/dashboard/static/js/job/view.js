@@ -3,7 +3,7 @@
 
 import { chartGrid } from "../charts.js";
 import { badge, clear, h, progressBar } from "../dom.js";
-import { bytes, duration, stageText, when } from "../format.js";
+import { bytes, duration, place, stageText, when } from "../format.js";
 import { errorSlot, problemBox } from "../notice.js";
 import { reportView } from "../report.js";
 import { TERMINAL } from "../util.js";
@@ -82,7 +82,7 @@ function summaryParts(job) {
       ? h(
           "p",
           { class: "waiting", "data-testid": "waiting" },
-          `Waiting: #${job.waiting.position} in ${job.queue} — ${job.waiting.message}`,
+          `Waiting: ${place(job.waiting)} in ${job.queue} — ${job.waiting.message}`,
         )
       : null,
     job.error

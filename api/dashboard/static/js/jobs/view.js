@@ -1,8 +1,8 @@
-// The jobs list's view: filters, the table (one row per job, rebuilt only when the job's version
-// moves), "More" and "Compare selected". It reads the list's state and calls back on input.
+// The jobs list's view: filters, the table (one row per job, rebuilt only when the job moves),
+// "More" and "Compare selected". It reads the list's state and calls back on input.
 
 import { badge, clear, h, progressBar } from "../dom.js";
-import { ago, duration, gainText, pct, stageText } from "../format.js";
+import { ago, duration, gainText, pct, place, stageText } from "../format.js";
 import { errorSlot } from "../notice.js";
 import { debounce, STATUSES } from "../util.js";
 import { glance } from "./data.js";
@@ -11,7 +11,7 @@ const COLUMNS = ["Name", "Status", "Progress", "Result", "Owner", "Age", "Waitin
 const WIDTH = COLUMNS.length + 1; // and the checkbox
 
 function waitingText(job) {
-  if (job.waiting) return `#${job.waiting.position} · ${job.waiting.message}`;
+  if (job.waiting) return `${place(job.waiting)} · ${job.waiting.message}`;
   if (job.queue_position) return `#${job.queue_position} in ${job.queue}`;
   if (job.error) return `${job.error.type}: ${job.error.message}`;
   return "";
@@ -59,8 +59,9 @@ function progressCell(job) {
   );
 }
 
-// The table's rows, kept by job id: a row is rebuilt when its job's version moves (or its number
-// of epochs arrives), else only its age moves on.
+// The table's rows, kept by job id: a row is rebuilt when its job's version moves, its place in the
+// queue (a dispatcher pass moves it without a new version) or its number of epochs arrives, else
+// only its age moves on.
 function jobRows(list, onSelect) {
   const rows = new Map(); // job id -> {tr, box, age, version}
   return (job) => {
@@ -77,7 +78,8 @@ function jobRows(list, onSelect) {
       rows.set(job.id, r);
     }
     const epochs = list.epochs.get(job.id);
-    const version = `${job.version}/${epochs}`;
+    const w = job.waiting;
+    const version = `${job.version}/${epochs}/${w ? `${w.position}/${w.reason}/${w.message}` : ""}`;
     if (r.version === version) {
       r.age.textContent = ago(job.created_at);
       return r.tr;
