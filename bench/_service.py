@@ -14,7 +14,7 @@ import tempfile
 import time
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 import httpx
 import yaml
@@ -54,40 +54,55 @@ class EmbeddedService:
             self.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
         self.clients: list[httpx.Client] = []
 
-    def __enter__(self) -> EmbeddedService:
+    def __enter__(self) -> Self:
+        self.admin = self._client(self.admin_token)
+        try:
+            self.start()
+        except BaseException:
+            self.__exit__()  # no process or home left behind
+            raise
+        self.cpu_at_start = self.cpu_seconds()
+        return self
+
+    def command(self, port: str) -> list[str]:
+        """The service's command line: ``distill serve``; a subclass runs another deployment."""
+        return [str(Path(sys.executable).with_name("distill")), "serve", "--port", port]
+
+    def start(self) -> None:
+        """Start the service's processes (a session of their own) and wait until it is ready."""
         env = {
             **os.environ,
             **self.env,
             "DISTILLERY_HOME": str(self.home),
             "DISTILLERY_ADMIN_TOKEN": self.admin_token,
         }
-        distill = str(Path(sys.executable).with_name("distill"))
         log = (self.home / "serve.log").open("ab")
         port = self.url.rsplit(":", 1)[1]
         self.server = subprocess.Popen(
-            [distill, "serve", "--port", port], env=env, stdout=log, stderr=log, start_new_session=True
+            self.command(port), env=env, stdout=log, stderr=log, start_new_session=True
         )
-        self.admin = self._client(self.admin_token)
         deadline = time.monotonic() + 180
         while time.monotonic() < deadline:
             if self.server.poll() is not None:
-                raise SystemExit(f"the service exited: see {self.home / 'serve.log'}")
+                raise SystemExit(f"the service exited:\n{self.log_tail()}")
             try:
                 if self.admin.get("/readyz").status_code == 200:
                     break
             except httpx.TransportError:
                 pass
             time.sleep(0.5)
+        else:
+            raise SystemExit(f"the service was not ready in 180 s:\n{self.log_tail()}")
         time.sleep(2)  # the worker's start-up, outside what is measured
-        self.cpu_at_start = self.cpu_seconds()
-        return self
 
-    def __exit__(
-        self, *exc: tuple[type[BaseException] | None, BaseException | None, TracebackType | None]
-    ) -> None:
-        for client in self.clients:
-            client.close()
+    def log_tail(self, lines: int = 30) -> str:
+        """The end of the service's log (its home goes when the service stops)."""
+        return "\n".join((self.home / "serve.log").read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self) -> None:
+        """Stop the service's processes; its home (database, files) stays for a later ``start``."""
         if self.server.poll() is None:
+            os.killpg(self.server.pid, signal.SIGCONT)  # a paused service must be able to end
             os.killpg(self.server.pid, signal.SIGTERM)
             try:
                 self.server.wait(timeout=60)
@@ -95,6 +110,22 @@ class EmbeddedService:
                 os.killpg(self.server.pid, signal.SIGKILL)
         for pid in _children(self.server.pid):  # a worker still finishing a job: no one waits for it
             os.kill(pid, signal.SIGKILL)
+
+    def pause(self) -> None:
+        """Stop every process of the service (SIGSTOP), so that it uses no CPU while another
+        side of a comparison is measured; ``resume`` continues them."""
+        os.killpg(self.server.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        os.killpg(self.server.pid, signal.SIGCONT)
+
+    def __exit__(
+        self, *exc: tuple[type[BaseException] | None, BaseException | None, TracebackType | None]
+    ) -> None:
+        for client in self.clients:
+            client.close()
+        if hasattr(self, "server"):
+            self.stop()
         shutil.rmtree(self.home, ignore_errors=True)
 
     def _client(self, token: str) -> httpx.Client:
