@@ -46,7 +46,7 @@ def kd_loss(student: Tensor, teacher: Tensor, temperature: float) -> Tensor:
     t = temperature
     log_p_s = F.log_softmax(student.float() / t, dim=1)
     log_p_t = F.log_softmax(teacher.float() / t, dim=1)
-    return F.kl_div(log_p_s, log_p_t, reduction="batchmean", log_target=True) * t * t
+    return F.kl_div(log_p_s, log_p_t, reduction="batchmean", log_target=True) * (t * t)
 
 
 def logit_mse_loss(student: Tensor, teacher: Tensor) -> Tensor:
