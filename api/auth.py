@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from api.deps import AppState, SessionDep, StateDep
 from core.errors import ForbiddenError, TooManyRequestsError, UnauthorizedError
 from domain.jobs import get_visible
-from store.identity import Caller, authenticate, ensure_admin, mark_used, used_long_ago
+from store.identity import Authenticated, Caller, authenticate, ensure_admin, mark_used, used_long_ago
 from store.models import Job
 from store.settings import Settings
 
@@ -54,11 +54,11 @@ async def bearer_secret(request: Request) -> str:
 SecretDep = Annotated[str, Depends(bearer_secret)]
 
 
-def verify(session: Session, state: AppState, secret: str) -> Caller:
+def verify(session: Session, state: AppState, secret: str, found: Authenticated | None = None) -> Caller:
     """The token's caller, checked in the database (unknown or revoked: 401) and against its rate
     (429). Runs on the request's worker thread: ``get_caller`` for most routes, or inside the one
-    trip the hot reads make (``api.hot``)."""
-    caller = _authenticate(session, state.settings, secret)
+    trip the hot reads make (``api.hot``, which has read the token already: ``found``)."""
+    caller = _authenticate(session, state.settings, secret, found)
     if caller is None:
         raise _unauthorized("this token is unknown or has been revoked")
     wait = state.rate_limiter.retry_after(caller.token_id)
@@ -75,7 +75,9 @@ def get_caller(secret: SecretDep, session: SessionDep, state: StateDep) -> Calle
     return verify(session, state, secret)
 
 
-def _authenticate(session: Session, settings: Settings, secret: str) -> Caller | None:
+def _authenticate(
+    session: Session, settings: Settings, secret: str, found: Authenticated | None = None
+) -> Caller | None:
     """The token's caller. Whatever this writes is committed at once, before the route runs.
 
     A write left to the request's commit (``last_used_at``) would hold the token's row lock
@@ -83,7 +85,7 @@ def _authenticate(session: Session, settings: Settings, secret: str) -> Caller |
     request with that token would wait on it. Here the rare write is one conditional UPDATE
     committed straight away, and a request that reads only takes no lock at all.
     """
-    found = authenticate(session, secret)
+    found = found or authenticate(session, secret)
     if found is None and _is_admin_token(settings, secret):
         # the start-up could not make it (the database was down then): make it now
         ensure_admin(session, secret, revive=False)

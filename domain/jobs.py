@@ -45,7 +45,7 @@ from store.jobs import (
     purge_results,
 )
 from store.models import PRIORITIES, TERMINAL, IdempotencyKey, Job, JobStatus
-from store.places import SCHEDULING, lookup
+from store.places import ASK, SCHEDULING, Ask, lookup
 from store.quotas import admit_job
 from store.scheduler import Wait
 from store.settings import Settings
@@ -65,15 +65,19 @@ def get_visible(session: Session, caller: Caller, job_id: str) -> Job:
 def visible_head(session: Session, caller: Caller, job_id: str) -> JobHead:
     """The job's id, status and version, if ``caller`` may see it (else the 404 of
     ``get_visible``): what a conditional read decides on, without loading the job."""
-    head = job_head(session, job_id)
+    return check_visible(caller, job_head(session, job_id), job_id)
+
+
+def check_visible(caller: Caller, head: JobHead | None, job_id: str) -> JobHead:
+    """``head`` (already read: ``store.reads``), if it exists and ``caller`` may see it; else 404."""
     if head is None or head.deleted or not caller.sees(head.team):
         raise NotFoundError("job", job_id)
     return head
 
 
-def head_place(session: Session, head: JobHead) -> Wait | None:
-    """``queue_place`` of a job known by its head."""
-    return lookup(session, [head]).get(head.id)
+def head_place(session: Session, head: JobHead, serial: int | Ask | None = ASK) -> Wait | None:
+    """``queue_place`` of a job known by its head (``serial``: the places' serial, if known)."""
+    return lookup(session, [head], serial).get(head.id)
 
 
 def queue_place(session: Session, job: Job) -> Wait | None:
@@ -226,8 +230,11 @@ class Listing:
         return [(by_id[key.id], self.waits.get(key.id)) for key in self.keys if key.id in by_id]
 
 
-def list_jobs(session: Session, caller: Caller, wanted: JobFilter, limit: int) -> Listing:
-    """The caller's team's jobs (an admin's: every team's, or ``wanted.team``'s), newest first."""
+def list_jobs(
+    session: Session, caller: Caller, wanted: JobFilter, limit: int, serial: int | Ask | None = ASK
+) -> Listing:
+    """The caller's team's jobs (an admin's: every team's, or ``wanted.team``'s), newest first
+    (``serial``: the queue places' serial, if the caller has read it)."""
     # a non-admin sees its own team; ``team`` narrows further (to nothing: another team's)
     teams = None if caller.is_admin else {caller.team}
     if wanted.team is not None:
@@ -242,7 +249,7 @@ def list_jobs(session: Session, caller: Caller, wanted: JobFilter, limit: int) -
     )
     keys = job_keys(session, query, limit + 1)
     page = keys[:limit]
-    return Listing(keys=page, waits=lookup(session, page), more=len(keys) > limit)
+    return Listing(keys=page, waits=lookup(session, page, serial), more=len(keys) > limit)
 
 
 # ---------------------------------------------------------------- cancel, delete

@@ -94,9 +94,18 @@ def _decode(packed: bytes) -> dict[str, Wait]:
     }
 
 
-def current(session: Session) -> dict[str, Wait]:
-    """The places of the last pass, from this process's copy while the stored serial has not moved."""
-    serial = session.scalar(select(QueuePlaces.serial).where(QueuePlaces.id == ROW))
+class Ask:
+    """The serial is not known yet: ``current`` reads it."""
+
+
+ASK = Ask()
+
+
+def current(session: Session, serial: int | Ask | None = ASK) -> dict[str, Wait]:
+    """The places of the last pass, from this process's copy while the stored serial has not moved.
+    ``serial``: the stored serial if the caller has just read it (``store.reads``), else ``ASK``."""
+    if isinstance(serial, Ask):
+        serial = session.scalar(select(QueuePlaces.serial).where(QueuePlaces.id == ROW))
     if serial is None:
         return {}  # no pass has stored places yet
     key = str(session.get_bind().engine.url)
@@ -114,13 +123,14 @@ def current(session: Session) -> dict[str, Wait]:
     return copy.places
 
 
-def lookup(session: Session, jobs: Sequence[JobKey]) -> dict[str, Wait]:
+def lookup(session: Session, jobs: Sequence[JobKey], serial: int | Ask | None = ASK) -> dict[str, Wait]:
     """The place of each job given whose status waits (``SCHEDULING`` if the last pass did not
-    see it waiting); no query at all for a page without such a job."""
+    see it waiting); no query at all for a page without such a job, nor, with the ``serial`` known
+    and this process's copy current, for one with some."""
     waiting = [job.id for job in jobs if job.status in WAITING]
     if not waiting:
         return {}
-    places = current(session)
+    places = current(session, serial)
     return {job_id: places.get(job_id, SCHEDULING) for job_id in waiting}
 
 

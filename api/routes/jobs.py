@@ -17,7 +17,6 @@ from api.schemas import JobOut, JobPage, JobStatus
 from api.validation import validate_spec
 from api.views import etag, job_out, job_path, job_summary
 from domain import jobs
-from store.identity import Caller
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 reads = APIRouter(prefix="/v1/jobs", tags=["jobs"])
@@ -130,7 +129,7 @@ async def list_jobs(
     report are on `GET /v1/jobs/{id}`). The page comes with an `ETag`: poll with `If-None-Match`
     to get `304` while nothing on it changed."""
 
-    def work(session: hot.ReadSession, caller: Caller) -> Response:
+    def work(session: hot.ReadSession, read: hot.Read) -> Response:
         wanted = jobs.JobFilter(
             statuses=status or (),
             owner=owner,
@@ -139,7 +138,7 @@ async def list_jobs(
             sweep=sweep or None,
             after=decode_job_cursor(cursor) if cursor else None,
         )
-        listing = jobs.list_jobs(session, caller, wanted, limit)
+        listing = jobs.list_jobs(session, read.caller, wanted, limit, read.serial)
         # decided from the page's keys, before any row is loaded or any summary built
         headers = {"ETag": listing.tag, **UNCACHED}
         if _matches(if_none_match, listing.tag):
@@ -169,21 +168,21 @@ async def get_job(
     """The job, with an `ETag`; poll with `If-None-Match` to get `304` while unchanged (its state,
     its progress, its metrics, its place in the queue)."""
 
-    def work(session: hot.ReadSession, caller: Caller) -> Response:
+    def work(session: hot.ReadSession, read: hot.Read) -> Response:
         # decided from the job's version and place, before the job is loaded
-        head = jobs.visible_head(session, caller, job_id)
-        wait = jobs.head_place(session, head)
+        head = jobs.check_visible(read.caller, read.head, job_id)
+        wait = jobs.head_place(session, head, read.serial)
         tag = etag(head.version, wait)
         if _matches(if_none_match, tag):
             return Response(status_code=304, headers={"ETag": tag, **UNCACHED})
-        job = jobs.get_visible(session, caller, job_id)
+        job = jobs.get_visible(session, read.caller, job_id)
         if job.version != head.version:  # it changed in between: answer what was loaded
             wait = jobs.queue_place(session, job)
             tag = etag(job.version, wait)
         body = job_out(session, job, wait=wait, known=True).model_dump_json().encode()
         return Response(body, media_type="application/json", headers={"ETag": tag, **UNCACHED})
 
-    return await hot.read(state, secret, work)
+    return await hot.read(state, secret, work, job_id)
 
 
 @router.post(

@@ -14,7 +14,6 @@ from api.problems import Problem
 from api.schemas import MetricPage
 from api.views import metric_out
 from domain import activity, jobs
-from store.identity import Caller
 
 router = APIRouter(prefix="/v1/jobs", tags=["jobs"])
 """A hot read (``api.hot``): include it with ``api.auth.bearer_secret`` as its dependency."""
@@ -44,8 +43,8 @@ async def get_metrics(
     thinned to at most that many points, keeping its first and last; `limit` does not apply.
     """
 
-    def work(session: hot.ReadSession, caller: Caller) -> Response:
-        head = jobs.visible_head(session, caller, job_id)
+    def work(session: hot.ReadSession, read: hot.Read) -> Response:
+        head = jobs.check_visible(read.caller, read.head, job_id)
         page = activity.metrics_page(
             session,
             head.id,
@@ -62,4 +61,4 @@ async def get_metrics(
         )
         return Response(out.model_dump_json().encode(), media_type="application/json")
 
-    return await hot.read(state, secret, work)
+    return await hot.read(state, secret, work, job_id)

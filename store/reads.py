@@ -1,0 +1,60 @@
+"""The first round trip of a hot read (``api.hot``): who the token stands for, the serial of the
+stored queue places (``store.places``) and, for a read of one job, that job's head, in one query.
+
+A poll of a job used to send three: the token, the job's key, the places' serial. Each statement
+costs the API more CPU (SQLAlchemy, the driver) than the database spends on it, so the three go
+as one ``SELECT`` of the token's row joined to its user, with the job (outer join on its primary
+key) and the serial (a primary-key subquery) beside it. A ``304`` needs nothing else.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import bindparam, select
+from sqlalchemy.orm import Session
+
+from store.identity import Authenticated, Caller, hash_token
+from store.jobs import JobHead
+from store.models import ApiToken, Job, QueuePlaces, User, as_utc
+from store.places import ROW
+
+
+@dataclass(frozen=True)
+class Opening:
+    token: Authenticated | None  # None: no such token, or revoked
+    serial: int | None  # the stored places' serial; None: no pass has stored any yet
+    head: JobHead | None  # the job asked for, if it exists (visibility is the caller's to judge)
+
+
+_SERIAL = select(QueuePlaces.serial).where(QueuePlaces.id == ROW).scalar_subquery().label("serial")
+_TOKEN = (
+    select(ApiToken.id, ApiToken.last_used_at, User.name, User.team, User.role, _SERIAL)
+    .join(User, User.name == ApiToken.user)
+    .where(ApiToken.token_hash == bindparam("token_hash"), ApiToken.revoked_at.is_(None))
+)
+_TOKEN_AND_JOB = _TOKEN.add_columns(
+    Job.id.label("job_id"), Job.status, Job.version, Job.team.label("job_team"), Job.deleted_at
+).outerjoin(Job, Job.id == bindparam("job_id"))
+# built once: a statement made per request costs more CPU to build and key for the compiled
+# cache than the database spends answering it
+
+
+def open_read(session: Session, secret: str, job_id: str | None = None) -> Opening:
+    params = {"token_hash": hash_token(secret)}
+    if job_id is None:
+        row = session.execute(_TOKEN, params).first()
+    else:
+        row = session.execute(_TOKEN_AND_JOB, {**params, "job_id": job_id}).first()
+    if row is None:
+        # an unknown token: the places and the job are read when (if) the caller is known
+        return Opening(None, None, None)
+    token_id, last_used_at, user, team, role, serial_now = row[:6]
+    found = Authenticated(
+        Caller(user=user, team=team, role=role, token_id=token_id),
+        None if last_used_at is None else as_utc(last_used_at),
+    )
+    head = None
+    if job_id is not None and row.job_id is not None:
+        head = JobHead(row.job_id, row.status, row.version, row.job_team, row.deleted_at is not None)
+    return Opening(found, serial_now, head)
