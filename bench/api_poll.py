@@ -15,19 +15,20 @@ What runs, one after the other, in one run:
   from ``cli.main`` at start-up, printed).
 
 The load is ``wrk`` (Debian's package), 50 connections over 2 threads, one member token in the
-``Authorization`` header; a Lua script counts every status and prints p50/p95/p99 from wrk's
-latency histogram. The requests: ``GET /v1/jobs/{id}`` of the newest waiting job (the back of the
-queue), the same with ``If-None-Match: <its ETag>`` (checked to answer 304 before each run), ``GET
-/v1/jobs?limit=10`` (the first page: 10 jobs, as many at 10 waiting jobs as at 10,000) and the same with the page's ETag. Every run is ``--seconds``
-long; the first round starts with a one-second warm-up of each. Each round measures the floor and
-the four requests back to back (the floor first in even rounds, last in odd ones), over
-``--rounds``: the ratios project/floor are per round, then the median, so that a noisy neighbour
-on the two cores hits both sides. While the floor is measured the project's processes are stopped
-(SIGSTOP, then SIGCONT): its background work (the dispatcher's passes) loads only its own figures.
-Before each run the service is left to finish what the last one left unanswered (wrk disconnects,
-the server still serves those) until its CPU use is back to its rest (at most 15 s). A request
-so slow that a run gets fewer answers than connections is too slow to measure: that run's figures
-are bounds, and the later rounds at that queue size are skipped (said under findings).
+``Authorization`` header; a Lua script counts every status and prints p50/p95/p99 from wrk's latency
+histogram. The requests: ``GET /v1/jobs/{id}`` of the newest waiting job (the back of the queue),
+the same with ``If-None-Match: <its ETag>`` (checked to answer 304 before each run), ``GET
+/v1/jobs?limit=10`` (the first page: 10 jobs, as many at 10 waiting jobs as at 10,000) and the same
+with the page's ETag. Every run is ``--seconds`` long; the first round starts with a one-second
+warm-up of each. Each round measures the floor and the four requests back to back (the floor first
+in even rounds, last in odd ones), over ``--rounds``: the ratios project/floor are per round, then
+the median, so that a noisy neighbour on the two cores hits both sides. While the floor is measured
+the project's processes are stopped (SIGSTOP, then SIGCONT): its background work (the dispatcher's
+passes) loads only its own figures. Before each run the service is left to finish what the last one
+left unanswered (wrk disconnects, the server still serves those) until its CPU use is back to its
+rest (at most 15 s). A request so slow that a run gets fewer answers than connections is too slow to
+measure: that run's figures are bounds, and the later rounds at that queue size are skipped (said
+under findings).
 
 The waiting jobs belong to the pollers' team and ask for a GPU type no worker serves
 (``bench-unserved``), so they wait (reason ``no_worker``) on both deployments, and the embedded
