@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: install browser vendor demo run-local serve test fuzz lint format bench gpu-check clean
+.PHONY: install browser wrk vendor demo run-local serve test fuzz lint format bench gpu-check clean
 
 install: $(STAMP)
 
@@ -23,6 +23,13 @@ browser:
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	    apt-get update -qq && apt-get install -y -qq chromium chromium-driver >/dev/null; \
 	  else echo "install Debian's chromium for the browser tests: sudo apt-get install chromium"; exit 1; fi; }
+
+# The API benchmarks load the service with Debian's wrk.
+wrk:
+	@command -v wrk >/dev/null || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    apt-get update -qq && apt-get install -y -qq wrk >/dev/null; \
+	  else echo "install Debian's wrk for the API benchmarks: sudo apt-get install wrk"; exit 1; fi; }
 
 # Refresh the dashboard's vendored scripts (uPlot, yaml) from the npm registry; they are committed,
 # so neither installing nor serving needs node.
@@ -61,11 +68,17 @@ format: install
 # Studies (README "Studies"): the default recipe against its baseline on four datasets and two
 # budgets; a kept teacher's saving; a sweep against the same trials as independent jobs (CPU
 # time, early stops, teachers trained), the last two at 0.3x the default's epochs to stay short.
-# Speed where people wait (README "Jobs start in under a second"): dispatched -> running.
-bench: install
+# Speed where people wait (README "Speed where people wait"): dispatched -> running; polling and
+# submitting under load (wrk, beside a bare FastAPI floor); the engine against torchdistill (a
+# benchmark-only dependency, requirements/bench.txt).
+bench: install wrk
+	$(BIN)/python -m pip install --quiet --no-deps -r requirements/bench.txt
 	$(BIN)/python bench/kd_step.py
+	$(BIN)/python bench/kd_peer.py
 	$(BIN)/python bench/stream_data.py
 	$(BIN)/python bench/dispatch.py
+	$(BIN)/python bench/api_poll.py
+	$(BIN)/python bench/submit.py
 	OMP_NUM_THREADS=1 $(BIN)/python bench/recipes.py
 	$(BIN)/python bench/kept_stages.py --epochs-scale 0.3
 	$(BIN)/python bench/sweep.py --epochs-scale 0.3

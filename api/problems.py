@@ -21,6 +21,7 @@ from pydantic import BaseModel
 from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from core.errors import DistilleryError
 
@@ -121,6 +122,13 @@ async def _on_validation(request: Request, exc: Exception) -> JSONResponse:
     return problem_response(request, 422, detail=detail, kind="invalid-request", errors=errors)
 
 
+async def _on_disconnect(request: Request, exc: Exception) -> JSONResponse:
+    """The client went away before its whole body arrived: nothing was stored, nobody reads the
+    answer, and it is no error of the service's (under load, a client's timeout)."""
+    log.info("client left %s %s before sending its whole body", request.method, request.url.path)
+    return problem_response(request, 400, detail="the client closed the connection before its body ended")
+
+
 async def _on_unexpected(request: Request, exc: Exception) -> JSONResponse:
     log.exception("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return problem_response(request, 500, detail="an unexpected error occurred; it has been logged")
@@ -153,6 +161,7 @@ def install_handlers(app: FastAPI) -> None:
     app.add_exception_handler(DistilleryError, _on_error)
     app.add_exception_handler(StarletteHTTPException, _on_http)
     app.add_exception_handler(RequestValidationError, _on_validation)
+    app.add_exception_handler(ClientDisconnect, _on_disconnect)
     # wherever a request meets an unreachable database: a 503 the client can retry, not a 500
     for database_error in (DBAPIError, DisconnectionError, PoolTimeoutError):
         app.add_exception_handler(database_error, _on_database)

@@ -9,11 +9,13 @@ transaction, before reading what it protects.
 
 from __future__ import annotations
 
-from sqlalchemy import update
+from datetime import datetime
+
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from store.models import Lock, Team, utcnow
+from store.models import Lock, Team, as_utc, utcnow
 
 DISPATCH = "dispatch"  # one scheduler pass at a time hands jobs to the pool
 
@@ -28,6 +30,13 @@ def hold(session: Session, name: str) -> None:
     except IntegrityError:
         pass  # another session made it first: take it as usual
     _touch(session, name)
+
+
+def passed_since(session: Session, name: str, moment: datetime) -> bool:
+    """Whether the lock ``name`` was last taken after ``moment`` (its holder then saw everything
+    committed before ``moment``)."""
+    taken = session.scalar(select(Lock.at).where(Lock.name == name))
+    return taken is not None and as_utc(taken) > moment
 
 
 def hold_team(session: Session, team: str) -> bool:

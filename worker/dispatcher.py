@@ -27,12 +27,14 @@ import os
 import threading
 import time
 from collections.abc import Callable
+from datetime import datetime
 
 from domain.lifecycle import mark_published, reap_expired
 from domain.sweeps import advance_all
 from store import places
 from store.db import session_scope
-from store.locks import DISPATCH, hold
+from store.locks import DISPATCH, hold, passed_since
+from store.models import utcnow
 from store.pool import mark_lost, release_dispatched, stranded
 from store.scheduler import plan, snapshot
 from store.settings import Settings
@@ -41,12 +43,18 @@ log = logging.getLogger(__name__)
 
 MIN_PASS_GAP_S = 0.25
 """The least time from one pass's start to the next one's, however often it is woken."""
+PASS_SHARE = 5
+"""And at least this many times as long as the last pass took (see ``Dispatcher._loop``)."""
 
 PublishFn = Callable[[str, str], None]  # (job id, worker id) -> None; raises if the broker is down
 
 
 def dispatch_once(
-    db_url: str, publish_fn: PublishFn, limit: int = 100, republish_after_s: float | None = None
+    db_url: str,
+    publish_fn: PublishFn,
+    limit: int = 100,
+    republish_after_s: float | None = None,
+    unless_passed_since: datetime | None = None,
 ) -> int:
     """Hand the jobs the pool has room for to the broker; returns how many messages were sent.
 
@@ -56,10 +64,15 @@ def dispatch_once(
 
     With ``republish_after_s``, dispatched jobs whose message the broker seems to have lost
     (``store.pool.stranded``) are published again too (they hold their slots already).
+
+    With ``unless_passed_since``, nothing is done if a pass (of any process) started after that
+    moment: it saw everything committed before it, so it has done this pass's work.
     """
     sent = 0
     broker_up = True
     with session_scope(db_url) as session:
+        if unless_passed_since is not None and passed_since(session, DISPATCH, unless_passed_since):
+            return 0
         hold(session, DISPATCH)  # first, before reading what it protects
         snap = snapshot(session)
         for job, placement in plan(session, limit, snap):
@@ -138,6 +151,7 @@ class Dispatcher:
         self._thread: threading.Thread | None = None
         self._failing = False  # the last reaper pass could not reach the database
         self._recovered_at: float | None = None  # when a pass first reached it again
+        self._woken_at: datetime | None = None  # the last wake-up (a commit before it wants a pass)
 
     def start(self) -> Dispatcher:
         if self._thread is None or not self._thread.is_alive():
@@ -155,6 +169,7 @@ class Dispatcher:
 
     def wake(self) -> None:
         """Ask for a pass now; cheap and safe from any thread, several wakes make one pass."""
+        self._woken_at = utcnow()
         self._wake.set()
 
     def tick(self) -> None:
@@ -194,16 +209,36 @@ class Dispatcher:
             self._recovered_at = None
         return timeout
 
+    def _woken(self) -> None:
+        """A pass for the wake-ups since the last: the sweeps' new trials and the queue's new jobs
+        handed over, the places ranked; not the reaper's and the republisher's rounds, which keep
+        the interval. Skipped if another process's pass has started since the last wake-up."""
+        try:
+            advance_all(self.settings)
+        except Exception:
+            log.exception("sweep pass failed")
+        try:
+            dispatch_once(self.settings.db_url, self.publish_fn, unless_passed_since=self._woken_at)
+        except Exception:
+            log.exception("dispatcher pass failed")
+
     def _loop(self) -> None:
+        next_tick = 0.0
         while not self._stop.is_set():
             # cleared before the pass: a wake that arrives during it asks for another one
             self._wake.clear()
             started = time.monotonic()
-            self.tick()
-            # a burst of submissions wakes it for each: passes at most every MIN_PASS_GAP_S, so
-            # that ranking a long queue (store.places) cannot take the API's CPU
-            self._stop.wait(max(0.0, started + MIN_PASS_GAP_S - time.monotonic()))
-            self._wake.wait(max(0.0, started + self.settings.dispatch_interval_s - time.monotonic()))
+            if started >= next_tick:
+                next_tick = started + self.settings.dispatch_interval_s
+                self.tick()
+            else:
+                self._woken()
+            # A burst of submissions wakes it for each: passes are MIN_PASS_GAP_S apart at least,
+            # and PASS_SHARE times as long as the last one took, so that ranking a long queue
+            # (store.places) takes at most a fifth of a core from the API's requests.
+            gap = max(MIN_PASS_GAP_S, PASS_SHARE * (time.monotonic() - started))
+            self._stop.wait(max(0.0, started + gap - time.monotonic()))
+            self._wake.wait(max(0.0, next_tick - time.monotonic()))
 
 
 def run_dispatcher(settings: Settings, parent_pid: int | None = None) -> None:

@@ -204,3 +204,46 @@ def test_a_database_bug_stays_a_logged_500(settings: Settings, caplog: pytest.Lo
     problem = assert_problem(response, 500)
     assert problem["type"] != DATABASE_UNAVAILABLE and "Retry-After" not in response.headers
     assert any("unhandled error on GET /bug" in r.getMessage() for r in caplog.records)
+
+
+def test_a_client_gone_before_its_body_ended_stores_nothing_and_logs_no_error(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Under load a client's timeout can close the connection mid-body: the service answers into
+    the void, stores nothing, and logs it as what it is, not as an unhandled error."""
+    import anyio
+
+    from tests.api.support import new_member
+
+    member = new_member(settings.db_url)
+    app = create_app(settings, publish=lambda *_: None, run_dispatcher=False, check_broker=lambda: None)
+    body = json.dumps(spec(name="cut-short")).encode()
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+        "scheme": "http", "path": "/v1/jobs", "raw_path": b"/v1/jobs", "query_string": b"",
+        "root_path": "", "server": ("test", 80), "client": ("test", 1),
+        "headers": [
+            (b"host", b"test"), (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"authorization", member.headers["Authorization"].encode()),
+        ],
+    }  # fmt: skip
+    incoming = [
+        {"type": "http.request", "body": body[:10], "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return incoming.pop(0) if incoming else {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    with caplog.at_level(logging.INFO):
+        anyio.run(app, scope, receive, send)
+    assert sent[0]["type"] == "http.response.start" and sent[0]["status"] == 400
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+    with session_scope(settings.db_url) as session:
+        stored = session.scalar(text("SELECT count(*) FROM jobs WHERE name = 'cut-short'"))
+    assert stored == 0

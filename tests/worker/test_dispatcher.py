@@ -14,6 +14,7 @@ import pytest
 from sqlalchemy import update
 
 from store.db import session_scope
+from store.locks import DISPATCH, hold
 from store.models import LIVE, Job, Worker, utcnow
 from store.pool import heartbeat, sign_off
 from tests.worker.support import TINY, Deployment, get_job, insert_job, wait_until
@@ -67,6 +68,24 @@ def test_publishes_each_job_to_the_queue_of_the_host_it_is_placed_on(deployment:
     assert queued_messages(dep, "cpu@h") == 1
     assert queued_messages(dep, "gpu@h") == 1
     assert dispatch_once(dep.db_url, dep.publish) == 0  # published once, not at every pass
+
+
+def test_a_woken_pass_is_skipped_when_another_process_has_passed_since_the_wake_up(
+    deployment: Deployment,
+) -> None:
+    """Every API process runs a dispatcher woken by its own submissions: a pass that started
+    after a wake-up saw the job that wake-up is for, so the woken pass would only rank the queue
+    again."""
+    dep = deployment
+    online(dep, ("w@h", "any"))
+    woken = utcnow()
+    job = insert_job(dep.db_url, TINY)
+    with session_scope(dep.db_url) as session:
+        hold(session, DISPATCH)  # another process's pass starts after the wake-up: it covers it
+    assert dispatch_once(dep.db_url, dep.publish, unless_passed_since=woken) == 0
+    assert get_job(dep.db_url, job).published_at is None  # (that other pass was only a lock here)
+    assert dispatch_once(dep.db_url, dep.publish, unless_passed_since=utcnow()) == 1  # woken since
+    assert get_job(dep.db_url, job).published_at is not None
 
 
 def test_jobs_wait_in_the_database_until_a_worker_is_free(deployment: Deployment) -> None:
