@@ -39,7 +39,6 @@ from store.jobs import (
     JobQuery,
     add_event,
     hide,
-    job_head,
     job_keys,
     jobs_without_spec,
     purge_results,
@@ -60,12 +59,6 @@ def get_visible(session: Session, caller: Caller, job_id: str) -> Job:
     if job is None or job.deleted_at is not None or not caller.sees(job.team):
         raise NotFoundError("job", job_id)
     return job
-
-
-def visible_head(session: Session, caller: Caller, job_id: str) -> JobHead:
-    """The job's id, status and version, if ``caller`` may see it (else the 404 of
-    ``get_visible``): what a conditional read decides on, without loading the job."""
-    return check_visible(caller, job_head(session, job_id), job_id)
 
 
 def check_visible(caller: Caller, head: JobHead | None, job_id: str) -> JobHead:

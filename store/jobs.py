@@ -231,21 +231,13 @@ def job_keys(session: Session, query: JobQuery, limit: int) -> Sequence[JobKeyRo
 
 @dataclass(frozen=True)
 class JobHead:
-    """What a conditional read of one job decides on: light columns, read by primary key."""
+    """What a conditional read of one job decides on: light columns (``store.reads``)."""
 
     id: str
     status: JobStatus
     version: int
     team: str | None
     deleted: bool
-
-
-def job_head(session: Session, job_id: str) -> JobHead | None:
-    stmt = select(Job.id, Job.status, Job.version, Job.team, Job.deleted_at).where(Job.id == job_id)
-    row = session.execute(stmt).one_or_none()
-    if row is None:
-        return None
-    return JobHead(row.id, row.status, row.version, row.team, row.deleted_at is not None)
 
 
 def jobs_without_spec(session: Session, ids: Collection[str]) -> dict[str, Job]:
