@@ -116,6 +116,7 @@ def _lifespan(
         finally:
             if dispatcher is not None:
                 dispatcher.stop()
+            await state.close_loop_clients()
 
     return lifespan
 

@@ -16,6 +16,7 @@ import logging
 from typing import Annotated
 
 from fastapi import Depends, Path, Request
+from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
 from api.deps import AppState, SessionDep, StateDep
@@ -63,12 +64,26 @@ def verify(session: Session, state: AppState, secret: str, found: Authenticated 
         raise _unauthorized("this token is unknown or has been revoked")
     wait = state.rate_limiter.retry_after(caller.token_id)
     if wait is not None:
-        raise TooManyRequestsError(
-            "rate-limited",
-            f"more than {state.settings.rate_limit} requests with this token; retry in {wait} s",
-            retry_after_s=wait,
-        )
+        raise too_many(state.settings, wait)
     return caller
+
+
+async def verify_found(session: AsyncSession, state: AppState, found: Authenticated) -> Caller:
+    """``verify`` on the event loop, for a token the read's first query found (``api.hot``)."""
+    if used_long_ago(found.last_used_at):
+        await session.run_sync(mark_used, found.caller.token_id)  # autocommit: written at once
+    wait = await state.rate_limiter.retry_after_async(found.caller.token_id)
+    if wait is not None:
+        raise too_many(state.settings, wait)
+    return found.caller
+
+
+def too_many(settings: Settings, wait: int) -> TooManyRequestsError:
+    return TooManyRequestsError(
+        "rate-limited",
+        f"more than {settings.rate_limit} requests with this token; retry in {wait} s",
+        retry_after_s=wait,
+    )
 
 
 def get_caller(secret: SecretDep, session: SessionDep, state: StateDep) -> Caller:

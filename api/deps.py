@@ -17,13 +17,22 @@ from typing import Annotated
 from anyio import CapacityLimiter, Semaphore, fail_after
 from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session, sessionmaker
 
+from api.bodies import Bodies
+from api.loops import PerLoop
 from api.ratelimit import RateLimiter
 from api.streams import StreamSlots
 from core.errors import UnavailableError
 from store.artifacts import ArtifactStore, open_store
-from store.db import autocommit_session_factory, pool_capacity, session_factory
+from store.db import (
+    async_sessions,
+    autocommit_session_factory,
+    dispose_async,
+    pool_capacity,
+    session_factory,
+)
 from store.settings import Settings
 
 Publish = Callable[[str, str], None]
@@ -77,8 +86,26 @@ class AppState:
         return autocommit_session_factory(self.settings.db_url)
 
     @cached_property
+    def async_reads(self) -> PerLoop[async_sessionmaker[AsyncSession] | None]:
+        """Autocommit sessions of an asyncio engine, for the hot reads served on the event loop
+        (``api.hot``); one engine per loop (``api.loops``). Its maker is ``None`` where the
+        database's driver has no asyncio side (SQLite): the reads stay on worker threads."""
+        return PerLoop(lambda: async_sessions(self.settings.db_url), dispose_async)
+
+    @cached_property
     def rate_limiter(self) -> RateLimiter:
         return RateLimiter(self.settings)
+
+    @cached_property
+    def job_bodies(self) -> Bodies:
+        """Jobs' full answers and the list's pages, by ETag (``api.bodies``)."""
+        return Bodies()
+
+    async def close_loop_clients(self) -> None:
+        """Close the async clients this event loop made (at the end of the application's lifespan
+        on it): the engine's connections, the rate limit's Redis connections."""
+        await self.async_reads.aclose()
+        await self.rate_limiter.aclose()
 
 
 async def get_state(request: Request) -> AppState:

@@ -1,41 +1,58 @@
-"""The hot reads (a job, its ``304``, the jobs list and its ``304``, incremental metrics) in one
-trip to a worker thread, and as few round trips to the database as their guarantees allow.
+"""The hot reads (a job, its ``304``, the jobs list and its ``304``, incremental metrics): on the
+event loop where the database has an asyncio driver, else in one trip to a worker thread; as few
+round trips to the database as their guarantees allow.
 
 Most routes are plain ``def`` functions with ``def`` dependencies: FastAPI runs each on the thread
 pool, one trip per function, and a trip costs about as much as a small query (a plain ``def``
 endpoint serves about 60% of the requests an ``async def`` one does). The reads people poll all day
 are ``async def`` routes whose dependencies do no I/O (``api.auth.bearer_secret``,
-``api.deps.get_state``), and whose whole unit of work runs here in one trip:
+``api.deps.get_state``). A read is:
 
 1. one query (``store.reads.open_read``): the token's caller (so a revoked token is refused on its
    next request, on every API process), the queue places' serial and, for one job, its head;
 2. the token's rate (``api.ratelimit``: one Redis round trip when rate limits are shared);
-3. the read itself: nothing more for a ``304`` of a job, the job's row for its full answer.
+3. the route's ``work(session, read)``: what is cheap and bounded, which answers a ``304`` (from
+   a version and a place, nothing loaded) or a cached body; or it returns the rest of the work,
+   ``finish(session)``, for what may load many rows or serialize a large answer.
 
-The session commits statement by statement (``AppState.read_sessions``): a read has nothing to
-commit, so it sends no ``BEGIN`` or ``COMMIT``. Routes answer a ``Response`` whose body is already
-JSON, so nothing validates it a second time.
+On PostgreSQL (psycopg's asyncio side, ``AppState.async_reads``), 1 to 3 run on the event loop:
+the statements through SQLAlchemy's asyncio engine, the route's synchronous code in its greenlet
+(``AsyncSession.run_sync``), the rate through redis-py's asyncio client; no thread, no thread
+switch. ``finish`` goes to a worker thread (at most ``HOT_THREADS`` at once), so a large page or a
+metric series thinned from 200,000 rows never holds the loop that serves every other request. On
+SQLite, 1 to 3 and ``finish`` run in one trip to a worker thread. An unknown token goes the
+thread's way too (the configured admin token is made there, at its first use).
+
+The sessions commit statement by statement (autocommit): a read has nothing to commit, so it sends
+no ``BEGIN`` or ``COMMIT``. Routes answer a ``Response`` whose body is already JSON, so nothing
+validates it a second time.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TypeVar
 
 from anyio import to_thread
+from fastapi import Response
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session
 
-from api.auth import verify
+from api.auth import verify, verify_found
 from api.deps import AppState
+from core.errors import UnavailableError
+from store.db import ASYNC_POOL_TIMEOUT_S
 from store.identity import Caller
 from store.jobs import JobHead
 from store.reads import open_read
 
-T = TypeVar("T")
-
 ReadSession = Session
 """The session a hot read's work gets (routes name it so, importing no SQLAlchemy)."""
+
+Finish = Callable[[Session], Response]
+"""The rest of a read's work, for a worker thread: it may load many rows or build a large body."""
+Answer = Response | Finish
+Work = Callable[[Session, "Read"], Answer]
 
 
 @dataclass(frozen=True)
@@ -48,26 +65,55 @@ class Read:
     head: JobHead | None
 
 
-async def read(
-    state: AppState, secret: str, work: Callable[[Session, Read], T], job_id: str | None = None
-) -> T:
-    """``work(session, read)`` once the token is verified, on one worker thread, holding one
-    database connection (admitted by ``state.db_gate`` first, on the event loop)."""
+async def read(state: AppState, secret: str, work: Work, job_id: str | None = None) -> Response:
+    """``work(session, read)`` once the token is verified (and its ``Finish``, if it returns one)."""
+    sessions = state.async_reads.get()
+    if sessions is not None:
+        finish: Finish | None = None
+        try:
+            async with sessions() as session:
+                opened = await session.run_sync(open_read, secret, job_id)
+                if opened.token is not None:
+                    caller = await verify_found(session, state, opened.token)
+                    answer = await session.run_sync(work, Read(caller, opened.serial, opened.head))
+                    if isinstance(answer, Response):
+                        return answer
+                    finish = answer
+        except PoolTimeout:
+            raise UnavailableError(
+                "database-busy",
+                f"every database connection was busy for {ASYNC_POOL_TIMEOUT_S:.0f} s; retry shortly",
+                retry_after_s=1,
+            ) from None
+        if finish is not None:  # the loop's connection is back in its pool by now
+            return await _on_thread(state, finish)
+    # SQLite; or an unknown token, which the thread's way answers 401 or makes the admin token
+    return await _on_thread(state, lambda session: _unit(state, session, secret, job_id, work))
+
+
+async def _on_thread(state: AppState, run: Finish) -> Response:
+    """``run`` with a session of its own, on a worker thread, holding one database connection
+    (admitted by ``state.db_gate`` first, on the event loop)."""
     async with state.db_gate.admit():
-        return await to_thread.run_sync(_unit, state, secret, job_id, work, limiter=state.hot_threads())
+        return await to_thread.run_sync(_with_session, state, run, limiter=state.hot_threads())
 
 
-def _unit(state: AppState, secret: str, job_id: str | None, work: Callable[[Session, Read], T]) -> T:
+def _with_session(state: AppState, run: Finish) -> Response:
     session = state.read_sessions()
     try:
-        opened = open_read(session, secret, job_id)
-        if opened.token is None:  # unknown or revoked: 401; or the admin token, not made yet
-            _first_use(state, secret)
-            opened = open_read(session, secret, job_id)
-        caller = verify(session, state, secret, opened.token)
-        return work(session, Read(caller, opened.serial, opened.head))
+        return run(session)
     finally:
         session.close()
+
+
+def _unit(state: AppState, session: Session, secret: str, job_id: str | None, work: Work) -> Response:
+    opened = open_read(session, secret, job_id)
+    if opened.token is None:  # unknown or revoked: 401; or the admin token, not made yet
+        _first_use(state, secret)
+        opened = open_read(session, secret, job_id)
+    caller = verify(session, state, secret, opened.token)
+    answer = work(session, Read(caller, opened.serial, opened.head))
+    return answer if isinstance(answer, Response) else answer(session)
 
 
 def _first_use(state: AppState, secret: str) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import QueuePool
 
@@ -98,6 +99,41 @@ def autocommit_session_factory(url: str) -> sessionmaker[Session]:
     return sessionmaker(
         get_engine(url).execution_options(isolation_level="AUTOCOMMIT"), expire_on_commit=False
     )
+
+
+ASYNC_POOL_SIZE = 5
+"""Connections an API process keeps per event loop for the reads it serves on the loop (beside the
+``POOL_SIZE`` of its threads): a read holds one for two statements' round trips, never while it
+computes, so a few serve every request one process can answer."""
+ASYNC_POOL_TIMEOUT_S = 30.0
+
+
+def async_sessions(url: str) -> async_sessionmaker[AsyncSession] | None:
+    """Autocommit sessions on a new asyncio engine for ``url`` (to be used on the event loop it is
+    first used on only, and disposed of there: ``api.loops``); ``None`` for a database whose
+    driver here has no asyncio side (SQLite: its reads stay on worker threads)."""
+    if url.startswith("sqlite"):
+        return None
+    try:
+        engine = create_async_engine(
+            url,
+            isolation_level="AUTOCOMMIT",
+            pool_size=ASYNC_POOL_SIZE,
+            max_overflow=0,
+            pool_timeout=ASYNC_POOL_TIMEOUT_S,
+        )
+    except Exception:  # a driver without asyncio support (psycopg2): the threads serve
+        return None
+    event.listen(engine.sync_engine, "checkin", _idle_from_now)
+    event.listen(engine.sync_engine, "checkout", _ping_if_idle)
+    return async_sessionmaker(engine, expire_on_commit=False)
+
+
+async def dispose_async(sessions: async_sessionmaker[AsyncSession] | None) -> None:
+    if sessions is not None:
+        bind = sessions.kw.get("bind")
+        if isinstance(bind, AsyncEngine):
+            await bind.dispose()
 
 
 @contextmanager

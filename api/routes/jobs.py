@@ -9,6 +9,7 @@ from fastapi import APIRouter, Depends, Header, Path, Query, Response
 
 from api import hot
 from api.auth import JobDep, SecretDep, WriterDep
+from api.bodies import PAGE
 from api.cursors import decode_job_cursor, encode_job_cursor
 from api.deps import SessionDep, StateDep
 from api.documents import spec_document
@@ -129,7 +130,7 @@ async def list_jobs(
     report are on `GET /v1/jobs/{id}`). The page comes with an `ETag`: poll with `If-None-Match`
     to get `304` while nothing on it changed."""
 
-    def work(session: hot.ReadSession, read: hot.Read) -> Response:
+    def work(session: hot.ReadSession, read: hot.Read) -> hot.Answer:
         wanted = jobs.JobFilter(
             statuses=status or (),
             owner=owner,
@@ -143,12 +144,21 @@ async def list_jobs(
         headers = {"ETag": listing.tag, **UNCACHED}
         if _matches(if_none_match, listing.tag):
             return Response(status_code=304, headers=headers)
-        after = listing.next_after
-        page = JobPage(
-            items=[job_summary(job, wait) for job, wait in listing.rows(session)],
-            next_cursor=encode_job_cursor(*after) if after else None,
-        )
-        return Response(page.model_dump_json().encode(), media_type="application/json", headers=headers)
+        if (kept := state.job_bodies.get(PAGE, listing.tag)) is not None:  # api.bodies
+            return Response(kept, media_type="application/json", headers=headers)
+
+        def finish(session: hot.ReadSession) -> Response:  # up to 200 rows: on a worker thread
+            after = listing.next_after
+            page = JobPage(
+                items=[job_summary(job, wait) for job, wait in listing.rows(session)],
+                next_cursor=encode_job_cursor(*after) if after else None,
+            )
+            body = page.model_dump_json().encode()
+            if len(page.items) == len(listing.keys):  # none deleted in between: the page its tag says
+                state.job_bodies.put(PAGE, listing.tag, body)
+            return Response(body, media_type="application/json", headers=headers)
+
+        return finish
 
     return await hot.read(state, secret, work)
 
@@ -168,19 +178,27 @@ async def get_job(
     """The job, with an `ETag`; poll with `If-None-Match` to get `304` while unchanged (its state,
     its progress, its metrics, its place in the queue)."""
 
-    def work(session: hot.ReadSession, read: hot.Read) -> Response:
+    def work(session: hot.ReadSession, read: hot.Read) -> hot.Answer:
         # decided from the job's version and place, before the job is loaded
         head = jobs.check_visible(read.caller, read.head, job_id)
         wait = jobs.head_place(session, head, read.serial)
         tag = etag(head.version, wait)
         if _matches(if_none_match, tag):
             return Response(status_code=304, headers={"ETag": tag, **UNCACHED})
-        job = jobs.get_visible(session, read.caller, job_id)
-        if job.version != head.version:  # it changed in between: answer what was loaded
-            wait = jobs.queue_place(session, job)
-            tag = etag(job.version, wait)
-        body = job_out(session, job, wait=wait, known=True).model_dump_json().encode()
-        return Response(body, media_type="application/json", headers={"ETag": tag, **UNCACHED})
+        if (kept := state.job_bodies.get(job_id, tag)) is not None:  # keyed by the ETag: api.bodies
+            return Response(kept, media_type="application/json", headers={"ETag": tag, **UNCACHED})
+
+        def finish(session: hot.ReadSession) -> Response:  # a report and a spec: on a worker thread
+            job = jobs.get_visible(session, read.caller, job_id)
+            answer_tag, answer_wait = tag, wait
+            if job.version != head.version:  # it changed in between: answer what was loaded
+                answer_wait = jobs.queue_place(session, job)
+                answer_tag = etag(job.version, answer_wait)
+            body = job_out(session, job, wait=answer_wait, known=True).model_dump_json().encode()
+            state.job_bodies.put(job_id, answer_tag, body)
+            return Response(body, media_type="application/json", headers={"ETag": answer_tag, **UNCACHED})
+
+        return finish
 
     return await hot.read(state, secret, work, job_id)
 

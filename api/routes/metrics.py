@@ -43,11 +43,14 @@ async def get_metrics(
     thinned to at most that many points, keeping its first and last; `limit` does not apply.
     """
 
-    def work(session: hot.ReadSession, read: hot.Read) -> Response:
+    def work(session: hot.ReadSession, read: hot.Read) -> hot.Finish:
         head = jobs.check_visible(read.caller, read.head, job_id)
+        return lambda session: page_of(session, head.id)
+
+    def page_of(session: hot.ReadSession, job: str) -> Response:  # up to 200,000 rows: on a thread
         page = activity.metrics_page(
             session,
-            head.id,
+            job,
             after=decode_row_cursor(after),
             limit=limit,
             stage=stage,
