@@ -388,6 +388,7 @@ class Objective(nn.Module):
             t_layers = set().union(*(t.teacher_layers().get(i, set()) for t in self.term_list))
             if t_layers:
                 self.teacher_taps[i] = FeatureTaps(_net(teacher), t_layers, f"teacher {i}")
+        self._kept_outputs: list[Tensor | None] | None = None  # keep_teacher_outputs
         self.needed_teachers = sorted(
             set().union(
                 *(t.teacher_indices(len(teachers)) for t in self.term_list),
@@ -395,11 +396,51 @@ class Objective(nn.Module):
             )
         )
 
-    def _context(self, student: nn.Module, x: Tensor, targets: Tensor) -> StepContext:
+    # ------------------------------------------------ the teachers' outputs, computed once
+
+    def can_keep_teacher_outputs(self) -> bool:
+        """Whether a training row's teacher outputs are the same at every epoch, given the same
+        input: teachers in eval mode (no dropout, no batch statistics), read at their logits only
+        (no feature taps). The trainer adds the other condition: no input augmentation."""
+        return bool(self.needed_teachers) and all(
+            self.teacher_taps[i] is None and not self.teachers[i].training for i in self.needed_teachers
+        )
+
+    @torch.no_grad()
+    def keep_teacher_outputs(self, x: Tensor, batch_size: int, max_bytes: int) -> bool:
+        """Compute each needed teacher's outputs for every row of ``x`` (float inputs, in batches
+        of ``batch_size``) and keep them, so that a step indexes them (``forward(rows=...)``)
+        instead of running the teachers. False, keeping nothing, if they would take more than
+        ``max_bytes``."""
+        self.drop_teacher_outputs()
+        kept: list[Tensor | None] = [None] * len(self.teachers)
+        for i in self.needed_teachers:
+            parts: list[Tensor] = []
+            for start in range(0, len(x), batch_size):
+                parts.append(self.teachers[i](x[start : start + batch_size].float()))
+                per_row = parts[0][0].numel() * parts[0].element_size()
+                if per_row * len(x) * len(self.needed_teachers) > max_bytes:
+                    return False
+            kept[i] = torch.cat(parts)
+        self._kept_outputs = kept
+        return True
+
+    @property
+    def keeps_teacher_outputs(self) -> bool:
+        return self._kept_outputs is not None
+
+    def drop_teacher_outputs(self) -> None:
+        self._kept_outputs = None
+
+    def _context(self, student: nn.Module, x: Tensor, targets: Tensor, rows: Tensor | None) -> StepContext:
         logits: list[Tensor | None] = [None] * len(self.teachers)
         t_feats: list[dict[str, Tensor]] = [{} for _ in self.teachers]
+        kept = self._kept_outputs if rows is not None else None
         with torch.no_grad():
             for i in self.needed_teachers:
+                if kept is not None and (outputs := kept[i]) is not None:
+                    logits[i] = outputs[rows]
+                    continue
                 logits[i] = self.teachers[i](x)
                 taps = self.teacher_taps[i]
                 if taps is not None:
@@ -409,12 +450,17 @@ class Objective(nn.Module):
         return StepContext(x, targets, out, logits, s_feats, t_feats)
 
     def prepare(self, student: nn.Module, x: Tensor, targets: Tensor) -> None:
-        ctx = self._context(student, x, targets)
+        ctx = self._context(student, x, targets, None)
         for term in self.term_list:
             term.prepare(ctx, student, self.teachers)
 
-    def forward(self, student: nn.Module, x: Tensor, targets: Tensor) -> tuple[Tensor, dict[str, Tensor]]:
-        ctx = self._context(student, x, targets)
+    def forward(
+        self, student: nn.Module, x: Tensor, targets: Tensor, rows: Tensor | None = None
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        """The total loss and each term's value. ``rows``: the training rows ``x`` holds, unchanged
+        (no augmentation), to read the teachers' kept outputs (``keep_teacher_outputs``) instead
+        of running them; without it, or with nothing kept, the teachers run on ``x``."""
+        ctx = self._context(student, x, targets, rows)
         values: dict[str, Tensor] = {}
         for name, term in zip(self.names, self.term_list, strict=True):
             if isinstance(term, SourceConsistencyTerm):

@@ -36,6 +36,9 @@ from core.sink import Progress, Sink
 from core.spec import OptimizerSpec, ScheduleSpec
 
 CHECK_EVERY_S = 0.5  # how often the loop syncs with the host for progress, NaNs and cancellation
+TEACHER_OUTPUTS_MAX_BYTES = 256 * 2**20
+"""The most the teachers' kept outputs may take on the device (``Objective.keep_teacher_outputs``):
+1.28M rows of 50 classes in float32; ImageNet's 1,000 classes run the teachers every step."""
 
 
 @dataclass(frozen=True)
@@ -174,6 +177,7 @@ class _Loop:
     save_step: Callable[[Position], None]
     data: TrainData
     stream: TrainingLoader | None  # None: the rows are tensors on the device
+    keep_teachers: bool  # the teachers' outputs computed once and indexed (Objective.keep_teacher_outputs)
 
 
 class Trainer:
@@ -188,8 +192,10 @@ class Trainer:
         seed: int = 0,
         checkpoint_every_s: float = 300.0,
         ranks: Ranks = SINGLE,
+        keep_teacher_outputs: bool = True,
     ) -> None:
         self.device = device
+        self.keep_teacher_outputs = keep_teacher_outputs  # False: the teachers run at every step
         self.ranks = ranks
         self.sink = sink
         self.tracker = tracker
@@ -247,6 +253,12 @@ class Trainer:
             save_step,
             train,
             stream,
+            # a row's teacher outputs are the same at every epoch when the teachers see the row
+            # as it is stored: no augmentation, rows on the device
+            self.keep_teacher_outputs
+            and augment is None
+            and stream is None
+            and objective.can_keep_teacher_outputs(),
         )
         model.train()
         if state["epoch"] < plan.epochs:  # training starts now: say so before its first step
@@ -278,6 +290,7 @@ class Trainer:
                 atomic_save(self._state(model, objective, opt, scaler, state), ckpt_dir / "last.pt")
                 (ckpt_dir / "step.pt").unlink(missing_ok=True)  # older than last.pt from now on
             self.tracker.report(plan.stage, epoch, plan.epochs, steps, steps)
+        objective.drop_teacher_outputs()
         self.ranks.barrier()  # best.pt is written before any rank reads it
         return self._result(plan, model, ckpt_dir, state)
 
@@ -350,17 +363,35 @@ class Trainer:
             **{key: state[key] for key in kept},
         }
 
-    def _batches(self, loop: _Loop, epoch: int, perm: Tensor, first: int) -> Iterator[tuple[Tensor, Tensor]]:
-        """The epoch's (float inputs, one-hot targets) on the device, in ``perm``'s order from step
-        ``first``: indexed from tensors, or read through the streaming loader."""
+    def _batches(
+        self, loop: _Loop, epoch: int, perm: Tensor, first: int
+    ) -> Iterator[tuple[Tensor, Tensor, Tensor]]:
+        """The epoch's (float inputs, one-hot targets, row indices) on the device, in ``perm``'s
+        order from step ``first``: indexed from tensors, or read through the streaming loader."""
         data, bs, rank, world = loop.data, loop.bs, self.ranks.rank, self.ranks.world
         if loop.stream is None:
             for step in range(first, loop.steps):
                 idx = perm[step * bs : (step + 1) * bs][rank::world]
-                yield data.x[idx].float(), F.one_hot(data.labels[idx], data.classes).float()
+                yield data.x[idx].float(), F.one_hot(data.labels[idx], data.classes).float(), idx
         else:
             for xb, idx in loop.stream.epoch(epoch, perm, first):
-                yield xb.float(), F.one_hot(data.labels[idx], data.classes).float()
+                yield xb.float(), F.one_hot(data.labels[idx], data.classes).float(), idx
+
+    def _keep_teacher_outputs(self, loop: _Loop) -> None:
+        """The teachers' outputs for every training row, once per ``fit`` (as the steps would get
+        them: under the same autocast), unless they would not fit in ``TEACHER_OUTPUTS_MAX_BYTES``."""
+        assert isinstance(loop.data.x, Tensor)
+        with self._autocast():
+            kept = loop.objective.keep_teacher_outputs(
+                loop.data.x, self.eval_batch_size, TEACHER_OUTPUTS_MAX_BYTES
+            )
+        if kept:
+            self.sink.log(
+                f"{loop.plan.stage}: the teachers' outputs for the {len(loop.data):,} training rows "
+                "computed once (no augmentation: the same every epoch)"
+            )
+        else:
+            loop.keep_teachers = False
 
     def _run_epoch(self, loop: _Loop, epoch: int, resume: Position | None) -> tuple[dict[str, float], float]:
         """One epoch's steps, from ``resume``'s position if given; the loss sums and the seconds."""
@@ -380,13 +411,15 @@ class Trainer:
             set_rng_state(resume.rng)
         scaled = scaler.is_enabled()
         started = last_check = last_save = time.monotonic()
-        for step, (xb, yb) in enumerate(self._batches(loop, epoch, perm, first), start=first):
+        if loop.keep_teachers and not loop.objective.keeps_teacher_outputs:
+            self._keep_teacher_outputs(loop)  # inside the epoch's time: it is the steps' work
+        for step, (xb, yb, idx) in enumerate(self._batches(loop, epoch, perm, first), start=first):
             if loop.augment is not None:
                 xb, yb = loop.augment(xb, yb)
             for group in opt.param_groups:
                 group["lr"] = loop.lr_fn((epoch - 1) * steps + step)
             with self._autocast():
-                loss, terms = loop.objective(loop.fwd, xb, yb)
+                loss, terms = loop.objective(loop.fwd, xb, yb, idx if loop.keep_teachers else None)
             opt.zero_grad(set_to_none=True)
             if scaled:  # fp16 autocast only: loss scaling against gradient underflow
                 scaler.scale(loss).backward()
