@@ -120,7 +120,10 @@ class Job(Base):
     sweep_id: Mapped[str | None] = mapped_column(ForeignKey("sweeps.id"), index=True)
     trial: Mapped[int | None] = mapped_column(Integer)
 
-    __table_args__ = (Index("ix_jobs_status_published", "status", "published_at"),)
+    __table_args__ = (
+        Index("ix_jobs_status_published", "status", "published_at"),
+        Index("ix_jobs_team_created_id", "team", "created_at", "id"),  # a team's list, newest first
+    )
 
 
 class JobEvent(Base):
