@@ -77,7 +77,9 @@ def _serve_api(settings: Settings, host: str, port: int, workers: int = 1) -> No
     # home given by --home goes there. Each runs a dispatcher; passes take a database lock
     # (store.locks.DISPATCH), so they never overlap.
     os.environ["DISTILLERY_HOME"] = str(settings.home)
-    uvicorn.run("api.app:create_app", factory=True, workers=workers, **options)
+    from cli.serving import serve_processes
+
+    serve_processes("api.app:create_app", workers, **options)
 
 
 def _migrate(settings: Settings) -> None:
