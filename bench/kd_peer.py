@@ -13,6 +13,11 @@ round; medians), so a noisy shared machine slows all three alike:
   it: on-device batches, loss sums, progress, a validation pass over the 400 rows each epoch
   (top-1, top-5, cross-entropy), ``last.pt`` (weights, optimizer, bookkeeping) written atomically
   each epoch and ``best.pt`` when validation top-1 improves, the best weights loaded at the end.
+  With no augmentation, the frozen teacher's outputs are the same for a row at every epoch: the
+  trainer computes them once, in its first epoch (counted in its step time), and the steps read
+  them (``Objective.keep_teacher_outputs``). "core, teacher each step" is the same trainer with
+  that turned off (``Trainer(keep_teacher_outputs=False)``): the teacher runs at every step, as
+  on the other sides; printed beside the targets, without one.
 - torchdistill: a ``DistillationBox`` from ``get_distillation_box`` and a config dict (datasets as
   ``TensorDataset``s, its ``RandomSampler`` train loader with ``drop_last`` and no workers, its
   ``WeightedSumLoss`` over its ``KDLoss`` with ``alpha=0`` (the KL term alone), weighted T^2 = 16,
