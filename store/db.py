@@ -103,8 +103,9 @@ def autocommit_session_factory(url: str) -> sessionmaker[Session]:
 
 ASYNC_POOL_SIZE = 5
 """Connections an API process keeps per event loop for the reads it serves on the loop (beside the
-``POOL_SIZE`` of its threads): a read holds one for two statements' round trips, never while it
-computes, so a few serve every request one process can answer."""
+``POOL_SIZE`` of its threads): a read holds one from its first statement to its answer, a
+millisecond or two, and gives it back before any work of its goes to a thread, so a few serve
+every request one process can answer."""
 ASYNC_POOL_TIMEOUT_S = 30.0
 
 
