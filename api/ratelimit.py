@@ -68,7 +68,7 @@ class RateLimiter:
         except Exception as e:
             self._failed_open(e)
             return None
-        return max(1, math.ceil(reset - time.time()))
+        return _seconds_until(reset)
 
     async def retry_after_async(self, key: str) -> int | None:
         """``retry_after`` on the event loop (no thread, no blocking round trip). Counted in
@@ -85,13 +85,18 @@ class RateLimiter:
         except Exception as e:
             self._failed_open(e)
             return None
-        return max(1, math.ceil(reset - time.time()))
+        return _seconds_until(reset)
 
     def _failed_open(self, e: Exception) -> None:
         now = time.monotonic()
         if now - self._warned_at > 60:
             self._warned_at = now
             log.warning("rate limit not applied: %s unreachable (%s)", masked_url(self.url), e)
+
+
+def _seconds_until(reset: float) -> int:
+    """The ``Retry-After`` of a window that resets at ``reset`` (epoch seconds): at least 1."""
+    return max(1, math.ceil(reset - time.time()))
 
 
 async def _close_limiter(limiter: aio_strategies.MovingWindowRateLimiter) -> None:

@@ -415,12 +415,12 @@ class Objective(nn.Module):
         self.drop_teacher_outputs()
         kept: list[Tensor | None] = [None] * len(self.teachers)
         for i in self.needed_teachers:
-            parts: list[Tensor] = []
-            for start in range(0, len(x), batch_size):
+            parts = [self.teachers[i](x[:batch_size].float())]
+            per_row = parts[0][0].numel() * parts[0].element_size()  # known from the first batch
+            if per_row * len(x) * len(self.needed_teachers) > max_bytes:
+                return False
+            for start in range(batch_size, len(x), batch_size):
                 parts.append(self.teachers[i](x[start : start + batch_size].float()))
-                per_row = parts[0][0].numel() * parts[0].element_size()
-                if per_row * len(x) * len(self.needed_teachers) > max_bytes:
-                    return False
             kept[i] = torch.cat(parts)
         self._kept_outputs = kept
         return True
