@@ -48,8 +48,11 @@ def launch(playwright: Any) -> Browser:
     return browser
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
+    """One browser per module, not per session: Playwright's sync API marks an event loop as running on
+    the main thread for as long as it is open, and every ``asyncio.run``/``anyio.run`` in a later module
+    would fail ("cannot be called from a running event loop")."""
     with sync_playwright() as playwright:
         browser = launch(playwright)
         yield browser
