@@ -236,27 +236,24 @@ def _waiting_jobs(session: Session) -> tuple[WaitingKey, tuple[_Waiting, ...]]:
     A pass runs every ``dispatch_interval_s`` whether or not anything changed, and at 10,000
     waiting jobs loading them (rows fetched, objects made) was most of its cost: 60-80 ms of CPU
     every two seconds, held in the API's process. The key is one aggregate the database computes
-    (``waiting_key``); the rows are read only when it differs from the key of the rows kept,
-    which is worked out from those rows themselves (the same ``id.version`` parts), so an equal
-    key means the database's waiting jobs are exactly the ones kept."""
+    (``waiting_key``); the rows are read only when it differs from the one they were loaded with.
+    The rows are read after the key: a change committed in between makes the next key differ,
+    so they are read again then, never kept stale."""
     key = waiting_key(session)
     url = str(session.get_bind().engine.url)
     seen = _waiting_seen.get(url)
     if seen is not None and seen[0] == key:
         return seen
-    rows = session.execute(
-        select(Job.id, Job.version, Job.team, Job.queue, Job.priority, Job.created_at, Job.gpus).where(
-            *_WAITING_ROWS
+    waiting = tuple(
+        _Waiting(i, t, q, p, as_utc(c), slots_needed(g))
+        for i, t, q, p, c, g in session.execute(
+            select(Job.id, Job.team, Job.queue, Job.priority, Job.created_at, Job.gpus).where(*_WAITING_ROWS)
         )
-    ).all()
-    waiting = tuple(_Waiting(i, t, q, p, as_utc(c), slots_needed(g)) for i, _v, t, q, p, c, g in rows)
-    # The key kept is the one of these rows, worked out here, not the one read before them: a job
-    # that arrived in between (and left again by the next pass) must not be kept as waiting.
-    loaded = _key_of(len(rows), [f"{i}.{v}" for i, v, *_ in rows])
+    )
     if len(_waiting_seen) >= 16:  # one per database this process dispatches for; tests make many
         _waiting_seen.clear()
-    _waiting_seen[url] = (loaded, waiting)
-    return loaded, waiting
+    _waiting_seen[url] = (key, waiting)
+    return key, waiting
 
 
 def waiting_key(session: Session) -> WaitingKey:
@@ -270,12 +267,7 @@ def waiting_key(session: Session) -> WaitingKey:
         else func.group_concat(part, ",")
     )
     count, text = session.execute(select(func.count(), joined).where(*_WAITING_ROWS)).one()
-    return _key_of(int(count), text.split(",") if text else [])
-
-
-def _key_of(count: int, parts: list[str]) -> WaitingKey:
-    """The key of ``count`` waiting jobs whose ``id.version`` are ``parts``, in any order."""
-    return count, hash(frozenset(parts))
+    return int(count), hash(frozenset(text.split(","))) if text else 0
 
 
 def _by_team(jobs: Iterable[_Waiting]) -> dict[TeamKey, deque[_Waiting]]:

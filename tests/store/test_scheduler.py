@@ -12,11 +12,9 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import pytest
 from sqlalchemy import func, select, update
 
 from domain.lifecycle import claim, mark_published
-from store import scheduler
 from store.db import session_scope
 from store.jobs import transition
 from store.locks import DISPATCH, hold
@@ -138,28 +136,6 @@ def test_a_snapshot_loads_the_waiting_jobs_again_only_when_they_changed(db_url: 
     with session_scope(db_url) as session:  # one stops waiting: gone
         transition(session, job_id(db_url, "c"), [JobStatus.QUEUED], JobStatus.CANCELLED)
     assert set(waiting()[1]) == {"b"}
-
-
-def test_a_job_that_arrives_while_the_waiting_jobs_load_and_leaves_again_is_not_kept(
-    db_url: str, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    add_jobs(db_url, ("a", "t", 0))
-    real_key = scheduler.waiting_key
-
-    def then_one_arrives(session: Any) -> Any:  # between the key and the rows
-        key = real_key(session)
-        add_jobs(db_url, ("late", "t", 1))
-        return key
-
-    monkeypatch.setattr(scheduler, "waiting_key", then_one_arrives)
-    with session_scope(db_url) as session:
-        loaded = {j.id for j in snapshot(session).waiting}
-    assert job_id(db_url, "late") in loaded  # it was there when the rows were read
-    monkeypatch.setattr(scheduler, "waiting_key", real_key)
-    with session_scope(db_url) as session:  # and leaves before the next pass: as it was at the key
-        transition(session, job_id(db_url, "late"), [JobStatus.QUEUED], JobStatus.CANCELLED)
-    with session_scope(db_url) as session:
-        assert [j.id for j in snapshot(session).waiting] == [job_id(db_url, "a")]
 
 
 def test_nothing_is_dispatched_without_an_online_worker(db_url: str) -> None:
