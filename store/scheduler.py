@@ -79,7 +79,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy import String, and_, cast, func, or_, select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
 from store.models import HELD, WAITING, Job, JobStatus, Team, Worker, as_utc
@@ -91,7 +91,6 @@ IS_WAITING = or_(
 IS_DISPATCHED = and_(Job.status == JobStatus.QUEUED, Job.published_at.is_not(None))
 
 TeamKey = str | None  # None: the jobs without a team, a team of their own
-WaitingKey = tuple[int, int]  # ``waiting_key``: how many jobs wait, and a hash of which, at which version
 
 
 def slots_needed(gpus: int) -> int:
@@ -168,18 +167,13 @@ class Snapshot:
     limits: dict[TeamKey, int]  # max_running (slots) of the teams that have one
     waiting: list[_Waiting]
     dispatched: list[_Dispatched]  # not yet claimed
-    waiting_key: WaitingKey | None = None  # ``waiting_key`` of ``waiting``, if it was read with it
-    _largest: dict[str, int] = field(default_factory=dict, repr=False, compare=False)
 
     def serving(self, queue: str) -> list[_Host]:
         return [host for host in self.hosts.values() if host.serves(queue)]
 
     def largest(self, queue: str) -> int:
-        """The most slots one online host that serves ``queue`` has (0: none serves it); the hosts
-        and their slots do not change in a snapshot, so it is worked out once per queue."""
-        if (known := self._largest.get(queue)) is None:
-            known = self._largest[queue] = max((len(host.indices) for host in self.serving(queue)), default=0)
-        return known
+        """The most slots one online host that serves ``queue`` has (0: none serves it)."""
+        return max((len(host.indices) for host in self.serving(queue)), default=0)
 
     def room(self, team: TeamKey, occupied: Counter[TeamKey]) -> float:
         """How many more slots the team may hold."""
@@ -221,53 +215,15 @@ def snapshot(session: Session) -> Snapshot:
     limits: dict[TeamKey, int] = {
         name: n for name, n in session.execute(select(Team.name, Team.max_running)) if n is not None
     }
-    key, waiting = _waiting_jobs(session)
-    return Snapshot(hosts, occupied, limits, list(waiting), dispatched, key)
-
-
-_WAITING_ROWS = (IS_WAITING, Job.deleted_at.is_(None))
-_waiting_seen: dict[str, tuple[WaitingKey, tuple[_Waiting, ...]]] = {}
-"""By database URL: the waiting jobs this process's last snapshot loaded, and their key."""
-
-
-def _waiting_jobs(session: Session) -> tuple[WaitingKey, tuple[_Waiting, ...]]:
-    """The waiting jobs, loaded again only when their key moved.
-
-    A pass runs every ``dispatch_interval_s`` whether or not anything changed, and at 10,000
-    waiting jobs loading them (rows fetched, objects made) was most of its cost: 60-80 ms of CPU
-    every two seconds, held in the API's process. The key is one aggregate the database computes
-    (``waiting_key``); the rows are read only when it differs from the one they were loaded with.
-    The rows are read after the key: a change committed in between makes the next key differ,
-    so they are read again then, never kept stale."""
-    key = waiting_key(session)
-    url = str(session.get_bind().engine.url)
-    seen = _waiting_seen.get(url)
-    if seen is not None and seen[0] == key:
-        return seen
-    waiting = tuple(
+    waiting = [
         _Waiting(i, t, q, p, as_utc(c), slots_needed(g))
         for i, t, q, p, c, g in session.execute(
-            select(Job.id, Job.team, Job.queue, Job.priority, Job.created_at, Job.gpus).where(*_WAITING_ROWS)
+            select(Job.id, Job.team, Job.queue, Job.priority, Job.created_at, Job.gpus).where(
+                IS_WAITING, Job.deleted_at.is_(None)
+            )
         )
-    )
-    if len(_waiting_seen) >= 16:  # one per database this process dispatches for; tests make many
-        _waiting_seen.clear()
-    _waiting_seen[url] = (key, waiting)
-    return key, waiting
-
-
-def waiting_key(session: Session) -> WaitingKey:
-    """What identifies the waiting jobs as a ranking reads them: their count and the set of their
-    ``id.version`` (hashed here, in any order). Every change to a job bumps its ``version``, and
-    a job that starts or stops waiting changes the set, so an equal key means equal jobs."""
-    part = Job.id + "." + cast(Job.version, String)
-    joined = (
-        func.string_agg(part, ",")
-        if session.get_bind().dialect.name == "postgresql"
-        else func.group_concat(part, ",")
-    )
-    count, text = session.execute(select(func.count(), joined).where(*_WAITING_ROWS)).one()
-    return int(count), hash(frozenset(text.split(","))) if text else 0
+    ]
+    return Snapshot(hosts, occupied, limits, waiting, dispatched)
 
 
 def _by_team(jobs: Iterable[_Waiting]) -> dict[TeamKey, deque[_Waiting]]:
