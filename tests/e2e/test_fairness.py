@@ -64,6 +64,13 @@ def test_a_team_with_a_long_queue_does_not_hold_the_pool(service: Service) -> No
     team_b = service.add_member("bob", "team-b")
 
     a_ids = [team_a.post("/v1/jobs", json={**HOLDING_JOB, "name": f"a-{i}"}).json()["id"] for i in range(20)]
+    # B arrives once A holds both slots. A submission wakes a pass at once: the pass after a-0 hands
+    # it over alone, and the next one (a quarter of a second later) may already see B's jobs, which
+    # rightly go first to a team that holds no slot.
+    holding = time.monotonic() + 60
+    while not all(dispatched(team_a, job_id) for job_id in a_ids[:2]):
+        assert time.monotonic() < holding, f"A's first two jobs were not handed over\n{service.all_logs()}"
+        time.sleep(0.1)
     b_ids = [team_b.post("/v1/jobs", json={**QUICK_JOB, "name": f"b-{i}"}).json()["id"] for i in range(2)]
     try:
         placed = time.monotonic() + 30
