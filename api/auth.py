@@ -16,6 +16,7 @@ import logging
 from typing import Annotated
 
 from fastapi import Depends, Path, Request
+from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
@@ -24,6 +25,7 @@ from core.errors import ForbiddenError, TooManyRequestsError, UnauthorizedError
 from domain.jobs import get_visible
 from store.identity import Authenticated, Caller, authenticate, ensure_admin, mark_used, used_long_ago
 from store.models import Job
+from store.reads import open_read
 from store.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -69,7 +71,7 @@ def verify(session: Session, state: AppState, secret: str, found: Authenticated 
 
 
 async def verify_found(session: AsyncSession, state: AppState, found: Authenticated) -> Caller:
-    """``verify`` on the event loop, for a token the read's first query found (``api.hot``)."""
+    """``verify`` on the event loop, for a token a first query found (``api.hot``, ``get_caller``)."""
     if used_long_ago(found.last_used_at):
         await session.run_sync(mark_used, found.caller.token_id)  # autocommit: written at once
     wait = await state.rate_limiter.retry_after_async(found.caller.token_id)
@@ -86,8 +88,18 @@ def too_many(settings: Settings, wait: int) -> TooManyRequestsError:
     )
 
 
-def get_caller(secret: SecretDep, session: SessionDep, state: StateDep) -> Caller:
-    return verify(session, state, secret)
+async def get_caller(secret: SecretDep, session: SessionDep, state: StateDep) -> Caller:
+    """The caller of every route but the hot reads (``api.hot``, which check the token in their
+    own first query). Where the database has an asyncio driver, on the event loop: one query of the
+    token (``store.reads.open_read``) and its rate, no trip to a worker thread before the route's
+    own. On SQLite, or for a token that query does not know (401, or the configured admin token's
+    first use, which makes it), ``verify`` on a worker thread with the request's session."""
+    async with state.loop_session() as loop_session:
+        if loop_session is not None:
+            opened = await loop_session.run_sync(open_read, secret)
+            if opened.token is not None:
+                return await verify_found(loop_session, state, opened.token)
+    return await run_in_threadpool(verify, session, state, secret)
 
 
 def _authenticate(

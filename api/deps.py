@@ -17,6 +17,7 @@ from typing import Annotated
 from anyio import CapacityLimiter, Semaphore, fail_after
 from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -27,6 +28,7 @@ from api.streams import StreamSlots
 from core.errors import UnavailableError
 from store.artifacts import ArtifactStore, open_store
 from store.db import (
+    ASYNC_POOL_TIMEOUT_S,
     async_sessions,
     autocommit_session_factory,
     dispose_async,
@@ -100,6 +102,25 @@ class AppState:
     def job_bodies(self) -> Bodies:
         """Jobs' full answers and the list's pages, by ETag (``api.bodies``)."""
         return Bodies()
+
+    @asynccontextmanager
+    async def loop_session(self) -> AsyncIterator[AsyncSession | None]:
+        """A session of this event loop's engine (``async_reads``), or ``None`` where the database
+        has no asyncio driver; a pool with no connection free for ``ASYNC_POOL_TIMEOUT_S`` is a
+        503 ``database-busy``, as the threads' gate answers."""
+        sessions = self.async_reads.get()
+        if sessions is None:
+            yield None
+            return
+        try:
+            async with sessions() as session:
+                yield session
+        except PoolTimeout:
+            raise UnavailableError(
+                "database-busy",
+                f"every database connection was busy for {ASYNC_POOL_TIMEOUT_S:.0f} s; retry shortly",
+                retry_after_s=1,
+            ) from None
 
     async def close_loop_clients(self) -> None:
         """Close the async clients this event loop made (at the end of the application's lifespan

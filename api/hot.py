@@ -35,13 +35,10 @@ from dataclasses import dataclass
 
 from anyio import to_thread
 from fastapi import Response
-from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.orm import Session
 
 from api.auth import verify, verify_found
 from api.deps import AppState
-from core.errors import UnavailableError
-from store.db import ASYNC_POOL_TIMEOUT_S
 from store.identity import Caller
 from store.jobs import JobHead
 from store.reads import open_read
@@ -67,26 +64,18 @@ class Read:
 
 async def read(state: AppState, secret: str, work: Work, job_id: str | None = None) -> Response:
     """``work(session, read)`` once the token is verified (and its ``Finish``, if it returns one)."""
-    sessions = state.async_reads.get()
-    if sessions is not None:
-        finish: Finish | None = None
-        try:
-            async with sessions() as session:
-                opened = await session.run_sync(open_read, secret, job_id)
-                if opened.token is not None:
-                    caller = await verify_found(session, state, opened.token)
-                    answer = await session.run_sync(work, Read(caller, opened.serial, opened.head))
-                    if isinstance(answer, Response):
-                        return answer
-                    finish = answer
-        except PoolTimeout:
-            raise UnavailableError(
-                "database-busy",
-                f"every database connection was busy for {ASYNC_POOL_TIMEOUT_S:.0f} s; retry shortly",
-                retry_after_s=1,
-            ) from None
-        if finish is not None:  # the loop's connection is back in its pool by now
-            return await _on_thread(state, finish)
+    finish: Finish | None = None
+    async with state.loop_session() as session:
+        if session is not None:
+            opened = await session.run_sync(open_read, secret, job_id)
+            if opened.token is not None:
+                caller = await verify_found(session, state, opened.token)
+                answer = await session.run_sync(work, Read(caller, opened.serial, opened.head))
+                if isinstance(answer, Response):
+                    return answer
+                finish = answer
+    if finish is not None:  # the loop's connection is back in its pool by now
+        return await _on_thread(state, finish)
     # SQLite; or an unknown token, which the thread's way answers 401 or makes the admin token
     return await _on_thread(state, lambda session: _unit(state, session, secret, job_id, work))
 

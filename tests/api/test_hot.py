@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import update
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 
-from api import hot
+from api import auth, hot
 from api.app import create_app
 from api.bodies import PAGE, Bodies
 from api.loops import PerLoop
@@ -150,6 +151,46 @@ def test_reads_run_on_the_event_loop_on_postgresql_and_on_threads_on_sqlite(
     for _ in range(2):  # the page's rows: loaded on a thread once, then kept
         assert client.get("/v1/jobs").status_code == 200
     assert len(trips) == (8 if db_url.startswith("sqlite") else 1)
+
+
+def test_other_routes_check_the_token_on_the_event_loop_on_postgresql_and_on_threads_on_sqlite(
+    client: TestClient, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    on_threads: list[str] = []
+    verify = auth.verify
+
+    def counted(session: Any, state: Any, secret: str, found: Any = None) -> Any:
+        on_threads.append(secret)
+        return verify(session, state, secret, found)
+
+    monkeypatch.setattr(auth, "verify", counted)
+    job = submit(client)
+    assert client.post(f"/v1/jobs/{job['id']}/cancel").status_code == 202
+    assert client.get("/v1/me").status_code == 200
+    assert len(on_threads) == (3 if db_url.startswith("sqlite") else 0)
+    # a token the loop's query does not know goes the thread's way: 401 there, as before
+    assert_problem(client.get("/v1/me", headers={"Authorization": "Bearer not-a-token"}), 401)
+    assert on_threads[-1] == "not-a-token"
+
+
+def test_no_connection_free_on_the_loop_is_a_503_that_says_so(
+    client: TestClient, db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if db_url.startswith("sqlite"):
+        pytest.skip("SQLite has no asyncio driver: its reads wait for the threads' gate")
+
+    class Exhausted:
+        async def __aenter__(self) -> None:
+            raise PoolTimeout("QueuePool limit of size 5 overflow 0 reached")
+
+        async def __aexit__(self, *exc: object) -> None:
+            return None
+
+    state = client.app.state.distillery  # type: ignore[attr-defined]
+    monkeypatch.setattr(state.async_reads, "get", lambda: Exhausted)
+    for answer in (client.get("/v1/jobs"), client.get("/v1/me"), client.post("/v1/jobs", json=spec())):
+        problem = assert_problem(answer, 503)
+        assert "database connection" in problem["detail"] and answer.headers["retry-after"] == "1"
 
 
 def test_bodies_are_bounded_by_bytes_least_recently_used_out_first() -> None:
