@@ -42,10 +42,13 @@ _TOKEN_AND_JOB = _TOKEN.add_columns(
 
 def open_read(session: Session, secret: str, job_id: str | None = None) -> Opening:
     params = {"token_hash": hash_token(secret)}
+    # on the session's connection: a Core statement, none of the ORM's per-execution set-up for
+    # a query that loads no entity (7% of a poll's CPU)
+    connection = session.connection()
     if job_id is None:
-        row = session.execute(_TOKEN, params).first()
+        row = connection.execute(_TOKEN, params).first()
     else:
-        row = session.execute(_TOKEN_AND_JOB, {**params, "job_id": job_id}).first()
+        row = connection.execute(_TOKEN_AND_JOB, {**params, "job_id": job_id}).first()
     if row is None:
         # an unknown token: the places and the job are read when (if) the caller is known
         return Opening(None, None, None)
