@@ -42,9 +42,14 @@ def _error(error_type: str, message: str) -> dict[str, str]:
 def claim(session: Session, job_id: str, worker: str, lease_s: float) -> Job | None:
     """Take a job handed to ``worker``'s host (``<worker id>:<pid>``); None if it is placed on
     another host or on none (a stale message), if someone else has it, or if it is over. The row
-    tells the caller which devices of its host to use (``Job.devices``). A claim racing the
-    dispatcher's commit waits for it (the placement's row is locked until then)."""
-    job = session.get(Job, job_id)
+    tells the caller which devices of its host to use (``Job.devices``).
+
+    The message may arrive before the dispatcher's pass commits the placement (it publishes, then
+    stores the queue's places, then commits). The row is read ``FOR UPDATE`` first: that waits for
+    the pass's lock on it, so the claim sees the placement. Without it, PostgreSQL's ``UPDATE ...
+    WHERE placed_on = <this host>`` skips a row whose committed version is not placed yet rather
+    than wait for it, and the job stayed handed over and untaken until the lost-message republish."""
+    job = session.get(Job, job_id, with_for_update=True)
     if job is None:
         return None
     moved = transition(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import timedelta
 
 from sqlalchemy import select
@@ -71,6 +73,31 @@ def test_a_job_is_claimed_once(db_url: str) -> None:
     job = row(db_url, job_id)
     assert (job.status, job.attempt, job.lease_owner) == (JobStatus.STARTING, 1, ME)
     assert isinstance(job.status, JobStatus) and job.started_at is not None
+
+
+def test_a_claim_that_beats_the_dispatchers_commit_waits_for_it(db_url: str) -> None:
+    """The host's worker gets the message while the pass that placed the job has not committed
+    yet (it ranks and stores the queue's places after publishing). Its claim must wait for that
+    commit and find the placement, not skip the row it still sees unplaced: a skipped claim left
+    the job handed over and untaken until the broker-loss republish, five minutes later."""
+    job_id = new_job(db_url)
+    host = ME.rsplit(":", 1)[0]
+    with ThreadPoolExecutor(1) as pool, session_scope(db_url) as dispatcher:
+        mark_published(dispatcher, job_id, Placement(host, (0,)))  # published, not yet committed
+        dispatcher.flush()
+
+        def take() -> str | None:
+            with session_scope(db_url) as session:
+                job = claim(session, job_id, ME, lease_s=60)
+                return None if job is None else job.lease_owner
+
+        taken = pool.submit(take)
+        time.sleep(0.5)
+        assert not taken.done(), "the claim did not wait for the dispatcher's transaction"
+        dispatcher.commit()
+        assert taken.result(timeout=30) == ME
+    job = row(db_url, job_id)
+    assert (job.status, job.placed_on, job.devices) == (JobStatus.STARTING, host, [0])
 
 
 def test_progress_starts_the_run_only_for_the_lease_holder(db_url: str) -> None:
