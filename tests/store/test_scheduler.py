@@ -12,15 +12,17 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, select
+import pytest
+from sqlalchemy import func, select, update
 
 from domain.lifecycle import claim, mark_published
+from store import scheduler
 from store.db import session_scope
 from store.jobs import transition
 from store.locks import DISPATCH, hold
 from store.models import HELD, Job, JobStatus, Team, Worker, utcnow
 from store.pool import heartbeat, mark_lost, release_dispatched, sign_off
-from store.scheduler import Placement, Wait, plan, waits
+from store.scheduler import Placement, Wait, plan, snapshot, waits
 from worker.dispatcher import dispatch_once
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -103,6 +105,61 @@ def wait_of(db_url: str) -> dict[str, Wait]:
 
 
 # ---------------------------------------------------------------- tests
+
+
+def test_a_snapshot_loads_the_waiting_jobs_again_only_when_they_changed(db_url: str) -> None:
+    add_jobs(db_url, ("a", "t", 0), ("b", "t", 1))
+
+    def waiting() -> tuple[Any, dict[str, Any]]:
+        with session_scope(db_url) as session:
+            snap = snapshot(session)
+        names = {j.id: j for j in snap.waiting}
+        with session_scope(db_url) as session:
+            rows = session.execute(select(Job.id, Job.name).where(Job.id.in_(names))).all()
+        return snap.waiting_key, {name: names[i] for i, name in rows}
+
+    key, jobs = waiting()
+    again_key, again = waiting()
+    assert again_key == key and all(again[n] is jobs[n] for n in jobs)  # kept: not loaded again
+
+    # one job leaves and another arrives, both at version 1: same count, same versions, new key
+    with session_scope(db_url) as session:
+        mark_published(session, job_id(db_url, "a"), Placement("w1", (0,)))
+    add_jobs(db_url, ("c", "t", 2))
+    key, jobs = waiting()
+    assert key != again_key and set(jobs) == {"b", "c"}
+
+    # a change to a waiting job bumps its version: seen, though the set of ids is the same
+    with session_scope(db_url) as session:
+        session.execute(update(Job).where(Job.name == "b").values(queue="a100", version=Job.version + 1))
+    changed_key, changed = waiting()
+    assert changed_key != key and changed["b"].queue == "a100"
+
+    with session_scope(db_url) as session:  # one stops waiting: gone
+        transition(session, job_id(db_url, "c"), [JobStatus.QUEUED], JobStatus.CANCELLED)
+    assert set(waiting()[1]) == {"b"}
+
+
+def test_a_job_that_arrives_while_the_waiting_jobs_load_and_leaves_again_is_not_kept(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    add_jobs(db_url, ("a", "t", 0))
+    real_key = scheduler.waiting_key
+
+    def then_one_arrives(session: Any) -> Any:  # between the key and the rows
+        key = real_key(session)
+        add_jobs(db_url, ("late", "t", 1))
+        return key
+
+    monkeypatch.setattr(scheduler, "waiting_key", then_one_arrives)
+    with session_scope(db_url) as session:
+        loaded = {j.id for j in snapshot(session).waiting}
+    assert job_id(db_url, "late") in loaded  # it was there when the rows were read
+    monkeypatch.setattr(scheduler, "waiting_key", real_key)
+    with session_scope(db_url) as session:  # and leaves before the next pass: as it was at the key
+        transition(session, job_id(db_url, "late"), [JobStatus.QUEUED], JobStatus.CANCELLED)
+    with session_scope(db_url) as session:
+        assert [j.id for j in snapshot(session).waiting] == [job_id(db_url, "a")]
 
 
 def test_nothing_is_dispatched_without_an_online_worker(db_url: str) -> None:
