@@ -225,8 +225,10 @@ def _ended(session: Session, job_id: str, worker: str, target: JobStatus) -> boo
 # ---------------------------------------------------------------- the dispatcher's side
 
 
-def mark_published(session: Session, job_id: str, placement: Placement) -> None:
+def mark_published(session: Session, job_id: str, placement: Placement) -> bool:
     """The job is handed to ``placement``'s host: it holds those devices (``store.scheduler``).
+    False, and nothing written, if it no longer waits for a host (cancelled or deleted since the
+    pass read it): then no message must go.
 
     A retrying job becomes queued again. The dispatcher calls it in the transaction that holds
     ``store.locks.DISPATCH``, before it publishes (in a savepoint it rolls back if the publish
@@ -234,19 +236,24 @@ def mark_published(session: Session, job_id: str, placement: Placement) -> None:
     For a job published again (its message was lost) it only moves ``published_at``.
     """
     job = session.get(Job, job_id, populate_existing=True)
-    if job is None:
-        return
+    if job is None or job.status not in (JobStatus.QUEUED, JobStatus.RETRYING):
+        return False
     again = job.status == JobStatus.QUEUED and job.published_at is not None
     values: dict[str, Any] = dict(
         published_at=utcnow(), placed_on=placement.worker, devices=list(placement.devices)
     )
     if job.status == JobStatus.RETRYING:
-        transition(session, job_id, (JobStatus.RETRYING,), JobStatus.QUEUED, message="requeued", **values)
-    else:
-        touch(session, job_id, **values)
+        marked = transition(
+            session, job_id, (JobStatus.RETRYING,), JobStatus.QUEUED, message="requeued", **values
+        )
+    else:  # the update matches nothing if a cancel has committed since the read above
+        marked = touch(session, job_id, **values)
+    if not marked:
+        return False
     what = "published again (the broker lost it)" if again else "handed to the pool"
     where = f"{placement.worker}, devices {_indices(placement.devices)}"
     add_event(session, job_id, "dispatched", f"{what}: {where}")
+    return True
 
 
 def _indices(devices: Iterable[int]) -> str:

@@ -384,7 +384,9 @@ def plan(
     chosen = _select(snap or snapshot(session), limit).placed
     if not chosen:
         return []
-    rows = {job.id: job for job in session.scalars(select(Job).where(Job.id.in_([j.id for j, _p in chosen])))}
+    # only the ones still waiting: a cancel does not take the dispatch lock
+    ids = [job.id for job, _placement in chosen]
+    rows = {job.id: job for job in session.scalars(select(Job).where(Job.id.in_(ids), IS_WAITING))}
     return [(rows[job.id], placement) for job, placement in chosen if job.id in rows]
 
 

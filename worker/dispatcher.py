@@ -78,7 +78,8 @@ def dispatch_once(
         for job, placement in plan(session, limit, snap):
             try:
                 with session.begin_nested():  # the mark is rolled back if the publish fails
-                    mark_published(session, job.id, placement)
+                    if not mark_published(session, job.id, placement):
+                        continue  # cancelled or deleted since the pass read it: no message
                     publish_fn(job.id, placement.worker)
             except Exception as e:
                 log.warning("could not publish job %s (%s); it waits for the next pass", job.id, e)
@@ -112,8 +113,8 @@ def _republish_stranded(db_url: str, publish_fn: PublishFn, older_than_s: float)
             log.warning("could not publish job %s again (%s); will retry on the next pass", job_id, e)
             break
         with session_scope(db_url) as session:
-            mark_published(session, job_id, placement)
-        sent += 1
+            marked = mark_published(session, job_id, placement)
+        sent += marked  # not if it was cancelled or taken in between: the message claims nothing
     return sent
 
 

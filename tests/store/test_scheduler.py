@@ -162,6 +162,52 @@ def test_a_job_that_arrives_while_the_waiting_jobs_load_and_leaves_again_is_not_
         assert [j.id for j in snapshot(session).waiting] == [job_id(db_url, "a")]
 
 
+def test_a_job_cancelled_after_the_passs_snapshot_is_not_handed_over(db_url: str) -> None:
+    """A cancel does not take the dispatch lock: it may commit between the pass's snapshot and its
+    marks. The pass must neither mark nor publish that job. (On SQLite the pass holds the one
+    write lock from its start, so no cancel commits in between.)"""
+    if not db_url.startswith("postgresql"):
+        pytest.skip("SQLite's single writer: a cancel waits for the pass")
+    add_workers(db_url, ("w1", "any"), slots=2)
+    add_jobs(db_url, ("gone", "t", 0), ("stays", "t", 1))
+    sent: list[str] = []
+    real_snapshot = scheduler.snapshot
+
+    def then_cancelled(session: Any) -> Any:
+        snap = real_snapshot(session)
+        if not sent:  # the pass's first snapshot only
+            sent.append("snapshot")
+            with session_scope(db_url) as other:
+                transition(other, job_id(db_url, "gone"), [JobStatus.QUEUED], JobStatus.CANCELLED)
+        return snap
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("worker.dispatcher.snapshot", then_cancelled)
+        published = dispatch_once(db_url, lambda job, worker: sent.append(job))
+    assert sent[1:] == [job_id(db_url, "stays")] and published == 1
+    with session_scope(db_url) as session:
+        gone = session.get(Job, job_id(db_url, "gone"))
+        assert gone is not None and gone.status == JobStatus.CANCELLED and gone.published_at is None
+
+
+def test_a_mark_writes_nothing_for_a_job_that_no_longer_waits(db_url: str) -> None:
+    """Cancelled since the pass read it, or taken by a worker since a lost message's republish was
+    decided: no placement is written over it and no message is to go."""
+    add_jobs(db_url, ("gone", "t", 0), ("taken", "t", 1))
+    with session_scope(db_url) as session:
+        transition(session, job_id(db_url, "gone"), [JobStatus.QUEUED], JobStatus.CANCELLED)
+        assert mark_published(session, job_id(db_url, "taken"), Placement("h1", (0,)))
+    with session_scope(db_url) as session:
+        assert claim(session, job_id(db_url, "taken"), "h1:7", lease_s=60) is not None
+    with session_scope(db_url) as session:
+        assert mark_published(session, job_id(db_url, "gone"), Placement("w1", (0,))) is False
+        assert mark_published(session, job_id(db_url, "taken"), Placement("h2", (1,))) is False
+    with session_scope(db_url) as session:
+        gone, taken = (session.get(Job, job_id(db_url, name)) for name in ("gone", "taken"))
+        assert gone is not None and (gone.placed_on, gone.published_at) == (None, None)
+        assert taken is not None and (taken.placed_on, taken.devices) == ("h1", [0])
+
+
 def test_nothing_is_dispatched_without_an_online_worker(db_url: str) -> None:
     add_jobs(db_url, ("j", "a", 0))
     add_jobs(db_url, ("big", "a", 1), queue="a100")
