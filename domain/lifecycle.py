@@ -227,8 +227,8 @@ def _ended(session: Session, job_id: str, worker: str, target: JobStatus) -> boo
 
 def mark_published(session: Session, job_id: str, placement: Placement) -> bool:
     """The job is handed to ``placement``'s host: it holds those devices (``store.scheduler``).
-    False, and nothing written, if it no longer waits for a host (cancelled or deleted since the
-    pass read it): then no message must go.
+    False, and nothing written, if it no longer waits (cancelled since the pass read it, or, for a
+    lost message published again, taken by a worker in between): then no message must go.
 
     A retrying job becomes queued again. The dispatcher calls it in the transaction that holds
     ``store.locks.DISPATCH``, before it publishes (in a savepoint it rolls back if the publish
@@ -236,7 +236,7 @@ def mark_published(session: Session, job_id: str, placement: Placement) -> bool:
     For a job published again (its message was lost) it only moves ``published_at``.
     """
     job = session.get(Job, job_id, populate_existing=True)
-    if job is None or job.status not in (JobStatus.QUEUED, JobStatus.RETRYING):
+    if job is None or job.status not in WAITING:
         return False
     again = job.status == JobStatus.QUEUED and job.published_at is not None
     values: dict[str, Any] = dict(
