@@ -107,8 +107,13 @@ def test_a_team_with_a_long_queue_does_not_hold_the_pool(service: Service) -> No
         assert names[:2] == ["a-0", "a-1"] and "b-0" in names[2:4], (names, service.all_logs())
         if names[2] != "b-0":
             assert same_pass(team_a, a_ids[2], team_b, b_ids[0]), service.all_logs()
-        finished_a = [i for i in a_ids if team_a.get(f"/v1/jobs/{i}").json()["finished_at"]]
-        assert len(finished_a) <= 2  # B did not wait for A's queue to drain
+        # B did not wait for A's queue to drain: when B's first job started, at most A's first two had
+        # ended. Read from the jobs' own times: by the time the test gets here, later A jobs (a few
+        # seconds each) may have run and ended beside B's, as fair sharing lets them.
+        b_started = datetime.fromisoformat(team_b.get(f"/v1/jobs/{b_ids[0]}").json()["started_at"])
+        ended = [team_a.get(f"/v1/jobs/{i}").json()["finished_at"] for i in a_ids]
+        finished_a = [at for at in ended if at is not None and datetime.fromisoformat(at) <= b_started]
+        assert len(finished_a) <= 2, (ended, b_started)
     finally:
         for client, ids in ((team_a, a_ids), (team_b, b_ids)):
             for job_id in ids:
