@@ -20,12 +20,13 @@ from fastapi.concurrency import run_in_threadpool
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
-from api.deps import AppState, SessionDep, StateDep
+from api.deps import AppState, SessionDep, StateDep, database_busy
 from core.errors import ForbiddenError, TooManyRequestsError, UnauthorizedError
 from domain.jobs import get_visible
 from store.identity import Authenticated, Caller, authenticate, ensure_admin, mark_used, used_long_ago
+from store.loop_reads import LoopError, LoopPoolTimeout
 from store.models import Job
-from store.reads import open_read
+from store.reads import Opening
 from store.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -70,14 +71,38 @@ def verify(session: Session, state: AppState, secret: str, found: Authenticated 
     return caller
 
 
-async def verify_found(session: AsyncSession, state: AppState, found: Authenticated) -> Caller:
-    """``verify`` on the event loop, for a token a first query found (``api.hot``, ``get_caller``)."""
+async def verify_found(state: AppState, found: Authenticated, session: AsyncSession | None = None) -> Caller:
+    """``verify`` on the event loop, for a token a first query found (``api.hot``, ``get_caller``):
+    its rate, and its ``last_used_at`` when stale (in ``session``, else on a worker thread)."""
     if used_long_ago(found.last_used_at):
-        await session.run_sync(mark_used, found.caller.token_id)  # autocommit: written at once
+        token_id = found.caller.token_id
+        if session is not None:
+            await session.run_sync(mark_used, token_id)  # autocommit: written at once
+        else:
+            await run_in_threadpool(_mark_used_now, state, token_id)
     wait = await state.rate_limiter.retry_after_async(found.caller.token_id)
     if wait is not None:
         raise too_many(state.settings, wait)
     return found.caller
+
+
+def _mark_used_now(state: AppState, token_id: str) -> None:
+    with state.read_sessions() as session:  # autocommit: written at once
+        mark_used(session, token_id)
+
+
+async def open_on_loop(state: AppState, secret: str, job_id: str | None = None) -> Opening | None:
+    """``open_read`` on the event loop where the database is PostgreSQL (``store.loop_reads``);
+    None elsewhere, or if the database failed the read (the caller's usual way reports that)."""
+    reads = state.loop_reads.get()
+    if reads is None:
+        return None
+    try:
+        return await reads.open_read(secret, job_id)
+    except LoopPoolTimeout:
+        raise database_busy() from None
+    except LoopError:
+        return None
 
 
 def too_many(settings: Settings, wait: int) -> TooManyRequestsError:
@@ -94,11 +119,9 @@ async def get_caller(secret: SecretDep, session: SessionDep, state: StateDep) ->
     token (``store.reads.open_read``) and its rate, no trip to a worker thread before the route's
     own. On SQLite, or for a token that query does not know (401, or the configured admin token's
     first use, which makes it), ``verify`` on a worker thread with the request's session."""
-    async with state.loop_session() as loop_session:
-        if loop_session is not None:
-            opened = await loop_session.run_sync(open_read, secret)
-            if opened.token is not None:
-                return await verify_found(loop_session, state, opened.token)
+    opened = await open_on_loop(state, secret)
+    if opened is not None and opened.token is not None:
+        return await verify_found(state, opened.token)
     return await run_in_threadpool(verify, session, state, secret)
 
 

@@ -35,6 +35,7 @@ from store.db import (
     pool_capacity,
     session_factory,
 )
+from store.loop_reads import LoopReads, close_loop_reads
 from store.settings import Settings
 
 Publish = Callable[[str, str], None]
@@ -116,17 +117,29 @@ class AppState:
             async with sessions() as session:
                 yield session
         except PoolTimeout:
-            raise UnavailableError(
-                "database-busy",
-                f"every database connection was busy for {ASYNC_POOL_TIMEOUT_S:.0f} s; retry shortly",
-                retry_after_s=1,
-            ) from None
+            raise database_busy() from None
+
+    @cached_property
+    def loop_reads(self) -> PerLoop[LoopReads | None]:
+        """The first query of a request on the event loop, with no ORM (``store.loop_reads``); one
+        pool per loop. ``None`` where the database is not PostgreSQL through psycopg."""
+        return PerLoop(lambda: LoopReads.for_url(self.settings.db_url), close_loop_reads)
 
     async def close_loop_clients(self) -> None:
         """Close the async clients this event loop made (at the end of the application's lifespan
         on it): the engine's connections, the rate limit's Redis connections."""
         await self.async_reads.aclose()
+        await self.loop_reads.aclose()
         await self.rate_limiter.aclose()
+
+
+def database_busy() -> UnavailableError:
+    """A 503 for a request that found no database connection free for as long as it may wait."""
+    return UnavailableError(
+        "database-busy",
+        f"every database connection was busy for {ASYNC_POOL_TIMEOUT_S:.0f} s; retry shortly",
+        retry_after_s=1,
+    )
 
 
 async def get_state(request: Request) -> AppState:

@@ -31,8 +31,9 @@ import threading
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
-from sqlalchemy import select, update
+from sqlalchemy import make_url, select, update
 from sqlalchemy.orm import Session
 
 from store.locks import DISPATCH, hold
@@ -118,6 +119,11 @@ def _decode(packed: bytes) -> dict[str, Wait]:
     }
 
 
+@lru_cache(maxsize=16)
+def _key(db_url: str) -> str:
+    return str(make_url(db_url))  # as ``current`` keys its copy: the URL its engine renders
+
+
 class Ask:
     """The serial is not known yet: ``current`` reads it."""
 
@@ -145,6 +151,20 @@ def current(session: Session, serial: int | Ask | None = ASK) -> dict[str, Wait]
                 _copies.clear()
             _copies[key] = copy
     return copy.places
+
+
+def held(db_url: str, serial: int | None) -> dict[str, Wait] | None:
+    """``current`` with no query: the places of serial ``serial`` of the database at ``db_url``,
+    if this process's copy is that recent; None if it is not (``current`` reads them then)."""
+    if serial is None:
+        return {}
+    copy = _copies.get(_key(db_url))
+    return copy.places if copy is not None and copy.serial >= serial else None
+
+
+def place_of(places: dict[str, Wait], job: JobKey) -> Wait | None:
+    """Where ``job`` stands among ``places`` (``lookup``'s answer for one job)."""
+    return places.get(job.id, SCHEDULING) if job.status in WAITING else None
 
 
 def lookup(session: Session, jobs: Sequence[JobKey], serial: int | Ask | None = ASK) -> dict[str, Wait]:

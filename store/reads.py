@@ -9,14 +9,16 @@ key) and the serial (a primary-key subquery) beside it. A ``304`` needs nothing 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from store.identity import Authenticated, Caller, hash_token
 from store.jobs import JobHead
-from store.models import ApiToken, Job, QueuePlaces, User, as_utc
+from store.models import ApiToken, Job, JobStatus, QueuePlaces, User, as_utc
 from store.places import ROW
 
 
@@ -28,16 +30,17 @@ class Opening:
 
 
 _SERIAL = select(QueuePlaces.serial).where(QueuePlaces.id == ROW).scalar_subquery().label("serial")
-_TOKEN = (
+TOKEN = (
     select(ApiToken.id, ApiToken.last_used_at, User.name, User.team, User.role, _SERIAL)
     .join(User, User.name == ApiToken.user)
     .where(ApiToken.token_hash == bindparam("token_hash"), ApiToken.revoked_at.is_(None))
 )
-_TOKEN_AND_JOB = _TOKEN.add_columns(
+TOKEN_AND_JOB = TOKEN.add_columns(
     Job.id.label("job_id"), Job.status, Job.version, Job.team.label("job_team"), Job.deleted_at
 ).outerjoin(Job, Job.id == bindparam("job_id"))
 # built once: a statement made per request costs more CPU to build and key for the compiled
-# cache than the database spends answering it
+# cache than the database spends answering it. ``store.loop_reads`` sends the same statements
+# through psycopg's asyncio side; ``opening`` reads either's row by position.
 
 
 def open_read(session: Session, secret: str, job_id: str | None = None) -> Opening:
@@ -46,9 +49,14 @@ def open_read(session: Session, secret: str, job_id: str | None = None) -> Openi
     # a query that loads no entity (7% of a poll's CPU)
     connection = session.connection()
     if job_id is None:
-        row = connection.execute(_TOKEN, params).first()
+        row = connection.execute(TOKEN, params).first()
     else:
-        row = connection.execute(_TOKEN_AND_JOB, {**params, "job_id": job_id}).first()
+        row = connection.execute(TOKEN_AND_JOB, {**params, "job_id": job_id}).first()
+    return opening(None if row is None else tuple(row), job_id)
+
+
+def opening(row: Sequence[Any] | None, job_id: str | None) -> Opening:
+    """The ``Opening`` of a row of ``TOKEN`` (or ``TOKEN_AND_JOB``, for ``job_id``), by position."""
     if row is None:
         # an unknown token: the places and the job are read when (if) the caller is known
         return Opening(None, None, None)
@@ -58,6 +66,7 @@ def open_read(session: Session, secret: str, job_id: str | None = None) -> Openi
         None if last_used_at is None else as_utc(last_used_at),
     )
     head = None
-    if job_id is not None and row.job_id is not None:
-        head = JobHead(row.job_id, row.status, row.version, row.job_team, row.deleted_at is not None)
+    if job_id is not None and row[6] is not None:
+        found_id, status, version, job_team, deleted_at = row[6:11]
+        head = JobHead(found_id, JobStatus(status), version, job_team, deleted_at is not None)
     return Opening(found, serial_now, head)

@@ -178,10 +178,10 @@ async def get_job(
     """The job, with an `ETag`; poll with `If-None-Match` to get `304` while unchanged (its state,
     its progress, its metrics, its place in the queue)."""
 
-    def work(session: hot.ReadSession, read: hot.Read) -> hot.Answer:
+    def decide(read: hot.Read) -> hot.Answer:
         # decided from the job's version and place, before the job is loaded
         head = jobs.check_visible(read.caller, read.head, job_id)
-        wait = jobs.head_place(session, head, read.serial)
+        wait = read.wait
         tag = etag(head.version, wait)
         if _matches(if_none_match, tag):
             return Response(status_code=304, headers={"ETag": tag, **UNCACHED})
@@ -200,7 +200,7 @@ async def get_job(
 
         return finish
 
-    return await hot.read(state, secret, work, job_id)
+    return await hot.read_job(state, secret, job_id, decide)
 
 
 @router.post(

@@ -43,7 +43,7 @@ async def get_metrics(
     thinned to at most that many points, keeping its first and last; `limit` does not apply.
     """
 
-    def work(session: hot.ReadSession, read: hot.Read) -> hot.Finish:
+    def decide(read: hot.Read) -> hot.Finish:
         head = jobs.check_visible(read.caller, read.head, job_id)
         return lambda session: page_of(session, head.id)
 
@@ -64,4 +64,4 @@ async def get_metrics(
         )
         return Response(out.model_dump_json().encode(), media_type="application/json")
 
-    return await hot.read(state, secret, work, job_id)
+    return await hot.read_job(state, secret, job_id, decide)

@@ -20,6 +20,7 @@ from api.loops import PerLoop
 from api.ratelimit import RateLimiter
 from store.db import session_scope
 from store.identity import revoke_token
+from store.loop_reads import LoopPoolTimeout
 from store.models import Job
 from store.settings import Settings
 from tests.api.conftest import FakeBroker, make_settings
@@ -186,9 +187,19 @@ def test_no_connection_free_on_the_loop_is_a_503_that_says_so(
         async def __aexit__(self, *exc: object) -> None:
             return None
 
+    class ExhaustedReads:  # store.loop_reads: the first query of every request
+        async def open_read(self, secret: str, job_id: str | None = None) -> None:
+            raise LoopPoolTimeout("no connection came free in 30 s")
+
     state = client.app.state.distillery  # type: ignore[attr-defined]
     monkeypatch.setattr(state.async_reads, "get", lambda: Exhausted)
-    for answer in (client.get("/v1/jobs"), client.get("/v1/me"), client.post("/v1/jobs", json=spec())):
+    monkeypatch.setattr(state.loop_reads, "get", ExhaustedReads)
+    for answer in (
+        client.get("/v1/jobs"),
+        client.get("/v1/jobs/some-job"),
+        client.get("/v1/me"),
+        client.post("/v1/jobs", json=spec()),
+    ):
         problem = assert_problem(answer, 503)
         assert "database connection" in problem["detail"] and answer.headers["retry-after"] == "1"
 
