@@ -115,10 +115,10 @@ def too_many(settings: Settings, wait: int) -> TooManyRequestsError:
 
 async def get_caller(secret: SecretDep, session: SessionDep, state: StateDep) -> Caller:
     """The caller of every route but the hot reads (``api.hot``, which check the token in their
-    own first query). Where the database has an asyncio driver, on the event loop: one query of the
-    token (``store.reads.open_read``) and its rate, no trip to a worker thread before the route's
-    own. On SQLite, or for a token that query does not know (401, or the configured admin token's
-    first use, which makes it), ``verify`` on a worker thread with the request's session."""
+    own first query). On the event loop (``store.loop_reads``, PostgreSQL or SQLite): one query of
+    the token and its rate, no trip to a worker thread before the route's own. For a token that
+    query does not know (401, or the configured admin token's first use, which makes it), or a
+    query that failed, ``verify`` on a worker thread with the request's session."""
     opened = await open_on_loop(state, secret)
     if opened is not None and opened.token is not None:
         return await verify_found(state, opened.token)

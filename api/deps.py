@@ -35,7 +35,7 @@ from store.db import (
     pool_capacity,
     session_factory,
 )
-from store.loop_reads import LoopReads, close_loop_reads
+from store.loop_reads import LoopReads, SqliteLoopReads, close_loop_reads
 from store.settings import Settings
 
 Publish = Callable[[str, str], None]
@@ -120,9 +120,9 @@ class AppState:
             raise database_busy() from None
 
     @cached_property
-    def loop_reads(self) -> PerLoop[LoopReads | None]:
+    def loop_reads(self) -> PerLoop[LoopReads | SqliteLoopReads | None]:
         """The first query of a request on the event loop, with no ORM (``store.loop_reads``); one
-        pool per loop. ``None`` where the database is not PostgreSQL through psycopg."""
+        pool (or SQLite connection) per loop. ``None`` for a database it cannot read."""
         return PerLoop(lambda: LoopReads.for_url(self.settings.db_url), close_loop_reads)
 
     async def close_loop_clients(self) -> None:

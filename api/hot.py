@@ -24,8 +24,10 @@ needs no session at all. The list (``read``) sends its first query and its page'
 SQLAlchemy's asyncio engine, the route's synchronous code in its greenlet
 (``AsyncSession.run_sync``). The rate goes through redis-py's asyncio client. ``finish`` goes to
 a worker thread (at most ``HOT_THREADS`` at once), so a large page or a metric series thinned
-from 200,000 rows never holds the loop that serves every other request. On SQLite, 1 to 3 and
-``finish`` run in one trip to a worker thread. An unknown token goes the thread's way too (the
+from 200,000 rows never holds the loop that serves every other request. On SQLite, a read of one
+job queries the file on the loop itself (``store.loop_reads.SqliteLoopReads``: tens of
+microseconds, never waiting for a lock) and the list's 1 to 3 and ``finish`` run in one trip to a
+worker thread. An unknown token goes the thread's way too (the
 configured admin token is made there, at its first use), as does a read whose loop query failed
 (the thread's way reports an unreachable database as every route does).
 
@@ -99,8 +101,8 @@ async def read(state: AppState, secret: str, work: Work, job_id: str | None = No
 
 
 async def read_job(state: AppState, secret: str, job_id: str, decide: Decide) -> Response:
-    """``decide(read)`` for a read of one job, ``read.wait`` its place; on PostgreSQL, all on the
-    event loop (``store.loop_reads``: one query, no session), the places read on a worker thread
+    """``decide(read)`` for a read of one job, ``read.wait`` its place; all on the event loop
+    (``store.loop_reads``: one query, no session), the places read on a worker thread
     only when a dispatcher pass has stored new ones since this process last read them."""
     opened = await open_on_loop(state, secret, job_id)
     if opened is None or opened.token is None:  # SQLite, an unknown token, or a failed read

@@ -5,6 +5,8 @@ when none came free, and replaces a connection that died."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,9 +14,9 @@ import psycopg
 import pytest
 
 from store import loop_reads
-from store.db import session_scope
+from store.db import get_engine, session_scope
 from store.identity import create_team, create_token, create_user, revoke_token
-from store.loop_reads import LoopPoolTimeout, LoopReads
+from store.loop_reads import LoopPoolTimeout, LoopReads, SqliteLoopReads
 from store.models import Job, JobStatus
 from store.places import refresh
 from store.reads import Opening, open_read
@@ -45,8 +47,8 @@ def _seed(url: str) -> dict[str, str]:
     return ids
 
 
-def test_the_loops_first_query_answers_as_the_sessions_does(pg_url: str) -> None:
-    ids = _seed(pg_url)
+def test_the_loops_first_query_answers_as_the_sessions_does(db_url: str) -> None:
+    ids = _seed(db_url)
     asks = [
         (ids["live"], None),
         (ids["live"], ids["waiting"]),
@@ -57,14 +59,15 @@ def test_the_loops_first_query_answers_as_the_sessions_does(pg_url: str) -> None
     ]
 
     async def on_loop() -> list[Opening]:
-        reads = LoopReads(pg_url, size=2)
+        reads = LoopReads.for_url(db_url)
+        assert reads is not None
         try:
             return [await reads.open_read(secret, job_id) for secret, job_id in asks]
         finally:
             await reads.aclose()
 
     loop_answers = asyncio.run(on_loop())
-    with session_scope(pg_url) as session:
+    with session_scope(db_url) as session:
         session_answers = [open_read(session, secret, job_id) for secret, job_id in asks]
     assert loop_answers == session_answers
     live, waiting, deleted, missing, revoked, unknown = loop_answers
@@ -139,11 +142,36 @@ def test_a_connection_that_died_is_replaced(pg_url: str, monkeypatch: pytest.Mon
     assert after_idle != first and last != after_idle and failed_then_served
 
 
-def test_only_postgresql_through_psycopg_reads_on_the_loop(tmp_path: Path) -> None:
-    assert LoopReads.for_url(f"sqlite:///{tmp_path / 'x.db'}") is None
-    assert LoopReads.for_url("postgresql+psycopg2://u@h/db") is None
+def test_postgresql_through_psycopg_and_a_sqlite_file_read_on_the_loop(tmp_path: Path) -> None:
     made = LoopReads.for_url("postgresql+psycopg://u:secret@h:5433/db?sslmode=require")
-    assert made is not None and made.dsn == "postgresql://u:secret@h:5433/db?sslmode=require"
+    assert isinstance(made, LoopReads) and made.dsn == "postgresql://u:secret@h:5433/db?sslmode=require"
+    on_file = LoopReads.for_url(f"sqlite:///{tmp_path / 'x.db'}")
+    assert isinstance(on_file, SqliteLoopReads) and on_file.path == str(tmp_path / "x.db")
+    assert LoopReads.for_url("postgresql+psycopg2://u@h/db") is None  # no asyncio side
+    assert LoopReads.for_url("sqlite:///:memory:") is None  # another connection: another database
+
+
+def test_a_busy_sqlite_database_is_an_error_at_once_not_a_wait(tmp_path: Path) -> None:
+    with migrated("sqlite", tmp_path, "busy") as url:
+        ids = _seed(url)
+        reads = LoopReads.for_url(url)
+        assert isinstance(reads, SqliteLoopReads)
+        get_engine(url).dispose()  # alone with the file: a writer may lock readers out
+        writer = sqlite3.connect(reads.path, isolation_level=None)
+        # what a reader in WAL mode rarely meets (a log's recovery, say): a lock it must wait for
+        writer.execute("PRAGMA locking_mode=EXCLUSIVE")
+        writer.execute("BEGIN EXCLUSIVE")
+        writer.execute("UPDATE api_tokens SET label = 'locked'")
+        try:
+            started = time.monotonic()
+            with pytest.raises(loop_reads.LoopError):
+                asyncio.run(reads.open_read(ids["live"]))
+            assert time.monotonic() - started < 1  # the thread's way waits; the loop must not
+        finally:
+            writer.execute("ROLLBACK")
+            writer.close()
+        assert asyncio.run(reads.open_read(ids["live"])).token is not None  # opened afresh
+        asyncio.run(reads.aclose())
 
 
 def test_a_place_given_back_goes_to_the_longest_waiting_read_not_to_a_newcomer() -> None:
