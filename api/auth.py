@@ -92,8 +92,9 @@ def _mark_used_now(state: AppState, token_id: str) -> None:
 
 
 async def open_on_loop(state: AppState, secret: str, job_id: str | None = None) -> Opening | None:
-    """``open_read`` on the event loop where the database is PostgreSQL (``store.loop_reads``);
-    None elsewhere, or if the database failed the read (the caller's usual way reports that)."""
+    """``open_read`` on the event loop (``store.loop_reads``: PostgreSQL through psycopg, or a
+    SQLite file); None for another database, or if the read failed or found SQLite busy (the
+    caller's usual way, on a thread, waits and reports an unreachable database)."""
     reads = state.loop_reads.get()
     if reads is None:
         return None

@@ -17,8 +17,8 @@ are ``async def`` routes whose dependencies do no I/O (``api.auth.bearer_secret`
 
 On PostgreSQL, 1 to 3 run on the event loop, no thread, no thread switch. A read of one job
 (``read_job``: the job, its ``304``, its metrics) sends its query through psycopg's asyncio side
-with no ORM (``store.loop_reads``: 2.5x the requests/s of the same query through SQLAlchemy's
-asyncio engine, measured side by side), its place comes from this process's copy of the stored
+with no ORM (``store.loop_reads``: 2.1-2.7x the requests/s of the same query through
+SQLAlchemy's asyncio engine, measured side by side), its place comes from this process's copy of the stored
 places (read on a thread once per dispatcher pass that changed them), and its ``decide(read)``
 needs no session at all. The list (``read``) sends its first query and its page's keys through
 SQLAlchemy's asyncio engine, the route's synchronous code in its greenlet
@@ -27,9 +27,9 @@ a worker thread (at most ``HOT_THREADS`` at once), so a large page or a metric s
 from 200,000 rows never holds the loop that serves every other request. On SQLite, a read of one
 job queries the file on the loop itself (``store.loop_reads.SqliteLoopReads``: tens of
 microseconds, never waiting for a lock) and the list's 1 to 3 and ``finish`` run in one trip to a
-worker thread. An unknown token goes the thread's way too (the
-configured admin token is made there, at its first use), as does a read whose loop query failed
-(the thread's way reports an unreachable database as every route does).
+worker thread. An unknown token goes the thread's way too (the configured admin token is made
+there, at its first use), as does a read whose loop query failed (the thread's way reports an
+unreachable database as every route does).
 
 The sessions commit statement by statement (autocommit): a read has nothing to commit, so it sends
 no ``BEGIN`` or ``COMMIT``. Routes answer a ``Response`` whose body is already JSON, so nothing
