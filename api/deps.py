@@ -92,7 +92,7 @@ class AppState:
     def async_reads(self) -> PerLoop[async_sessionmaker[AsyncSession] | None]:
         """Autocommit sessions of an asyncio engine, for the hot reads served on the event loop
         (``api.hot``); one engine per loop (``api.loops``). Its maker is ``None`` where the
-        database's driver has no asyncio side (SQLite): the reads stay on worker threads."""
+        database's driver has no asyncio side (SQLite): the list's reads stay on worker threads."""
         return PerLoop(lambda: async_sessions(self.settings.db_url), dispose_async)
 
     @cached_property

@@ -1,6 +1,6 @@
 """The hot reads (a job, its ``304``, the jobs list and its ``304``, incremental metrics): on the
-event loop where the database has an asyncio driver, else in one trip to a worker thread; as few
-round trips to the database as their guarantees allow.
+event loop where the database allows (below), else in one trip to a worker thread; as few round
+trips to the database as their guarantees allow.
 
 Most routes are plain ``def`` functions with ``def`` dependencies: FastAPI runs each on the thread
 pool, one trip per function, and a trip costs about as much as a small query (a plain ``def``
