@@ -67,6 +67,12 @@ class AppState:
         return StreamSlots(self.settings.max_streams_per_token, self.settings.max_streams)
 
     @cached_property
+    def db_url(self) -> str:
+        """``settings.db_url``, worked out once: on the embedded deployment it resolves the home
+        folder (a file-system call per path component), which a job poll must not do each time."""
+        return self.settings.db_url
+
+    @cached_property
     def db_gate(self) -> DatabaseGate:
         return DatabaseGate(pool_capacity(self.settings.db_url))
 

@@ -110,7 +110,7 @@ async def read_job(state: AppState, secret: str, job_id: str, decide: Decide) ->
     caller = await verify_found(state, opened.token)
     wait = None
     if (head := opened.head) is not None and head.status in WAITING:
-        places = held(state.settings.db_url, opened.serial)
+        places = held(state.db_url, opened.serial)
         if places is None:  # a pass stored new places: read them once for the whole process
             places = await _on_thread(state, lambda session: current(session, opened.serial))
         wait = place_of(places, head)
