@@ -1,6 +1,7 @@
-"""The first query of a request (``store.reads``) on the event loop, through psycopg's asyncio
-connections with no ORM or engine between: where the database is PostgreSQL, every request's token
-check and a polled job's head (``api.hot``, ``api.auth.get_caller``).
+"""The first query of a request (``store.reads``) on the event loop, with no ORM or engine
+between: every request's token check and a polled job's head (``api.hot``,
+``api.auth.get_caller``), through psycopg's asyncio connections on PostgreSQL (``LoopReads``) and
+on the loop itself on a SQLite file (``SqliteLoopReads``).
 
 Why not SQLAlchemy's asyncio engine, which serves the rest of the loop's reads: measured side by
 side on this 2-core machine (wrk, 50 connections, one API process, one primary-key ``SELECT`` per
