@@ -35,7 +35,7 @@ from store.db import (
     pool_capacity,
     session_factory,
 )
-from store.loop_reads import LoopReads, SqliteLoopReads, close_loop_reads
+from store.loop_reads import LoopReads, SqliteLoopReads, close_loop_reads, loop_reads_for
 from store.settings import Settings
 
 Publish = Callable[[str, str], None]
@@ -129,7 +129,7 @@ class AppState:
     def loop_reads(self) -> PerLoop[LoopReads | SqliteLoopReads | None]:
         """The first query of a request on the event loop, with no ORM (``store.loop_reads``); one
         pool (or SQLite connection) per loop. ``None`` for a database it cannot read."""
-        return PerLoop(lambda: LoopReads.for_url(self.settings.db_url), close_loop_reads)
+        return PerLoop(lambda: loop_reads_for(self.settings.db_url), close_loop_reads)
 
     async def close_loop_clients(self) -> None:
         """Close the async clients this event loop made (at the end of the application's lifespan

@@ -52,11 +52,35 @@ class LoopPoolTimeout(Exception):
     """No connection came free within the pool's timeout."""
 
 
-def _compiled(statement: Any, dialect: Dialect | None = None) -> tuple[str, dict[str, Any]]:
-    """A statement as the driver's SQL (psycopg's by default: named ``%(...)s`` parameters) and
-    its constant parameters."""
-    compiled = statement.compile(dialect=dialect or postgresql.psycopg.dialect())
-    return str(compiled), dict(compiled.params)
+def loop_reads_for(url: str) -> LoopReads | SqliteLoopReads | None:
+    """For PostgreSQL through psycopg, or a SQLite file; ``None`` for any other database."""
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() == "psycopg":
+        return LoopReads(url)
+    if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
+        return SqliteLoopReads(str(parsed.database))
+    return None
+
+
+class _Statements:
+    """``store.reads``' two statements compiled once for a driver (its SQL and the constant
+    parameters SQLAlchemy bound), and the parameters of a read."""
+
+    def __init__(self, dialect: Dialect) -> None:
+        self._token = self._compiled(TOKEN, dialect)
+        self._token_and_job = self._compiled(TOKEN_AND_JOB, dialect)
+
+    @staticmethod
+    def _compiled(statement: Any, dialect: Dialect) -> tuple[str, dict[str, Any]]:
+        compiled = statement.compile(dialect=dialect)
+        return str(compiled), dict(compiled.params)
+
+    def of(self, secret: str, job_id: str | None) -> tuple[str, dict[str, Any]]:
+        sql, constants = self._token if job_id is None else self._token_and_job
+        params = {**constants, "token_hash": hash_token(secret)}
+        if job_id is not None:
+            params["job_id"] = job_id
+        return sql, params
 
 
 class _Slot:
@@ -80,26 +104,11 @@ class LoopReads:
         self._all = [_Slot() for _ in range(size)]
         self._free = list(self._all)
         self._waiting: deque[asyncio.Future[_Slot]] = deque()
-        self._token = _compiled(TOKEN)
-        self._token_and_job = _compiled(TOKEN_AND_JOB)
-
-    @staticmethod
-    def for_url(url: str) -> LoopReads | SqliteLoopReads | None:
-        """For PostgreSQL through psycopg, or a SQLite file; ``None`` for any other database."""
-        parsed = make_url(url)
-        if parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() == "psycopg":
-            return LoopReads(url)
-        if parsed.get_backend_name() == "sqlite" and parsed.database not in (None, "", ":memory:"):
-            return SqliteLoopReads(str(parsed.database))
-        return None
+        self._statements = _Statements(postgresql.psycopg.dialect())  # named %(...)s parameters
 
     async def open_read(self, secret: str, job_id: str | None = None) -> Opening:
         """``store.reads.open_read``: the token's caller, the places' serial, the job's head."""
-        sql, constants = self._token if job_id is None else self._token_and_job
-        params: dict[str, Any] = {**constants, "token_hash": hash_token(secret)}
-        if job_id is not None:
-            params["job_id"] = job_id
-        row = await self._fetch_one(sql, params)
+        row = await self._fetch_one(*self._statements.of(secret, job_id))
         return opening(row, job_id)
 
     async def _fetch_one(self, sql: str, params: Mapping[str, Any]) -> tuple[Any, ...] | None:
@@ -184,16 +193,11 @@ class SqliteLoopReads:
     def __init__(self, path: str) -> None:
         self.path = path
         self._connection: sqlite3.Connection | None = None
-        self._token = _compiled(TOKEN, sqlite.dialect(paramstyle="named"))
-        self._token_and_job = _compiled(TOKEN_AND_JOB, sqlite.dialect(paramstyle="named"))
+        self._statements = _Statements(sqlite.dialect(paramstyle="named"))
 
     async def open_read(self, secret: str, job_id: str | None = None) -> Opening:
-        sql, constants = self._token if job_id is None else self._token_and_job
-        params: dict[str, Any] = {**constants, "token_hash": hash_token(secret)}
-        if job_id is not None:
-            params["job_id"] = job_id
         try:
-            row = self._connect().execute(sql, params).fetchone()
+            row = self._connect().execute(*self._statements.of(secret, job_id)).fetchone()
         except sqlite3.Error:
             await self.aclose()  # opened afresh on the next read
             raise

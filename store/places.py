@@ -139,9 +139,8 @@ def current(session: Session, serial: int | Ask | None = ASK) -> dict[str, Wait]
     if serial is None:
         return {}  # no pass has stored places yet
     key = str(session.get_bind().engine.url)
-    copy = _copies.get(key)
-    if copy is not None and copy.serial >= serial:
-        return copy.places
+    if (places := _held_at(key, serial)) is not None:
+        return places
     found = session.execute(select(QueuePlaces.serial, QueuePlaces.places).where(QueuePlaces.id == ROW)).one()
     copy = _Copy(found.serial, _decode(found.places))
     with _lock:
@@ -156,9 +155,11 @@ def current(session: Session, serial: int | Ask | None = ASK) -> dict[str, Wait]
 def held(db_url: str, serial: int | None) -> dict[str, Wait] | None:
     """``current`` with no query: the places of serial ``serial`` of the database at ``db_url``,
     if this process's copy is that recent; None if it is not (``current`` reads them then)."""
-    if serial is None:
-        return {}
-    copy = _copies.get(_key(db_url))
+    return {} if serial is None else _held_at(_key(db_url), serial)
+
+
+def _held_at(key: str, serial: int) -> dict[str, Wait] | None:
+    copy = _copies.get(key)
     return copy.places if copy is not None and copy.serial >= serial else None
 
 

@@ -16,7 +16,7 @@ import pytest
 from store import loop_reads
 from store.db import get_engine, session_scope
 from store.identity import create_team, create_token, create_user, revoke_token
-from store.loop_reads import LoopPoolTimeout, LoopReads, SqliteLoopReads
+from store.loop_reads import LoopPoolTimeout, LoopReads, SqliteLoopReads, loop_reads_for
 from store.models import Job, JobStatus
 from store.places import refresh
 from store.reads import Opening, open_read
@@ -59,7 +59,7 @@ def test_the_loops_first_query_answers_as_the_sessions_does(db_url: str) -> None
     ]
 
     async def on_loop() -> list[Opening]:
-        reads = LoopReads.for_url(db_url)
+        reads = loop_reads_for(db_url)
         assert reads is not None
         try:
             return [await reads.open_read(secret, job_id) for secret, job_id in asks]
@@ -143,18 +143,18 @@ def test_a_connection_that_died_is_replaced(pg_url: str, monkeypatch: pytest.Mon
 
 
 def test_postgresql_through_psycopg_and_a_sqlite_file_read_on_the_loop(tmp_path: Path) -> None:
-    made = LoopReads.for_url("postgresql+psycopg://u:secret@h:5433/db?sslmode=require")
+    made = loop_reads_for("postgresql+psycopg://u:secret@h:5433/db?sslmode=require")
     assert isinstance(made, LoopReads) and made.dsn == "postgresql://u:secret@h:5433/db?sslmode=require"
-    on_file = LoopReads.for_url(f"sqlite:///{tmp_path / 'x.db'}")
+    on_file = loop_reads_for(f"sqlite:///{tmp_path / 'x.db'}")
     assert isinstance(on_file, SqliteLoopReads) and on_file.path == str(tmp_path / "x.db")
-    assert LoopReads.for_url("postgresql+psycopg2://u@h/db") is None  # no asyncio side
-    assert LoopReads.for_url("sqlite:///:memory:") is None  # another connection: another database
+    assert loop_reads_for("postgresql+psycopg2://u@h/db") is None  # no asyncio side
+    assert loop_reads_for("sqlite:///:memory:") is None  # another connection: another database
 
 
 def test_a_busy_sqlite_database_is_an_error_at_once_not_a_wait(tmp_path: Path) -> None:
     with migrated("sqlite", tmp_path, "busy") as url:
         ids = _seed(url)
-        reads = LoopReads.for_url(url)
+        reads = loop_reads_for(url)
         assert isinstance(reads, SqliteLoopReads)
         get_engine(url).dispose()  # alone with the file: a writer may lock readers out
         writer = sqlite3.connect(reads.path, isolation_level=None)
