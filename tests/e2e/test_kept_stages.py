@@ -15,20 +15,20 @@ from tests.service import TERMINAL, TINY_JOB, Service
 JOB = {**TINY_JOB, "export": ["safetensors"]}
 
 
-def _wait(client: httpx.Client, job_id: str, timeout: float = 240) -> dict[str, Any]:
+def _wait(service: Service, client: httpx.Client, job_id: str, timeout: float = 240) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         job = client.get(f"/v1/jobs/{job_id}", timeout=10).json()
         if job["status"] in TERMINAL:
             return job  # type: ignore[no-any-return]
         time.sleep(0.5)
-    raise AssertionError(f"job {job_id} did not end")
+    raise AssertionError(f"job {job_id} still {job['status']} after {timeout}s\n{service.all_logs()}")
 
 
 def _run(service: Service, client: httpx.Client, spec: dict[str, Any]) -> dict[str, Any]:
     r = client.post("/v1/jobs", json=spec, timeout=30)
     assert r.status_code == 202, r.text
-    done = _wait(client, r.json()["id"])
+    done = _wait(service, client, r.json()["id"])
     assert done["status"] == "succeeded", (done["error"], service.all_logs())
     return done
 
