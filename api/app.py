@@ -1,6 +1,6 @@
 """The application factory.
 
-    uvicorn --factory api.app:create_app          # settings from DISTILLERY_* variables
+    uvicorn --factory api.app:create_served_app   # settings from DISTILLERY_* variables
 
 ``create_app`` wires the settings, the publisher (how a job id reaches the broker), the broker
 readiness check and, in its lifespan, the dispatcher thread that republishes jobs the broker
@@ -22,6 +22,7 @@ from api import dashboard
 from api.auth import bearer_secret, get_caller
 from api.deps import AppState, BrokerCheck, Publish
 from api.headers import SecurityHeadersMiddleware
+from api.heap import settle_for_serving
 from api.inputs import NulGuardMiddleware
 from api.limits import BodyLimitMiddleware, LimitFor
 from api.openapi import install_openapi
@@ -171,4 +172,13 @@ def create_app(
     app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(MetricsMiddleware, metrics=app.state.telemetry)
     install_openapi(app, TAGS)
+    return app
+
+
+def create_served_app(settings: Settings | None = None) -> FastAPI:
+    """``create_app`` for a process that serves it (``distill api``, ``distill serve``, each of
+    ``distill api --workers N``'s processes): the garbage collector settled once the application
+    is built (``api.heap``)."""
+    app = create_app(settings)
+    settle_for_serving()
     return app

@@ -360,14 +360,18 @@ def _project_uvicorn_options() -> tuple[dict[str, Any], str]:
         from cli import main as cli_main
         from store.settings import Settings
 
-        run, factory = uvicorn.run, api.app.create_app
+        names = [n for n in ("create_app", "create_served_app") if hasattr(api.app, n)]
+        run, factories = uvicorn.run, {n: getattr(api.app, n) for n in names}
         uvicorn.run = lambda app, **kw: captured.update(kw)
-        api.app.create_app = lambda *a, **kw: None
+        for n in names:
+            setattr(api.app, n, lambda *a, **kw: None)
         try:
             with tempfile.TemporaryDirectory() as home:
                 cli_main._serve_api(Settings(home=Path(home)), "127.0.0.1", 0, 1)
         finally:
-            uvicorn.run, api.app.create_app = run, factory
+            uvicorn.run = run
+            for n, factory in factories.items():
+                setattr(api.app, n, factory)
     except Exception as e:
         captured, why = {}, f"this commit's options (reading cli.main failed: {e!r})"
     if not captured:
@@ -388,6 +392,13 @@ def serve_floor(port: int) -> None:
     options, source = _project_uvicorn_options()
     options = {**options, "host": "127.0.0.1", "port": port}
     print(f"uvicorn options: {options} ({source})", flush=True)
+    try:  # the project's processes settle their garbage collector (api.heap): the floor's too
+        from api.heap import settle_for_serving
+    except ImportError:  # a commit before it
+        pass
+    else:
+        settle_for_serving()
+        print("garbage collector: settled as the project's API processes settle it (api.heap)", flush=True)
     uvicorn.run(app, **options)
 
 

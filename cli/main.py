@@ -67,11 +67,19 @@ def _serve_api(settings: Settings, host: str, port: int, workers: int = 1) -> No
     # Idle keep-alive connections outlive the clients' own expiry (httpx: 5 s, browsers: longer
     # but they retry): with uvicorn's 5 s default, a client reusing a connection the server had
     # just closed got a dropped request under load.
-    options: dict[str, Any] = dict(host=host, port=port, log_level="info", timeout_keep_alive=KEEP_ALIVE_S)
+    # asyncio's own event loop, not uvloop: libuv accepts one connection per turn of the loop
+    # (libuv#3696), so while the loop is busy answering, new connections wait in the kernel's
+    # queue, a turn each: 50 pollers connecting at once to a saturated embedded API waited up to
+    # 0.6-0.8 s for their first answer (p99 3-10x the floor's), the accept queue non-empty for
+    # 0.55-0.63 s. asyncio accepts every waiting connection at once: p99 37-69 ms, at the same
+    # requests/s within this machine's noise (bench/api_poll.py).
+    options: dict[str, Any] = dict(
+        host=host, port=port, log_level="info", timeout_keep_alive=KEEP_ALIVE_S, loop="asyncio"
+    )
     if workers == 1:
-        from api.app import create_app
+        from api.app import create_served_app
 
-        uvicorn.run(create_app(settings), **options)
+        uvicorn.run(create_served_app(settings), **options)
         return
     # several processes sharing the socket, each building the app from the environment: the
     # home given by --home goes there. Each runs a dispatcher; passes take a database lock
@@ -79,7 +87,7 @@ def _serve_api(settings: Settings, host: str, port: int, workers: int = 1) -> No
     os.environ["DISTILLERY_HOME"] = str(settings.home)
     from cli.serving import serve_processes
 
-    serve_processes("api.app:create_app", workers, **options)
+    serve_processes("api.app:create_served_app", workers, **options)
 
 
 def _migrate(settings: Settings) -> None:
