@@ -12,7 +12,8 @@ What runs, one after the other, in one run:
   number of API processes (``distill api`` without ``--workers``), 10,000 jobs waiting only;
 - the floor, all along: a bare FastAPI app, one plain ``def`` endpoint returning a small dict,
   served by uvicorn in one process with the options ``distill api --workers 1`` passes it (read
-  from ``cli.main`` at start-up, printed).
+  from ``cli.main`` at start-up, printed), its garbage collector settled as the project's API
+  processes settle theirs (``api.heap``).
 
 The load is ``wrk`` (Debian's package), 50 connections over 2 threads, one member token in the
 ``Authorization`` header; a Lua script counts every status and prints p50/p95/p99 from wrk's latency
