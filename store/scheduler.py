@@ -91,7 +91,7 @@ IS_WAITING = or_(
 IS_DISPATCHED = and_(Job.status == JobStatus.QUEUED, Job.published_at.is_not(None))
 
 TeamKey = str | None  # None: the jobs without a team, a team of their own
-WaitingKey = tuple[int, int]  # ``waiting_key``: how many jobs wait, and a hash of which, at which version
+WaitingKey = tuple[int, int]  # ``_key_of``: how many jobs wait, and a hash of which, at which version
 
 
 def slots_needed(gpus: int) -> int:
@@ -168,7 +168,7 @@ class Snapshot:
     limits: dict[TeamKey, int]  # max_running (slots) of the teams that have one
     waiting: list[_Waiting]
     dispatched: list[_Dispatched]  # not yet claimed
-    waiting_key: WaitingKey | None = None  # ``waiting_key`` of ``waiting``, if it was read with it
+    waiting_key: WaitingKey | None = None  # ``_key_of`` ``waiting``, if it was read with it
     _largest: dict[str, int] = field(default_factory=dict, repr=False, compare=False)
 
     def serving(self, queue: str) -> list[_Host]:
@@ -226,43 +226,62 @@ def snapshot(session: Session) -> Snapshot:
 
 
 _WAITING_ROWS = (IS_WAITING, Job.deleted_at.is_(None))
-_waiting_seen: dict[str, tuple[WaitingKey, tuple[_Waiting, ...]]] = {}
-"""By database URL: the waiting jobs this process's last snapshot loaded, and their key."""
+RELOAD_ALL_AFTER = 2000
+"""More new or changed waiting jobs than this since the last load: one statement reads them all
+rather than a list of ids that long."""
+
+
+@dataclass(frozen=True)
+class _Loaded:
+    key: WaitingKey  # ``_key_of`` these jobs, worked out from them
+    by_part: dict[str, _Waiting]  # by ``id.version``
+    jobs: tuple[_Waiting, ...]
+
+
+_waiting_seen: dict[str, _Loaded] = {}
+"""By database URL: the waiting jobs this process's last snapshot loaded."""
 
 
 def _waiting_jobs(session: Session) -> tuple[WaitingKey, tuple[_Waiting, ...]]:
-    """The waiting jobs, loaded again only when their key moved.
+    """The waiting jobs, each read again only when it is new or changed since the last load.
 
-    A pass runs every ``dispatch_interval_s`` whether or not anything changed, and at 10,000
-    waiting jobs loading them (rows fetched, objects made) was most of its cost: 60-80 ms of CPU
-    every two seconds, held in the API's process. The key is one aggregate the database computes
-    (``waiting_key``); the rows are read only when it differs from the key of the rows kept,
-    which is worked out from those rows themselves (the same ``id.version`` parts), so an equal
-    key means the database's waiting jobs are exactly the ones kept."""
-    key = waiting_key(session)
+    A pass runs every ``dispatch_interval_s`` whether or not anything changed, and after every
+    burst of submissions; at 10,000 waiting jobs loading them all (rows fetched, objects made) was
+    half of a pass's cost, 60-100 ms of CPU held in an API process, for a handful of new ones.
+    One aggregate the database computes (``waiting_parts``) says which jobs wait, at which
+    ``version``: every change to a job bumps it, so a job kept at the same version is the row as
+    it is now. Only the others are read (by id); the kept ones that are no longer listed are
+    dropped. The key kept is worked out from the jobs kept and read, not the one the aggregate
+    gave: a job that changed or arrived in between is kept as read, and the next pass, seeing a
+    different key, reads what differs again."""
+    count, parts = waiting_parts(session)
+    key = _key_of(count, parts)
     url = str(session.get_bind().engine.url)
     seen = _waiting_seen.get(url)
-    if seen is not None and seen[0] == key:
-        return seen
-    rows = session.execute(
-        select(Job.id, Job.version, Job.team, Job.queue, Job.priority, Job.created_at, Job.gpus).where(
-            *_WAITING_ROWS
-        )
-    ).all()
-    waiting = tuple(_Waiting(i, t, q, p, as_utc(c), slots_needed(g)) for i, _v, t, q, p, c, g in rows)
-    # The key kept is the one of these rows, worked out here, not the one read before them: a job
-    # that arrived in between (and left again by the next pass) must not be kept as waiting.
-    loaded = _key_of(len(rows), [f"{i}.{v}" for i, v, *_ in rows])
+    if seen is not None and seen.key == key:
+        return seen.key, seen.jobs
+    columns = (Job.id, Job.version, Job.team, Job.queue, Job.priority, Job.created_at, Job.gpus)
+    kept = seen.by_part if seen is not None else {}
+    new = [part for part in parts if part not in kept]
+    if seen is None or len(new) > RELOAD_ALL_AFTER:
+        by_part: dict[str, _Waiting] = {}
+        rows = session.execute(select(*columns).where(*_WAITING_ROWS)).all()
+    else:
+        by_part = {part: kept[part] for part in parts if part in kept}
+        ids = [part.rpartition(".")[0] for part in new]
+        rows = session.execute(select(*columns).where(Job.id.in_(ids), *_WAITING_ROWS)).all() if ids else []
+    for i, v, t, q, p, c, g in rows:
+        by_part[f"{i}.{v}"] = _Waiting(i, t, q, p, as_utc(c), slots_needed(g))
+    loaded = _Loaded(_key_of(len(by_part), list(by_part)), by_part, tuple(by_part.values()))
     if len(_waiting_seen) >= 16:  # one per database this process dispatches for; tests make many
         _waiting_seen.clear()
-    _waiting_seen[url] = (loaded, waiting)
-    return loaded, waiting
+    _waiting_seen[url] = loaded
+    return loaded.key, loaded.jobs
 
 
-def waiting_key(session: Session) -> WaitingKey:
-    """What identifies the waiting jobs as a ranking reads them: their count and the set of their
-    ``id.version`` (hashed here, in any order). Every change to a job bumps its ``version``, and
-    a job that starts or stops waiting changes the set, so an equal key means equal jobs."""
+def waiting_parts(session: Session) -> tuple[int, list[str]]:
+    """Which jobs wait, as a ranking reads them: their count and their ``id.version``, in any
+    order, in one aggregate (one row, whatever the count)."""
     part = Job.id + "." + cast(Job.version, String)
     joined = (
         func.string_agg(part, ",")
@@ -270,7 +289,7 @@ def waiting_key(session: Session) -> WaitingKey:
         else func.group_concat(part, ",")
     )
     count, text = session.execute(select(func.count(), joined).where(*_WAITING_ROWS)).one()
-    return _key_of(int(count), text.split(",") if text else [])
+    return int(count), text.split(",") if text else []
 
 
 def _key_of(count: int, parts: list[str]) -> WaitingKey:

@@ -128,34 +128,51 @@ def test_a_snapshot_loads_the_waiting_jobs_again_only_when_they_changed(db_url: 
     add_jobs(db_url, ("c", "t", 2))
     key, jobs = waiting()
     assert key != again_key and set(jobs) == {"b", "c"}
+    assert jobs["b"] is again["b"]  # unchanged: kept, only the new one read
 
     # a change to a waiting job bumps its version: seen, though the set of ids is the same
     with session_scope(db_url) as session:
         session.execute(update(Job).where(Job.name == "b").values(queue="a100", version=Job.version + 1))
     changed_key, changed = waiting()
-    assert changed_key != key and changed["b"].queue == "a100"
+    assert changed_key != key and changed["b"].queue == "a100" and changed["c"] is jobs["c"]
 
     with session_scope(db_url) as session:  # one stops waiting: gone
         transition(session, job_id(db_url, "c"), [JobStatus.QUEUED], JobStatus.CANCELLED)
     assert set(waiting()[1]) == {"b"}
 
 
+def test_many_new_waiting_jobs_are_read_in_one_statement_and_match_the_database(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    add_jobs(db_url, ("a", "t", 0))
+    with session_scope(db_url) as session:
+        first = {j.id: j for j in snapshot(session).waiting}
+    monkeypatch.setattr(scheduler, "RELOAD_ALL_AFTER", 1)
+    add_jobs(db_url, ("b", "t", 1), ("c", "t", 2))  # two new: more than RELOAD_ALL_AFTER
+    with session_scope(db_url) as session:
+        snap = snapshot(session)
+        in_db = set(session.scalars(select(Job.id).where(Job.status == JobStatus.QUEUED)))
+    loaded = {j.id: j for j in snap.waiting}
+    assert set(loaded) == in_db and len(snap.waiting) == 3
+    assert all(loaded[i] is not first[i] for i in first)  # all read again, none kept
+
+
 def test_a_job_that_arrives_while_the_waiting_jobs_load_and_leaves_again_is_not_kept(
     db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     add_jobs(db_url, ("a", "t", 0))
-    real_key = scheduler.waiting_key
+    real_parts = scheduler.waiting_parts
 
     def then_one_arrives(session: Any) -> Any:  # between the key and the rows
-        key = real_key(session)
+        parts = real_parts(session)
         add_jobs(db_url, ("late", "t", 1))
-        return key
+        return parts
 
-    monkeypatch.setattr(scheduler, "waiting_key", then_one_arrives)
+    monkeypatch.setattr(scheduler, "waiting_parts", then_one_arrives)
     with session_scope(db_url) as session:
         loaded = {j.id for j in snapshot(session).waiting}
     assert job_id(db_url, "late") in loaded  # it was there when the rows were read
-    monkeypatch.setattr(scheduler, "waiting_key", real_key)
+    monkeypatch.setattr(scheduler, "waiting_parts", real_parts)
     with session_scope(db_url) as session:  # and leaves before the next pass: as it was at the key
         transition(session, job_id(db_url, "late"), [JobStatus.QUEUED], JobStatus.CANCELLED)
     with session_scope(db_url) as session:
