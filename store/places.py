@@ -60,7 +60,7 @@ def store(session: Session, snap: Snapshot) -> bool:
     the stored places are still the ones it wrote or read, nothing is ranked.
     """
     key = str(session.get_bind().engine.url)
-    seen = _fingerprint(snap)
+    seen = snap.fingerprint()
     stored = session.scalar(select(QueuePlaces.digest).where(QueuePlaces.id == ROW))
     if stored is not None and _ranked.get(key) == (seen, stored):
         return False
@@ -88,18 +88,8 @@ def store(session: Session, snap: Snapshot) -> bool:
 
 
 _ranked: dict[str, tuple[int, str]] = {}
-"""By database URL: what this process's last ranking saw (``_fingerprint``) and the digest of the
-places it gave. Written only by the pass that holds the dispatch lock."""
-
-
-def _fingerprint(snap: Snapshot) -> int:
-    """Everything a ranking reads from ``snap``, hashed: equal inputs, equal places."""
-    hosts = tuple(sorted((h.id, h.gpu_type, h.indices, tuple(sorted(h.free))) for h in snap.hosts.values()))
-    occupied = tuple(sorted(snap.occupied.items(), key=str))
-    limits = tuple(sorted(snap.limits.items(), key=str))
-    # the waiting jobs by their key when the snapshot has one: hashing 10,000 of them costs more
-    waiting = snap.waiting_key if snap.waiting_key is not None else tuple(snap.waiting)
-    return hash((waiting, tuple(snap.dispatched), hosts, occupied, limits))
+"""By database URL: what this process's last ranking saw (``Snapshot.fingerprint``) and the
+digest of the places it gave. Written only by the pass that holds the dispatch lock."""
 
 
 @dataclass(frozen=True)

@@ -186,6 +186,18 @@ class Snapshot:
         limit = self.limits.get(team)
         return float("inf") if limit is None else limit - occupied[team]
 
+    def fingerprint(self) -> int:
+        """Everything a pass (``plan``) and a ranking (``all_waits``) read from the snapshot,
+        hashed: equal fingerprints, equal answers."""
+        hosts = tuple(
+            sorted((h.id, h.gpu_type, h.indices, tuple(sorted(h.free))) for h in self.hosts.values())
+        )
+        occupied = tuple(sorted(self.occupied.items(), key=str))
+        limits = tuple(sorted(self.limits.items(), key=str))
+        # the waiting jobs by their key when the snapshot has one: hashing 10,000 of them costs more
+        waiting = self.waiting_key if self.waiting_key is not None else tuple(self.waiting)
+        return hash((waiting, tuple(self.dispatched), hosts, occupied, limits))
+
     def runnable(self, job: _Waiting) -> bool:
         """Whether the job could ever start as things stand (rule 1 of the module docstring)."""
         limit = self.limits.get(job.team)
@@ -390,6 +402,13 @@ def _ranks(snap: Snapshot, jobs: Sequence[_Waiting]) -> dict[str, int]:
     return {job_id: place for place, job_id in enumerate(order, start=1)}
 
 
+_idle: dict[str, int] = {}
+"""By database URL: the fingerprint of the last snapshot from which ``plan`` handed nothing over.
+A pass at rest (every ``dispatch_interval_s``) finds the same again: with 10,000 waiting jobs,
+going through them to find that was 5-30 ms of CPU in an API process every two seconds, and
+showed in the p99 of the requests beside it."""
+
+
 def plan(
     session: Session, limit: int | None = None, snap: Snapshot | None = None
 ) -> list[tuple[Job, Placement]]:
@@ -400,9 +419,15 @@ def plan(
     (``domain.lifecycle.mark_published``) in the same transaction: a second pass then sees those
     slots taken. ``snap``: a ``snapshot`` taken under the same lock, if the caller has one.
     """
-    chosen = _select(snap or snapshot(session), limit).placed
+    snap = snap or snapshot(session)
+    url, seen = str(session.get_bind().engine.url), snap.fingerprint()
+    if _idle.get(url) == seen:
+        return []  # as the last pass that handed nothing over found things: nothing again
+    chosen = _select(snap, limit).placed
     if not chosen:
+        _idle[url] = seen
         return []
+    _idle.pop(url, None)
     # only the ones still waiting: a cancel does not take the dispatch lock
     ids = [job.id for job, _placement in chosen]
     rows = {job.id: job for job in session.scalars(select(Job).where(Job.id.in_(ids), IS_WAITING))}

@@ -157,6 +157,26 @@ def test_many_new_waiting_jobs_are_read_in_one_statement_and_match_the_database(
     assert all(loaded[i] is not first[i] for i in first)  # all read again, none kept
 
 
+def test_a_pass_at_rest_does_not_go_through_the_waiting_jobs_again(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    add_jobs(db_url, ("a", "t", 0))
+    looked: list[int] = []
+    real_select = scheduler._select
+    monkeypatch.setattr(scheduler, "_select", lambda *a: looked.append(1) or real_select(*a))
+
+    def one_pass() -> list[str]:
+        with session_scope(db_url) as session:
+            hold(session, DISPATCH)
+            return [job.id for job, _placement in plan(session, 100)]
+
+    assert one_pass() == [] and one_pass() == [] and len(looked) == 1  # no host: the same again
+    add_workers(db_url, ("w1", "any"))  # something a pass reads changed: it looks again
+    assert one_pass() == [job_id(db_url, "a")] and len(looked) == 2
+    add_jobs(db_url, ("b", "t", 1))
+    assert one_pass() == [job_id(db_url, "a")] and len(looked) == 3  # not marked: still first
+
+
 def test_a_job_that_arrives_while_the_waiting_jobs_load_and_leaves_again_is_not_kept(
     db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
