@@ -77,7 +77,7 @@ from collections import Counter, defaultdict, deque
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from sqlalchemy import String, and_, cast, func, or_, select
 from sqlalchemy.orm import Session
@@ -90,6 +90,7 @@ IS_WAITING = or_(
 )
 IS_DISPATCHED = and_(Job.status == JobStatus.QUEUED, Job.published_at.is_not(None))
 
+T = TypeVar("T")
 TeamKey = str | None  # None: the jobs without a team, a team of their own
 WaitingKey = tuple[int, int]  # ``_key_of``: how many jobs wait, and a hash of which, at which version
 
@@ -285,10 +286,16 @@ def _waiting_jobs(session: Session) -> tuple[WaitingKey, tuple[_Waiting, ...]]:
     for i, v, t, q, p, c, g in rows:
         by_part[f"{i}.{v}"] = _Waiting(i, t, q, p, as_utc(c), slots_needed(g))
     loaded = _Loaded(_key_of(len(by_part), list(by_part)), by_part, tuple(by_part.values()))
-    if len(_waiting_seen) >= 16:  # one per database this process dispatches for; tests make many
-        _waiting_seen.clear()
-    _waiting_seen[url] = loaded
+    _remember(_waiting_seen, url, loaded)
     return loaded.key, loaded.jobs
+
+
+def _remember(memo: dict[str, T], url: str, value: T) -> None:
+    """``memo[url] = value``, keeping one entry per database this process dispatches for (tests
+    make many: past 16 the memo starts again)."""
+    if len(memo) >= 16:
+        memo.clear()
+    memo[url] = value
 
 
 def waiting_parts(session: Session) -> tuple[int, list[str]]:
@@ -425,9 +432,7 @@ def plan(
         return []  # as the last pass that handed nothing over found things: nothing again
     chosen = _select(snap, limit).placed
     if not chosen:
-        if len(_idle) >= 16:  # one per database this process dispatches for; tests make many
-            _idle.clear()
-        _idle[url] = seen
+        _remember(_idle, url, seen)
         return []
     _idle.pop(url, None)
     # only the ones still waiting: a cancel does not take the dispatch lock
