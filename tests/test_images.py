@@ -19,7 +19,6 @@ import os
 import re
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -30,6 +29,8 @@ from pathlib import Path
 import httpx
 import pytest
 from dockerfile_parse import DockerfileParser
+
+from tests.service import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 PYTHON = shutil.which("python3.11") or sys.executable
@@ -205,12 +206,6 @@ def rebuild(targets: list[str], base: Path) -> dict[str, Image]:
 @pytest.fixture(scope="module")
 def built(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Image]:
     return rebuild(["api", "worker"], tmp_path_factory.mktemp("images"))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture

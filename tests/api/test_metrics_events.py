@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -21,6 +20,7 @@ from store.settings import Settings
 from tests.api.conftest import FakeBroker
 from tests.api.support import Member, assert_problem, move, spec, unique
 from tests.reports import REPORT
+from tests.service import free_port
 
 
 def submit(client: TestClient) -> str:
@@ -110,16 +110,10 @@ def test_events_as_json_with_cursor(client: TestClient, settings: Settings) -> N
 # ---------------------------------------------------------------- Server-Sent Events, over a real server
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.fixture
 def server(settings: Settings, broker: FakeBroker) -> Iterator[str]:
     app = create_app(settings, publish=broker.publish, run_dispatcher=False, check_broker=lambda: None)
-    port = _free_port()
+    port = free_port()
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)

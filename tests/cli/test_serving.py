@@ -21,6 +21,7 @@ import pytest
 import uvicorn
 
 from cli.serving import bind_shared, hold_address
+from tests.service import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 PROCESSES = 2
@@ -38,12 +39,6 @@ def pid_app() -> Callable[..., Awaitable[None]]:
     return app
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def answering_pid(port: int, timeout: float = 5) -> int:
     """The process that answers one request on a new connection."""
     with httpx.Client(timeout=timeout) as client:  # a fresh client: a fresh connection
@@ -51,18 +46,20 @@ def answering_pid(port: int, timeout: float = 5) -> int:
 
 
 @pytest.fixture
-def served() -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
+def served(tmp_path: Path) -> Iterator[tuple[int, subprocess.Popen[bytes]]]:
     port = free_port()
     code = (
         "from cli.serving import serve_processes\n"
         f"serve_processes('tests.cli.test_serving:pid_app', {PROCESSES}, host='127.0.0.1', port={port}, "
         "log_level='warning')"
     )
-    proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stderr=subprocess.PIPE)
+    log = tmp_path / "serve.log"
+    with log.open("wb") as out:  # a file, not a pipe nobody reads: the supervisor never blocks on it
+        proc = subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stderr=out)
     try:
         deadline = time.monotonic() + 60
         while len(set(pids_answering(port, 10, quiet=True))) < PROCESSES:
-            assert proc.poll() is None and time.monotonic() < deadline, "the processes did not start"
+            assert proc.poll() is None and time.monotonic() < deadline, log.read_text()
             time.sleep(0.2)
         yield port, proc
     finally:
