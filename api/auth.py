@@ -13,21 +13,23 @@ from __future__ import annotations
 
 import hmac
 import logging
-from typing import Annotated
+from collections.abc import Awaitable, Callable
+from typing import Annotated, TypeVar
 
 from fastapi import Depends, Path, Request
 from fastapi.concurrency import run_in_threadpool
-from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
 from api.deps import AppState, SessionDep, StateDep, database_busy
 from core.errors import ForbiddenError, TooManyRequestsError, UnauthorizedError
 from domain.jobs import get_visible
 from store.identity import Authenticated, Caller, authenticate, ensure_admin, mark_used, used_long_ago
-from store.loop_reads import LoopError, LoopPoolTimeout
+from store.loop_reads import LoopError, LoopPoolTimeout, LoopReads, SqliteLoopReads
 from store.models import Job
 from store.reads import Opening
 from store.settings import Settings
+
+T = TypeVar("T")
 
 log = logging.getLogger(__name__)
 
@@ -71,15 +73,11 @@ def verify(session: Session, state: AppState, secret: str, found: Authenticated 
     return caller
 
 
-async def verify_found(state: AppState, found: Authenticated, session: AsyncSession | None = None) -> Caller:
+async def verify_found(state: AppState, found: Authenticated) -> Caller:
     """``verify`` on the event loop, for a token a first query found (``api.hot``, ``get_caller``):
-    its rate, and its ``last_used_at`` when stale (in ``session``, else on a worker thread)."""
+    its rate, and its ``last_used_at`` when stale (on a worker thread)."""
     if used_long_ago(found.last_used_at):
-        token_id = found.caller.token_id
-        if session is not None:
-            await session.run_sync(mark_used, token_id)  # autocommit: written at once
-        else:
-            await run_in_threadpool(_mark_used_now, state, token_id)
+        await run_in_threadpool(_mark_used_now, state, found.caller.token_id)
     wait = await state.rate_limiter.retry_after_async(found.caller.token_id)
     if wait is not None:
         raise too_many(state.settings, wait)
@@ -92,14 +90,20 @@ def _mark_used_now(state: AppState, token_id: str) -> None:
 
 
 async def open_on_loop(state: AppState, secret: str, job_id: str | None = None) -> Opening | None:
-    """``open_read`` on the event loop (``store.loop_reads``: PostgreSQL through psycopg, or a
-    SQLite file); None for another database, or if the read failed or found SQLite busy (the
-    caller's usual way, on a thread, waits and reports an unreachable database)."""
+    """``open_read`` on the event loop (``on_loop``)."""
+    return await on_loop(state, lambda reads: reads.open_read(secret, job_id))
+
+
+async def on_loop(state: AppState, read: Callable[[LoopReads | SqliteLoopReads], Awaitable[T]]) -> T | None:
+    """``read`` on the event loop (``store.loop_reads``: PostgreSQL through psycopg, or a SQLite
+    file); None for another database, or if the read failed or found SQLite busy (the caller's
+    usual way, on a thread, waits and reports an unreachable database). No connection free in
+    time is the 503 ``database-busy``."""
     reads = state.loop_reads.get()
     if reads is None:
         return None
     try:
-        return await reads.open_read(secret, job_id)
+        return await read(reads)
     except LoopPoolTimeout:
         raise database_busy() from None
     except LoopError:

@@ -17,8 +17,6 @@ from typing import Annotated
 from anyio import CapacityLimiter, Semaphore, fail_after
 from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
-from sqlalchemy.exc import TimeoutError as PoolTimeout
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.bodies import Bodies
@@ -29,9 +27,7 @@ from core.errors import UnavailableError
 from store.artifacts import ArtifactStore, open_store
 from store.db import (
     ASYNC_POOL_TIMEOUT_S,
-    async_sessions,
     autocommit_session_factory,
-    dispose_async,
     pool_capacity,
     session_factory,
 )
@@ -95,13 +91,6 @@ class AppState:
         return autocommit_session_factory(self.settings.db_url)
 
     @cached_property
-    def async_reads(self) -> PerLoop[async_sessionmaker[AsyncSession] | None]:
-        """Autocommit sessions of an asyncio engine, for the hot reads served on the event loop
-        (``api.hot``); one engine per loop (``api.loops``). Its maker is ``None`` where the
-        database's driver has no asyncio side (SQLite): the list's reads stay on worker threads."""
-        return PerLoop(lambda: async_sessions(self.settings.db_url), dispose_async)
-
-    @cached_property
     def rate_limiter(self) -> RateLimiter:
         return RateLimiter(self.settings)
 
@@ -109,21 +98,6 @@ class AppState:
     def job_bodies(self) -> Bodies:
         """Jobs' full answers and the list's pages, by ETag (``api.bodies``)."""
         return Bodies()
-
-    @asynccontextmanager
-    async def loop_session(self) -> AsyncIterator[AsyncSession | None]:
-        """A session of this event loop's engine (``async_reads``), or ``None`` where the database
-        has no asyncio driver; a pool with no connection free for ``ASYNC_POOL_TIMEOUT_S`` is a
-        503 ``database-busy``, as the threads' gate answers."""
-        sessions = self.async_reads.get()
-        if sessions is None:
-            yield None
-            return
-        try:
-            async with sessions() as session:
-                yield session
-        except PoolTimeout:
-            raise database_busy() from None
 
     @cached_property
     def loop_reads(self) -> PerLoop[LoopReads | SqliteLoopReads | None]:
@@ -134,7 +108,6 @@ class AppState:
     async def close_loop_clients(self) -> None:
         """Close the async clients this event loop made (at the end of the application's lifespan
         on it): the engine's connections, the rate limit's Redis connections."""
-        await self.async_reads.aclose()
         await self.loop_reads.aclose()
         await self.rate_limiter.aclose()
 

@@ -3,7 +3,7 @@
 An async client's connections belong to the event loop that opened them: a connection pool made
 on one loop and used on another fails (or, worse, hangs). ``uvicorn`` runs one loop per process
 for its whole life, but tests run one loop per ``TestClient``, some of them at once in threads, all
-serving the same application; so the API keeps its async clients (``AppState.async_reads``,
+serving the same application; so the API keeps its async clients (``AppState.loop_reads``,
 ``RateLimiter``) by loop, makes each on the loop that first asks for it, and closes it when that
 loop's application shuts down (its lifespan's end).
 """

@@ -43,7 +43,7 @@ from store.jobs import (
     jobs_without_spec,
     purge_results,
 )
-from store.models import PRIORITIES, TERMINAL, IdempotencyKey, Job, JobStatus
+from store.models import PRIORITIES, TERMINAL, IdempotencyKey, Job, JobStatus, as_utc
 from store.places import ASK, SCHEDULING, Ask, lookup
 from store.quotas import admit_job
 from store.scheduler import Wait
@@ -212,7 +212,10 @@ class Listing:
     def tag(self) -> str:
         """The page's ETag, from its keys: a version moves with every change of a job, and a queue
         place with every change ahead of it, so equal keys mean an equal page."""
-        digest = hashlib.sha256(repr(self.next_after).encode())
+        after = self.next_after  # in UTC: SQLite's rows come back naive
+        digest = hashlib.sha256(
+            b"" if after is None else f"{as_utc(after[0]).isoformat()},{after[1]}".encode()
+        )
         for key in self.keys:
             digest.update(f"|{key.id}:{key.version}:{self.waits.get(key.id)}".encode())
         return f'"{digest.hexdigest()[:32]}"'
@@ -228,11 +231,17 @@ def list_jobs(
 ) -> Listing:
     """The caller's team's jobs (an admin's: every team's, or ``wanted.team``'s), newest first
     (``serial``: the queue places' serial, if the caller has read it)."""
-    # a non-admin sees its own team; ``team`` narrows further (to nothing: another team's)
+    keys = job_keys(session, page_query(caller, wanted), limit + 1)
+    return listing(keys, limit, lambda page: lookup(session, page, serial))
+
+
+def page_query(caller: Caller, wanted: JobFilter) -> JobQuery:
+    """What ``caller`` may see of what it asks for: a non-admin sees its own team, and ``team``
+    narrows further (to nothing: another team's)."""
     teams = None if caller.is_admin else {caller.team}
     if wanted.team is not None:
         teams = {wanted.team} if teams is None else teams & {wanted.team}
-    query = JobQuery(
+    return JobQuery(
         teams=teams,
         statuses=wanted.statuses,
         owner=wanted.owner,
@@ -240,9 +249,15 @@ def list_jobs(
         sweep=wanted.sweep,
         after=wanted.after,
     )
-    keys = job_keys(session, query, limit + 1)
+
+
+def listing(
+    keys: Sequence[JobKeyRow], limit: int, places: Callable[[Sequence[JobKeyRow]], dict[str, Wait]]
+) -> Listing:
+    """The page of ``limit`` from ``limit + 1`` keys (one more tells whether a page follows), with
+    the places of its waiting jobs."""
     page = keys[:limit]
-    return Listing(keys=page, waits=lookup(session, page, serial), more=len(keys) > limit)
+    return Listing(keys=page, waits=places(page), more=len(keys) > limit)
 
 
 # ---------------------------------------------------------------- cancel, delete

@@ -11,7 +11,6 @@ from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.exc import DisconnectionError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import Session, sessionmaker
 from sqlalchemy.pool import QueuePool
 
@@ -107,34 +106,6 @@ ASYNC_POOL_SIZE = 5
 millisecond or two, and gives it back before any work of its goes to a thread, so a few serve
 every request one process can answer."""
 ASYNC_POOL_TIMEOUT_S = 30.0
-
-
-def async_sessions(url: str) -> async_sessionmaker[AsyncSession] | None:
-    """Autocommit sessions on a new asyncio engine for ``url`` (to be used on the event loop it is
-    first used on only, and disposed of there: ``api.loops``); ``None`` for a database whose
-    driver here has no asyncio side (SQLite: its reads stay on worker threads)."""
-    if url.startswith("sqlite"):
-        return None
-    try:
-        engine = create_async_engine(
-            url,
-            isolation_level="AUTOCOMMIT",
-            pool_size=ASYNC_POOL_SIZE,
-            max_overflow=0,
-            pool_timeout=ASYNC_POOL_TIMEOUT_S,
-        )
-    except Exception:  # a driver without asyncio support (psycopg2): the threads serve
-        return None
-    event.listen(engine.sync_engine, "checkin", _idle_from_now)
-    event.listen(engine.sync_engine, "checkout", _ping_if_idle)
-    return async_sessionmaker(engine, expire_on_commit=False)
-
-
-async def dispose_async(sessions: async_sessionmaker[AsyncSession] | None) -> None:
-    if sessions is not None:
-        bind = sessions.kw.get("bind")
-        if isinstance(bind, AsyncEngine):
-            await bind.dispose()
 
 
 @contextmanager

@@ -11,13 +11,14 @@ to fetch.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import Row, delete, or_, select, update
+from sqlalchemy import Select, bindparam, delete, false, or_, select, update
 from sqlalchemy.orm import Session, defer
 
 from store.models import (
@@ -202,31 +203,97 @@ class JobQuery:
     after: tuple[datetime, str] | None = None  # the (created_at, id) of the previous page's last job
 
 
-JobKeyRow = Row[str, JobStatus, int, datetime]  # id, status, version, created_at
+class JobKeyRow(NamedTuple):
+    """A job of a list page before its row is loaded: enough for the page's ETag."""
+
+    id: str
+    status: JobStatus
+    version: int
+    created_at: datetime
 
 
-def job_keys(session: Session, query: JobQuery, limit: int) -> Sequence[JobKeyRow]:
-    """``(id, status, version, created_at)`` of visible jobs, newest first: no row is loaded."""
+@dataclass(frozen=True)
+class KeysShape:
+    """Which filters a list query has (and how many teams and statuses it names): its statement,
+    built once per shape (``keys_statement``) with its values as bound parameters. The shapes are
+    few: teams ``None`` (every team), 0 or 1; up to one of each status; four filters on or off."""
+
+    teams: int | None
+    statuses: int
+    owner: bool
+    name: bool
+    sweep: bool
+    after: bool
+
+
+LIKE_ESCAPE = "/"
+
+
+def keys_request(query: JobQuery, limit: int) -> tuple[KeysShape, dict[str, Any]]:
+    """The statement's shape and its parameters for ``query`` (``job_keys``; ``store.loop_reads``
+    sends the same statement from the event loop)."""
+    teams = None if query.teams is None else sorted(set(query.teams))
+    statuses = sorted(set(query.statuses))
+    params: dict[str, Any] = {"limit": limit}
+    params |= {f"team_{i}": team for i, team in enumerate(teams or ())}
+    params |= {f"status_{i}": status for i, status in enumerate(statuses)}
+    if query.owner is not None:
+        params["owner"] = query.owner
+    if query.name:  # a substring: LIKE's own characters match themselves
+        params["name"] = "".join(f"{LIKE_ESCAPE}{c}" if c in f"%_{LIKE_ESCAPE}" else c for c in query.name)
+    if query.sweep is not None:
+        params["sweep"] = query.sweep
+    if query.after is not None:
+        params["after_created"], params["after_id"] = query.after
+    shape = KeysShape(
+        teams=None if teams is None else len(teams),
+        statuses=len(statuses),
+        owner=query.owner is not None,
+        name=bool(query.name),
+        sweep=query.sweep is not None,
+        after=query.after is not None,
+    )
+    return shape, params
+
+
+@functools.cache  # bounded by the shapes (above): a few hundred at most
+def keys_statement(shape: KeysShape) -> Select[str, JobStatus, int, datetime]:
+    """``(id, status, version, created_at)`` of visible jobs, newest first, for ``keys_request``'s
+    parameters. Built once per shape: building and keying a statement per request cost the list
+    more CPU than the database spends answering it."""
     stmt = (
         select(Job.id, Job.status, Job.version, Job.created_at)
         .where(Job.deleted_at.is_(None))
         .order_by(Job.created_at.desc(), Job.id.desc())
-        .limit(limit)
+        .limit(bindparam("limit"))
     )
-    if query.teams is not None:
-        stmt = stmt.where(Job.team.in_(query.teams))
-    if query.statuses:
-        stmt = stmt.where(Job.status.in_(query.statuses))
-    if query.owner is not None:
-        stmt = stmt.where(Job.owner == query.owner)
-    if query.name:
-        stmt = stmt.where(Job.name.icontains(query.name, autoescape=True))
-    if query.sweep is not None:
-        stmt = stmt.where(Job.sweep_id == query.sweep)
-    if query.after is not None:
-        created, last_id = query.after
+    if shape.teams == 0:  # a team the caller may not see: nothing
+        stmt = stmt.where(false())
+    elif shape.teams is not None:
+        stmt = stmt.where(Job.team.in_([bindparam(f"team_{i}") for i in range(shape.teams)]))
+    if shape.statuses:
+        stmt = stmt.where(Job.status.in_([bindparam(f"status_{i}") for i in range(shape.statuses)]))
+    if shape.owner:
+        stmt = stmt.where(Job.owner == bindparam("owner"))
+    if shape.name:
+        stmt = stmt.where(Job.name.icontains(bindparam("name"), escape=LIKE_ESCAPE))
+    if shape.sweep:
+        stmt = stmt.where(Job.sweep_id == bindparam("sweep"))
+    if shape.after:
+        created, last_id = (
+            bindparam("after_created", type_=Job.created_at.type),
+            bindparam("after_id", type_=Job.id.type),
+        )
         stmt = stmt.where(or_(Job.created_at < created, (Job.created_at == created) & (Job.id < last_id)))
-    return session.execute(stmt).all()
+    return stmt
+
+
+def job_keys(session: Session, query: JobQuery, limit: int) -> list[JobKeyRow]:
+    """``(id, status, version, created_at)`` of visible jobs, newest first: no row is loaded."""
+    shape, params = keys_request(query, limit)
+    # a Core statement on the session's connection: no ORM set-up for a query that loads no entity
+    rows = session.connection().execute(keys_statement(shape), params)
+    return [JobKeyRow._make(row) for row in rows]
 
 
 @dataclass(frozen=True)

@@ -1,22 +1,22 @@
-"""The first query of a request (``store.reads``) on the event loop, with no ORM or engine
-between: every request's token check and a polled job's head (``api.hot``,
-``api.auth.get_caller``), through psycopg's asyncio connections on PostgreSQL (``LoopReads``) and
-on the loop itself on a SQLite file (``SqliteLoopReads``).
+"""The queries of the hot reads on the event loop, with no ORM or engine between: every request's
+token check, a polled job's head and a list page's keys (``api.hot``, ``api.auth.get_caller``),
+through psycopg's asyncio connections on PostgreSQL (``LoopReads``) and on the loop itself on a
+SQLite file (``SqliteLoopReads``).
 
-Why not SQLAlchemy's asyncio engine, which serves the rest of the loop's reads: measured side by
-side on this 2-core machine (wrk, 50 connections, one API process, one primary-key ``SELECT`` per
-request), an ``async def`` route did 3,500 requests/s with a psycopg connection taken from an
-``asyncio.Queue``, 1,300-1,650 through the asyncio engine (an ``AsyncSession`` or a bare
-``AsyncConnection``: its greenlet bridge, pool events and result processing) and 2,500 through
-``psycopg_pool`` (its waiting clients' timers and locks, when 50 requests share 5 connections).
+Why not SQLAlchemy's asyncio engine: measured side by side on this 2-core machine (wrk, 50
+connections, one API process, one primary-key ``SELECT`` per request), an ``async def`` route did
+3,500 requests/s with a psycopg connection taken from an ``asyncio.Queue``, 1,300-1,650 through
+the asyncio engine (an ``AsyncSession`` or a bare ``AsyncConnection``: its greenlet bridge, pool
+events and result processing) and 2,500 through ``psycopg_pool`` (its waiting clients' timers and
+locks, when 50 requests share 5 connections).
 So the pool here is the smallest that keeps the guarantees: ``size`` connections made on first
 need; handed out first come first served (one given back goes to the read that has waited longest:
 with an ``asyncio.Queue``, whose free item a newcomer may take first, p99 reached 1.5 s); a wait
 longer than ``timeout_s`` is ``LoopPoolTimeout`` (the API's 503 ``database-busy``); a connection
 idle for ``PING_AFTER_IDLE_S`` is pinged before it is used, and one that fails is closed and its
-place made again on the next need. The statement is ``store.reads``' own, compiled once for
-psycopg (and prepared by the server after a few uses, as psycopg does), so both doors read the
-same columns.
+place made again on the next need. The statements are ``store.reads``' and ``store.jobs``' own,
+compiled once for the driver (and prepared by the server after a few uses, as psycopg does), their
+values converted by their columns' types (``_Compiled``), so both doors read the same rows.
 
 A connection belongs to the event loop that opened it: one ``LoopReads`` per loop
 (``api.loops.PerLoop``), closed at the end of that loop's application (``aclose``).
@@ -29,8 +29,7 @@ import contextlib
 import sqlite3
 import time
 from collections import deque
-from collections.abc import Mapping
-from datetime import datetime
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import psycopg
@@ -40,6 +39,7 @@ from sqlalchemy.engine import Dialect
 
 from store.db import ASYNC_POOL_SIZE, ASYNC_POOL_TIMEOUT_S, PING_AFTER_IDLE_S
 from store.identity import hash_token
+from store.jobs import JobKeyRow, JobQuery, KeysShape, keys_request, keys_statement
 from store.reads import TOKEN, TOKEN_AND_JOB, Opening, opening
 
 LoopError = (psycopg.Error, sqlite3.Error)
@@ -62,25 +62,59 @@ def loop_reads_for(url: str) -> LoopReads | SqliteLoopReads | None:
     return None
 
 
+class _Compiled:
+    """A statement compiled once for a driver: its SQL, the constant parameters SQLAlchemy bound,
+    and its types' conversions, so a row reads as the session's would (on SQLite: a stored
+    ``DateTime``'s text to a ``datetime``, a status to its ``JobStatus``)."""
+
+    def __init__(self, statement: Any, dialect: Dialect) -> None:
+        compiled = statement.compile(dialect=dialect)
+        self.sql = str(compiled)
+        self._constants = dict(compiled.params)
+        binds = {name: bind.type.dialect_impl(dialect) for bind, name in compiled.bind_names.items()}
+        processors = {name: impl.bind_processor(dialect) for name, impl in binds.items()}
+        self._binds = {name: process for name, process in processors.items() if process is not None}
+        self._results = [
+            column.type.dialect_impl(dialect).result_processor(dialect, None)
+            for column in statement.selected_columns
+        ]
+
+    def params(self, given: Mapping[str, Any]) -> dict[str, Any]:
+        params = {**self._constants, **given}
+        for key, process in self._binds.items():
+            if params.get(key) is not None:
+                params[key] = process(params[key])
+        return params
+
+    def row(self, row: Sequence[Any]) -> tuple[Any, ...]:
+        return tuple(
+            value if process is None or value is None else process(value)
+            for process, value in zip(self._results, row, strict=True)
+        )
+
+
 class _Statements:
-    """``store.reads``' two statements compiled once for a driver (its SQL and the constant
-    parameters SQLAlchemy bound), and the parameters of a read."""
+    """``store.reads``' two statements and the list's (``store.jobs.keys_statement``, one per
+    shape) compiled once for a driver."""
 
     def __init__(self, dialect: Dialect) -> None:
-        self._token = self._compiled(TOKEN, dialect)
-        self._token_and_job = self._compiled(TOKEN_AND_JOB, dialect)
+        self._dialect = dialect
+        self._token = _Compiled(TOKEN, dialect)
+        self._token_and_job = _Compiled(TOKEN_AND_JOB, dialect)
+        self._keys: dict[KeysShape, _Compiled] = {}
 
-    @staticmethod
-    def _compiled(statement: Any, dialect: Dialect) -> tuple[str, dict[str, Any]]:
-        compiled = statement.compile(dialect=dialect)
-        return str(compiled), dict(compiled.params)
-
-    def of(self, secret: str, job_id: str | None) -> tuple[str, dict[str, Any]]:
-        sql, constants = self._token if job_id is None else self._token_and_job
-        params = {**constants, "token_hash": hash_token(secret)}
+    def opening(self, secret: str, job_id: str | None) -> tuple[_Compiled, dict[str, Any]]:
+        statement = self._token if job_id is None else self._token_and_job
+        given = {"token_hash": hash_token(secret)}
         if job_id is not None:
-            params["job_id"] = job_id
-        return sql, params
+            given["job_id"] = job_id
+        return statement, statement.params(given)
+
+    def keys(self, query: JobQuery, limit: int) -> tuple[_Compiled, dict[str, Any]]:
+        shape, given = keys_request(query, limit)
+        if (statement := self._keys.get(shape)) is None:
+            statement = self._keys[shape] = _Compiled(keys_statement(shape), self._dialect)
+        return statement, statement.params(given)
 
 
 class _Slot:
@@ -108,21 +142,25 @@ class LoopReads:
 
     async def open_read(self, secret: str, job_id: str | None = None) -> Opening:
         """``store.reads.open_read``: the token's caller, the places' serial, the job's head."""
-        row = await self._fetch_one(*self._statements.of(secret, job_id))
-        return opening(row, job_id)
+        rows = await self._fetch(*self._statements.opening(secret, job_id))
+        return opening(rows[0] if rows else None, job_id)
 
-    async def _fetch_one(self, sql: str, params: Mapping[str, Any]) -> tuple[Any, ...] | None:
+    async def job_keys(self, query: JobQuery, limit: int) -> list[JobKeyRow]:
+        """``store.jobs.job_keys``: a page's keys, newest first."""
+        return [JobKeyRow._make(row) for row in await self._fetch(*self._statements.keys(query, limit))]
+
+    async def _fetch(self, statement: _Compiled, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
         slot = await self._take()
         try:
             connection = await self._ready(slot)
-            cursor = await connection.execute(sql, params)
-            row = await cursor.fetchone()
+            cursor = await connection.execute(statement.sql, params)
+            rows = await cursor.fetchall()
         except BaseException:
             await self._drop(slot)  # failed or cancelled mid-statement: its state is unknown
             raise
         finally:
             self._give_back(slot)
-        return row
+        return [statement.row(row) for row in rows]
 
     async def _take(self) -> _Slot:
         """A free place, first come first served: one given back goes to the longest waiting
@@ -196,14 +234,19 @@ class SqliteLoopReads:
         self._statements = _Statements(sqlite.dialect(paramstyle="named"))
 
     async def open_read(self, secret: str, job_id: str | None = None) -> Opening:
+        rows = self._fetch(*self._statements.opening(secret, job_id))
+        return opening(rows[0] if rows else None, job_id)
+
+    async def job_keys(self, query: JobQuery, limit: int) -> list[JobKeyRow]:
+        return [JobKeyRow._make(row) for row in self._fetch(*self._statements.keys(query, limit))]
+
+    def _fetch(self, statement: _Compiled, params: Mapping[str, Any]) -> list[tuple[Any, ...]]:
         try:
-            row = self._connect().execute(*self._statements.of(secret, job_id)).fetchone()
+            rows = self._connect().execute(statement.sql, params).fetchall()
         except sqlite3.Error:
-            await self.aclose()  # opened afresh on the next read
+            self._close()  # opened afresh on the next read
             raise
-        if row is not None and row[1] is not None:  # last_used_at, as SQLAlchemy stores it
-            row = (row[0], datetime.fromisoformat(row[1]), *row[2:])
-        return opening(row, job_id)
+        return [statement.row(row) for row in rows]
 
     def _connect(self) -> sqlite3.Connection:
         if self._connection is None:
@@ -212,10 +255,13 @@ class SqliteLoopReads:
             self._connection = connection
         return self._connection
 
-    async def aclose(self) -> None:
+    def _close(self) -> None:
         connection, self._connection = self._connection, None
         if connection is not None:
             connection.close()
+
+    async def aclose(self) -> None:
+        self._close()
 
 
 async def close_loop_reads(reads: LoopReads | SqliteLoopReads | None) -> None:

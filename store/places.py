@@ -162,11 +162,12 @@ def lookup(session: Session, jobs: Sequence[JobKey], serial: int | Ask | None = 
     """The place of each job given whose status waits (``SCHEDULING`` if the last pass did not
     see it waiting); no query at all for a page without such a job, nor, with the ``serial`` known
     and this process's copy current, for one with some."""
-    waiting = [job.id for job in jobs if job.status in WAITING]
-    if not waiting:
-        return {}
-    places = current(session, serial)
-    return {job_id: places.get(job_id, SCHEDULING) for job_id in waiting}
+    return places_in(current(session, serial), jobs) if any(job.status in WAITING for job in jobs) else {}
+
+
+def places_in(places: dict[str, Wait], jobs: Sequence[JobKey]) -> dict[str, Wait]:
+    """``lookup`` among ``places``: the place of each job given whose status waits."""
+    return {job.id: places.get(job.id, SCHEDULING) for job in jobs if job.status in WAITING}
 
 
 def refresh(session: Session) -> bool:

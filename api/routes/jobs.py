@@ -130,16 +130,16 @@ async def list_jobs(
     report are on `GET /v1/jobs/{id}`). The page comes with an `ETag`: poll with `If-None-Match`
     to get `304` while nothing on it changed."""
 
-    def work(session: hot.ReadSession, read: hot.Read) -> hot.Answer:
-        wanted = jobs.JobFilter(
-            statuses=status or (),
-            owner=owner,
-            team=team,
-            name=name or None,
-            sweep=sweep or None,
-            after=decode_job_cursor(cursor) if cursor else None,
-        )
-        listing = jobs.list_jobs(session, read.caller, wanted, limit, read.serial)
+    wanted = jobs.JobFilter(
+        statuses=status or (),
+        owner=owner,
+        team=team,
+        name=name or None,
+        sweep=sweep or None,
+        after=decode_job_cursor(cursor) if cursor else None,
+    )
+
+    def answer(listing: jobs.Listing) -> hot.Answer:
         # decided from the page's keys, before any row is loaded or any summary built
         headers = {"ETag": listing.tag, **UNCACHED}
         if _matches(if_none_match, listing.tag):
@@ -160,7 +160,7 @@ async def list_jobs(
 
         return finish
 
-    return await hot.read(state, secret, work)
+    return await hot.read_list(state, secret, wanted, limit, answer)
 
 
 @reads.get(

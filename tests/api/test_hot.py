@@ -5,13 +5,13 @@ a revoked token, another team, a deleted job, a job that changed."""
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import update
-from sqlalchemy.exc import TimeoutError as PoolTimeout
 
 from api import auth, hot
 from api.app import create_app
@@ -20,7 +20,7 @@ from api.loops import PerLoop
 from api.ratelimit import RateLimiter
 from store.db import session_scope
 from store.identity import revoke_token
-from store.loop_reads import LoopPoolTimeout
+from store.loop_reads import LoopPoolTimeout, LoopReads, SqliteLoopReads
 from store.models import Job
 from store.settings import Settings
 from tests.api.conftest import FakeBroker, make_settings
@@ -132,11 +132,14 @@ def test_a_revoked_token_is_refused_at_its_next_read_on_every_process(
             assert_problem(http.get(f"/v1/jobs/{job['id']}/metrics"), 401)
 
 
-def test_a_jobs_polls_run_on_the_event_loop_and_a_page_on_threads_on_sqlite(
-    client: TestClient, db_url: str, monkeypatch: pytest.MonkeyPatch
+def test_polls_of_a_job_and_of_a_page_run_on_the_event_loop_and_a_pages_rows_once_on_a_thread(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    submit(client)
     job = submit(client)
+    rank(client.app.state.distillery.settings.db_url)  # type: ignore[attr-defined]
     tag = client.get(f"/v1/jobs/{job['id']}").headers["etag"]
+    page_tag = client.get("/v1/jobs").headers["etag"]
     trips: list[object] = []
     to_thread = hot._on_thread
 
@@ -148,10 +151,12 @@ def test_a_jobs_polls_run_on_the_event_loop_and_a_page_on_threads_on_sqlite(
     for _ in range(3):
         assert client.get(f"/v1/jobs/{job['id']}", headers={"If-None-Match": tag}).status_code == 304
         assert client.get(f"/v1/jobs/{job['id']}").status_code == 200  # kept: no row loaded
-    assert len(trips) == 0  # the job's polls: all on the event loop (store.loop_reads)
-    for _ in range(2):  # the page's rows: loaded on a thread once, then kept
-        assert client.get("/v1/jobs").status_code == 200
-    assert len(trips) == (2 if db_url.startswith("sqlite") else 1)  # SQLite: one trip a page
+        assert client.get("/v1/jobs", headers={"If-None-Match": page_tag}).status_code == 304
+        assert client.get("/v1/jobs").status_code == 200  # kept by its ETag
+    assert trips == []  # all on the event loop (store.loop_reads), on PostgreSQL and on SQLite
+    for _ in range(2):  # another page (it has a next one): its rows loaded on a thread once, then kept
+        assert client.get("/v1/jobs", params={"limit": 1}).status_code == 200
+    assert len(trips) == 1
 
 
 def test_other_routes_check_the_token_on_the_event_loop(
@@ -178,30 +183,62 @@ def test_no_connection_free_on_the_loop_is_a_503_that_says_so(
     client: TestClient, db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     if db_url.startswith("sqlite"):
-        pytest.skip("SQLite has no asyncio driver: its reads wait for the threads' gate")
-
-    class Exhausted:
-        async def __aenter__(self) -> None:
-            raise PoolTimeout("QueuePool limit of size 5 overflow 0 reached")
-
-        async def __aexit__(self, *exc: object) -> None:
-            return None
+        pytest.skip("SQLite's loop reads open the file itself: no connection to wait for")
+    job = submit(client)
 
     class ExhaustedReads:  # store.loop_reads: the first query of every request
         async def open_read(self, secret: str, job_id: str | None = None) -> None:
             raise LoopPoolTimeout("no connection came free in 30 s")
 
     state = client.app.state.distillery  # type: ignore[attr-defined]
-    monkeypatch.setattr(state.async_reads, "get", lambda: Exhausted)
-    monkeypatch.setattr(state.loop_reads, "get", ExhaustedReads)
-    for answer in (
-        client.get("/v1/jobs"),
-        client.get("/v1/jobs/some-job"),
-        client.get("/v1/me"),
-        client.post("/v1/jobs", json=spec()),
-    ):
-        problem = assert_problem(answer, 503)
-        assert "database connection" in problem["detail"] and answer.headers["retry-after"] == "1"
+    with monkeypatch.context() as patched:
+        patched.setattr(state.loop_reads, "get", ExhaustedReads)
+        for answer in (
+            client.get("/v1/jobs"),
+            client.get("/v1/jobs/some-job"),
+            client.get("/v1/me"),
+            client.post("/v1/jobs", json=spec()),
+        ):
+            problem = assert_problem(answer, 503)
+            assert "database connection" in problem["detail"] and answer.headers["retry-after"] == "1"
+
+    async def exhausted(self: Any, query: Any, limit: int) -> None:  # the token read, then none free
+        raise LoopPoolTimeout("no connection came free in 30 s")
+
+    monkeypatch.setattr(LoopReads, "job_keys", exhausted)
+    problem = assert_problem(client.get("/v1/jobs"), 503)
+    assert "database connection" in problem["detail"]
+    assert client.get(f"/v1/jobs/{job['id']}").status_code == 200  # the rest is served
+
+
+def test_a_page_whose_keys_fail_on_the_loop_is_read_on_a_thread(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for _ in range(3):
+        submit(client)
+    expected = client.get("/v1/jobs", params={"limit": 2})
+    trips: list[object] = []
+    to_thread = hot._on_thread
+
+    async def counted(state: Any, run: Any) -> Any:
+        trips.append(run)
+        return await to_thread(state, run)
+
+    async def failing(self: Any, query: Any, limit: int) -> None:  # SQLite busy, a dropped connection
+        raise sqlite3.OperationalError("database is locked")
+
+    monkeypatch.setattr(hot, "_on_thread", counted)
+    for reads in (LoopReads, SqliteLoopReads):
+        monkeypatch.setattr(reads, "job_keys", failing)
+    again = client.get("/v1/jobs", params={"limit": 2})
+    assert (again.status_code, again.content, again.headers["etag"]) == (
+        200,
+        expected.content,
+        expected.headers["etag"],
+    )
+    assert len(trips) == 1  # the whole page on a thread, the token checked once (on the loop)
+    tag = expected.headers["etag"]
+    assert client.get("/v1/jobs", params={"limit": 2}, headers={"If-None-Match": tag}).status_code == 304
 
 
 def test_bodies_are_bounded_by_bytes_least_recently_used_out_first() -> None:
@@ -261,4 +298,4 @@ def test_the_api_closes_its_event_loop_clients_when_it_stops(
     for _ in range(2):  # a second start on a new loop makes its own clients and works
         with TestClient(app, headers=member.headers) as http:
             assert http.get("/v1/jobs").status_code == 200
-    assert len(state.async_reads._made) == 0
+    assert len(state.loop_reads._made) == 0  # each loop's connections closed with it

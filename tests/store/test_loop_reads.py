@@ -8,16 +8,19 @@ import asyncio
 import sqlite3
 import time
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import psycopg
 import pytest
+from sqlalchemy import update
 
 from store import loop_reads
 from store.db import get_engine, session_scope
 from store.identity import create_team, create_token, create_user, revoke_token
+from store.jobs import JobKeyRow, JobQuery, job_keys
 from store.loop_reads import LoopPoolTimeout, LoopReads, SqliteLoopReads, loop_reads_for
-from store.models import Job, JobStatus
+from store.models import Job, JobStatus, as_utc
 from store.places import refresh
 from store.reads import Opening, open_read
 from tests.databases import PG_ADMIN, migrated
@@ -197,3 +200,59 @@ def test_a_place_given_back_goes_to_the_longest_waiting_read_not_to_a_newcomer()
         return served
 
     assert asyncio.run(main()) == ["first", "second", "newcomer"]
+
+
+def test_a_pages_keys_on_the_loop_are_the_sessions_for_every_filter(db_url: str) -> None:
+    names = ["50% off", "50_off", "a/b", "plain", "PLAIN too", "x"]
+    with session_scope(db_url) as session:
+        for team in ("blue", "red"):
+            create_team(session, team)
+        ids = {}
+        for i, name in enumerate(names):
+            status = (JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.SUCCEEDED)[i % 3]
+            job = Job(name=name, owner="ann" if i % 2 else "bob", team="blue" if i < 4 else "red")
+            job.spec, job.status, job.queue = {}, status, "any"
+            session.add(job)
+            session.flush()
+            ids[name] = job.id
+        session.execute(update(Job).where(Job.name == "x").values(deleted_at=Job.created_at))
+    with session_scope(db_url) as session:
+        every = job_keys(session, JobQuery(), 50)
+    third = every[2]
+    queries = [
+        JobQuery(),
+        JobQuery(teams={"blue"}),
+        JobQuery(teams=set()),  # another team's, asked by a member: nothing
+        JobQuery(teams=["red", "blue", "red"]),
+        JobQuery(statuses=[JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.QUEUED]),
+        JobQuery(owner="ann"),
+        JobQuery(name="%"),
+        JobQuery(name="_"),
+        JobQuery(name="/"),
+        JobQuery(name="plain"),
+        JobQuery(sweep="no-such-sweep"),
+        JobQuery(teams={"blue"}, after=(as_utc(third.created_at), third.id)),
+        JobQuery(teams={"blue"}, statuses=[JobStatus.SUCCEEDED], owner="bob", name="o"),
+    ]
+
+    async def on_loop() -> list[list[JobKeyRow]]:
+        reads = loop_reads_for(db_url)
+        assert reads is not None
+        try:
+            return [await reads.job_keys(query, limit) for query in queries for limit in (2, 50)]
+        finally:
+            await reads.aclose()
+
+    loop_answers = asyncio.run(on_loop())
+    with session_scope(db_url) as session:
+        session_answers = [job_keys(session, query, limit) for query in queries for limit in (2, 50)]
+    assert loop_answers == session_answers
+    found = [[key.id for key in keys] for keys in loop_answers[1::2]]  # each query's, limit 50
+    assert len(every) == 5 and ids["x"] not in [key.id for key in every]  # the deleted one is not listed
+    assert [key.created_at for key in every] == sorted((key.created_at for key in every), reverse=True)
+    assert found[2] == [] and len(found[1]) == 4 and len(found[3]) == 5 and len(found[5]) == 2
+    assert found[6] == [ids["50% off"]] and found[7] == [ids["50_off"]] and found[8] == [ids["a/b"]]
+    assert set(found[9]) == {ids["plain"], ids["PLAIN too"]} and found[10] == []
+    assert found[11] == [key.id for key in every[3:] if key.id in found[1]]
+    assert [len(keys) for keys in loop_answers[0::2]] == [min(2, len(page)) for page in found]
+    assert all(isinstance(key.created_at, datetime) for key in loop_answers[0])
