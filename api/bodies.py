@@ -14,8 +14,8 @@ places and of its next cursor (``domain.jobs.Listing.tag``): equal tags, equal p
 caller-specific is in an answer (the same for every caller who may see the job), and what the
 caller may see is decided before the cache is looked at, on every request: the job's visibility
 (``domain.jobs.check_visible``), the page's keys by a query of the caller's jobs. Bounded by
-bytes (``MAX_BYTES``, least recently used out first); an answer larger than ``MAX_ONE`` is not
-kept.
+bytes (``DISTILLERY_ANSWER_CACHE_BYTES``, default ``MAX_BYTES``; least recently used out first;
+0 keeps nothing); an answer larger than ``MAX_ONE`` is not kept.
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ class Bodies:
             return self._kept.get((key, tag))
 
     def put(self, key: str, tag: str, body: bytes) -> None:
-        if len(body) > self._max_one:
+        if len(body) > self._max_one or not body:  # an empty body would fit in a cache of 0 bytes
             return
         with self._lock:
             self._kept[(key, tag)] = body

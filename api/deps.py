@@ -97,7 +97,7 @@ class AppState:
     @cached_property
     def job_bodies(self) -> Bodies:
         """Jobs' full answers and the list's pages, by ETag (``api.bodies``)."""
-        return Bodies()
+        return Bodies(max_bytes=self.settings.answer_cache_bytes)
 
     @cached_property
     def loop_reads(self) -> PerLoop[LoopReads | SqliteLoopReads | None]:

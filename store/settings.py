@@ -77,6 +77,12 @@ class Settings(BaseSettings):
     max_streams: int = Field(
         200, ge=1, le=100_000, description="Open event streams one API process serves at once."
     )
+    answer_cache_bytes: int = Field(
+        32 * 2**20,
+        ge=0,
+        description="Bytes of full answers (a job's, a list page's) each API process keeps by ETag; "
+        "0 keeps none (every full GET is built again).",
+    )
     device: str = Field("auto", description="The worker's device: auto, cpu, cuda, cuda:N.")
     sandbox: Literal["auto", "required", "off"] = Field(
         "auto",

@@ -253,6 +253,29 @@ def test_bodies_are_bounded_by_bytes_least_recently_used_out_first() -> None:
     assert bodies.get("a", '"2"') is None  # another ETag: another answer
 
 
+def test_with_no_answers_kept_every_full_get_is_built_again_and_still_right(
+    tmp_path: Path, db_url: str, broker: FakeBroker, member: Member
+) -> None:
+    settings = make_settings(tmp_path, db_url, answer_cache_bytes=0)
+    app = create_app(settings, publish=broker.publish, run_dispatcher=False, check_broker=lambda: None)
+    with TestClient(app, headers=member.headers) as http:
+        job = submit(http)
+        rank(db_url)
+        first, page = http.get(f"/v1/jobs/{job['id']}"), http.get("/v1/jobs")
+        built = kept(http)
+        assert (
+            built.get(job["id"], first.headers["etag"]) is None
+            and built.get(PAGE, page.headers["etag"]) is None
+        )
+        again = http.get(f"/v1/jobs/{job['id']}")
+        assert (again.content, again.headers["etag"]) == (first.content, first.headers["etag"])
+        assert http.get("/v1/jobs").content == page.content
+        assert http.get("/v1/jobs", headers={"If-None-Match": page.headers["etag"]}).status_code == 304
+    bodies = Bodies(max_bytes=0)
+    bodies.put("a", '"1"', b"x")
+    assert bodies.get("a", '"1"') is None
+
+
 def test_per_loop_makes_one_per_event_loop_and_closes_it_on_that_loop() -> None:
     closed: list[object] = []
 
