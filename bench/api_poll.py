@@ -56,7 +56,7 @@ Non-2xx/3xx answers, statuses other than the one expected, socket errors, timeou
 in the service's log are listed at the end as findings.
 
 The deployments run one at a time; the PostgreSQL database and the Redis database are dropped and
-emptied afterwards. A default run takes about 12 minutes; 10 against the code before issue 14, whose
+emptied afterwards. A default run takes about 13 minutes; 10 against the code before issue 14, whose
 requests at 10,000 waiting jobs outlive a run.
 """
 
