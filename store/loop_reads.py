@@ -128,7 +128,7 @@ class _Slot:
 
 
 class LoopReads:
-    """``open_read`` on the event loop, over at most ``size`` connections of its own."""
+    """``open_read`` and ``job_keys`` on the event loop, over at most ``size`` connections of its own."""
 
     def __init__(
         self, url: str, size: int = ASYNC_POOL_SIZE, timeout_s: float = ASYNC_POOL_TIMEOUT_S
@@ -221,9 +221,9 @@ class LoopReads:
 
 
 class SqliteLoopReads:
-    """``open_read`` on SQLite, on the event loop itself: a primary-key look-up in a local file
-    costs tens of microseconds, less than the trip to a worker thread it saves (the embedded
-    deployment's job poll: 0.31x the floor's requests/s through a thread). Its connection never
+    """``open_read`` and ``job_keys`` on SQLite, on the event loop itself: an indexed look-up in a
+    local file costs tens of microseconds, less than the trip to a worker thread it saves (the
+    embedded deployment's job poll: 0.31x the floor's requests/s through a thread). Its connection never
     waits for a lock (``timeout=0``: in WAL mode a reader waits only while a connection recovers
     the log or truncates it): a busy database is a ``LoopError`` at once, and the read goes the
     thread's way, which waits. Read only (``query_only``), opened on first need."""
