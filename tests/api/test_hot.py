@@ -33,6 +33,19 @@ def submit(client: TestClient) -> dict[str, Any]:
     return response.json()
 
 
+def count_thread_trips(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """From now on, every trip a hot read makes to a worker thread (``api.hot._on_thread``)."""
+    trips: list[object] = []
+    to_thread = hot._on_thread
+
+    async def counted(state: Any, run: Any) -> Any:
+        trips.append(run)
+        return await to_thread(state, run)
+
+    monkeypatch.setattr(hot, "_on_thread", counted)
+    return trips
+
+
 def kept(client: TestClient) -> Bodies:
     bodies = client.app.state.distillery.job_bodies  # type: ignore[attr-defined]
     assert isinstance(bodies, Bodies)
@@ -140,14 +153,7 @@ def test_polls_of_a_job_and_of_a_page_run_on_the_event_loop_and_a_pages_rows_onc
     rank(client.app.state.distillery.settings.db_url)  # type: ignore[attr-defined]
     tag = client.get(f"/v1/jobs/{job['id']}").headers["etag"]
     page_tag = client.get("/v1/jobs").headers["etag"]
-    trips: list[object] = []
-    to_thread = hot._on_thread
-
-    async def counted(state: Any, run: Any) -> Any:
-        trips.append(run)
-        return await to_thread(state, run)
-
-    monkeypatch.setattr(hot, "_on_thread", counted)
+    trips = count_thread_trips(monkeypatch)
     for _ in range(3):
         assert client.get(f"/v1/jobs/{job['id']}", headers={"If-None-Match": tag}).status_code == 304
         assert client.get(f"/v1/jobs/{job['id']}").status_code == 200  # kept: no row loaded
@@ -217,17 +223,11 @@ def test_a_page_whose_keys_fail_on_the_loop_is_read_on_a_thread(
     for _ in range(3):
         submit(client)
     expected = client.get("/v1/jobs", params={"limit": 2})
-    trips: list[object] = []
-    to_thread = hot._on_thread
-
-    async def counted(state: Any, run: Any) -> Any:
-        trips.append(run)
-        return await to_thread(state, run)
 
     async def failing(self: Any, query: Any, limit: int) -> None:  # SQLite busy, a dropped connection
         raise sqlite3.OperationalError("database is locked")
 
-    monkeypatch.setattr(hot, "_on_thread", counted)
+    trips = count_thread_trips(monkeypatch)
     for reads in (LoopReads, SqliteLoopReads):
         monkeypatch.setattr(reads, "job_keys", failing)
     again = client.get("/v1/jobs", params={"limit": 2})
