@@ -2,14 +2,16 @@
 ``304``, the jobs list and the list's ``304``, against a floor, with 10 and with 10,000 jobs waiting.
 
     .venv/bin/python bench/api_poll.py [--rounds 3] [--seconds 5] [--jobs 10000] [--seed clone|api]
-    .venv/bin/python bench/api_poll.py --quick      # a one-minute smoke run (1 round, 1,000 jobs)
+    .venv/bin/python bench/api_poll.py --quick      # a smoke run (1 round of 3 s, 1,000 jobs)
 
-What runs, one after the other, in one run:
-- the embedded deployment: ``distill serve`` (SQLite, the embedded broker, one API process and
-  its CPU worker) in a temporary home;
-- the PostgreSQL + Redis deployment: ``distill api --workers 1`` (a fresh database on the local
-  server, Redis database 14), no worker host; then the same database served with the default
-  number of API processes (``distill api`` without ``--workers``), 10,000 jobs waiting only;
+What runs, one deployment after the other, in one run:
+- the embedded deployment: two ``distill serve`` services (SQLite, the embedded broker, one API
+  process and its CPU worker), each in a temporary home of its own: one with 10 jobs waiting,
+  one with 10,000;
+- the PostgreSQL + Redis deployment: two ``distill api --workers 1`` services, each with a fresh
+  database on the local server and a Redis database of its own (14 and 10), no worker host; then
+  the 10,000-job one served with the default number of API processes (``distill api`` without
+  ``--workers``);
 - the floor, all along: a bare FastAPI app, one plain ``def`` endpoint returning a small dict,
   served by uvicorn in one process with the options ``distill api --workers 1`` passes it (read
   from ``cli.main`` at start-up, printed), its garbage collector settled as the project's API
@@ -18,30 +20,34 @@ What runs, one after the other, in one run:
 The load is ``wrk`` (Debian's package), 50 connections over 2 threads, one member token in the
 ``Authorization`` header; a Lua script counts every status and prints p50/p95/p99 from wrk's latency
 histogram. The requests: ``GET /v1/jobs/{id}`` of the newest waiting job (the back of the queue),
-the same with ``If-None-Match: <its ETag>`` (checked to answer 304 before each run), ``GET
+the same with ``If-None-Match: <its ETag>`` (checked to answer 304 before each round), ``GET
 /v1/jobs?limit=10`` (the first page: 10 jobs, as many at 10 waiting jobs as at 10,000) and the same
-with the page's ETag. Then the service is started again keeping no full answer
-(``DISTILLERY_ANSWER_CACHE_BYTES=0``) and the two full answers are measured once more, built on
-every request (``, built``), beside a floor of their own; then it is started as before. Every run
-is ``--seconds`` long; the first round starts with a one-second
-warm-up of each. Each round measures the floor and the four requests back to back (the floor first
-in even rounds, last in odd ones), over ``--rounds``: the ratios project/floor are per round, then
-the median, so that a noisy neighbour on the two cores hits both sides. While the floor is measured
-the project's processes are stopped (SIGSTOP, then SIGCONT): its background work (the dispatcher's
-passes) loads only its own figures. Before each run the service is left to finish what the last one
-left unanswered (wrk disconnects, the server still serves those) until its CPU use is back to its
-rest (at most 15 s). A request so slow that a run gets fewer answers than connections is too slow to
-measure: that run's figures are bounds, and the later rounds at that queue size are skipped (said
-under findings).
+with the page's ETag. Every run is ``--seconds`` long; the first round starts with a one-second
+warm-up of each. Each round measures the floor and each request at both queue sizes, one size
+right after the other (which goes first swaps every round; the floor goes first in even rounds,
+last in odd ones), over ``--rounds``: the ratios are per round, then the median, so
+that a noisy neighbour on the two cores hits both sides. The two sizes are thus compared in the
+same rounds, against the same floor: what drifts between the phases of a run (this machine's
+load, the floor's own figures) cannot make them differ. Whatever is not being measured is stopped
+(SIGSTOP, then SIGCONT): the other service while one is, both while the floor is; a service's
+background work (its dispatcher's passes) loads only its own figures. Before each run the service
+is left to finish what the last one left unanswered (wrk disconnects, the server still serves
+those) until its CPU use is back to its rest (at most 15 s). A request so slow that a run gets
+fewer answers than connections is too slow to measure: that run's figures are bounds, and the
+later rounds are skipped (said under findings).
+
+Then both services are started again keeping no full answer (``DISTILLERY_ANSWER_CACHE_BYTES=0``)
+and the two full answers are measured once more in the same way, built on every request
+(``, built``), beside a floor of their own.
 
 The waiting jobs belong to the pollers' team and ask for a GPU type no worker serves
 (``bench-unserved``), so they wait (reason ``no_worker``) on both deployments, and the embedded
-worker trains nothing while the API is measured. The first 10 are submitted through the API. The
-10,000 (``--jobs``): with ``--seed clone`` (the default) one more job through the API, 9,988 copies
+worker trains nothing while the API is measured. The 10 are submitted through the API. The
+10,000 (``--jobs``): with ``--seed clone`` (the default) one job through the API, 9,998 copies
 of its row and events inserted in one transaction (every column copied from what the submission
 stored, new ids and names), then the polled job through the API; the run waits until that job
 shows ``queue_position`` 10,000 and says so if it does not. ``--seed api`` submits them all
-through the API, eight at a time (minutes at today's 10–40 submissions/s).
+through the API, eight at a time.
 
 Targets (issue 14), each printed PASS or FAIL (the run exits 0 either way; non-zero only if a
 service could not start or wrk is missing):
@@ -50,14 +56,14 @@ service could not start or wrk is missing):
   relative to its floor): than the answer built, what a ``304`` saves by deciding from versions
   without loading or serializing anything. Against the answer the API keeps by its ETag
   (``api.bodies``), which costs what a ``304`` costs, the ratio is printed without a target;
-- the same figures at 10,000 waiting jobs as at 10, within 20% (each request's requests/s and p99
-  relative to the floor measured beside it).
+- the same figures at 10,000 waiting jobs as at 10, within 20%: each request's requests/s and p99
+  at 10,000 over those at 10 measured in the same round (the same as their ratios to that
+  round's floor, divided), the median over rounds.
 Non-2xx/3xx answers, statuses other than the one expected, socket errors, timeouts and tracebacks
-in the service's log are listed at the end as findings.
+in the services' logs are listed at the end as findings.
 
-The deployments run one at a time; the PostgreSQL database and the Redis database are dropped and
-emptied afterwards. A default run takes about 13 minutes; 10 against the code before issue 14, whose
-requests at 10,000 waiting jobs outlive a run.
+The PostgreSQL databases and the Redis databases are dropped and emptied afterwards. A default
+run takes about 13 minutes.
 """
 
 from __future__ import annotations
@@ -68,6 +74,8 @@ import os
 import subprocess
 import time
 from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -94,7 +102,10 @@ from _api import (
 )
 from _service import EmbeddedService
 
-REDIS_DB = 14  # the test suite uses 0, 11, 12, 13; submit.py 15
+REDIS_DBS = (
+    14,
+    10,
+)  # the two sizes' brokers; the test suite uses 0, 11, 12, 13 (and any free one); submit.py 15
 FLOOR = "floor"
 PAGE = "/v1/jobs?limit=10"  # a page as long at 10 waiting jobs as at 10,000: the same work
 JOB, JOB_304, LIST, LIST_304 = "GET /v1/jobs/{id}", "  304 of the job", "GET /v1/jobs", "  304 of the list"
@@ -111,6 +122,21 @@ class Settings:
 
 
 Runs = dict[str, list[WrkResult]]
+
+
+@dataclass
+class Side:
+    """One queue size of a comparison: its own service (database, broker), the API as the
+    pollers' member, and the job polled."""
+
+    size: int
+    service: EmbeddedService
+    client: httpx.Client
+    probe: str
+    idle: float = 0.0  # its CPU use at rest (its dispatcher's passes)
+
+    def where(self, name: str) -> str:
+        return f"{name}, {self.size:,} waiting"
 
 
 def requests_now(
@@ -137,58 +163,87 @@ def requests_now(
 
 
 def measure(
-    service: EmbeddedService,
-    floor: Floor,
-    client: httpx.Client,
-    probe: str,
-    s: Settings,
-    findings: list[str],
-    where: str,
-    built: bool = False,
-) -> Runs:
-    token = {"Authorization": str(client.headers["Authorization"])}
-    runs: Runs = defaultdict(list)
-    idle = at_rest(service)
-    print(f"  the service at rest: {idle:.2f} CPU (its dispatcher's passes)", flush=True)
+    sides: list[Side], floor: Floor, s: Settings, findings: list[str], name: str, built: bool = False
+) -> dict[int, Runs]:
+    """Rounds of the floor and each request on every side, the sides one after the other request
+    by request (their order swapped every round), every other service paused meanwhile: per side,
+    its runs and the floor's (the same runs for every side)."""
+    runs: dict[int, Runs] = {side.size: defaultdict(list) for side in sides}
+    floor_runs: list[WrkResult] = []
+    for side in sides:
+        runs[side.size][FLOOR] = floor_runs
+
+    @contextmanager
+    def alone(active: Side | None) -> Iterator[None]:
+        """Every service but ``active``'s paused (SIGSTOP), so that its background work loads only
+        its own figures."""
+        others = [side.service for side in sides if side is not active]
+        for service in others:
+            service.pause()
+        try:
+            yield
+        finally:
+            for service in others:
+                service.resume()
 
     def run_floor(seconds: int) -> WrkResult:
-        service.pause()
-        try:
+        with alone(None):
             return wrk(floor.url + floor.path, connections=s.connections, seconds=seconds, headers=token)
-        finally:
-            service.resume()
 
-    def run(path: str, headers: dict[str, str]) -> WrkResult:
-        settle(service, idle, timeout=15)
-        return wrk(service.url + path, connections=s.connections, seconds=s.seconds, headers=headers)
+    def run(side: Side, path: str, headers: dict[str, str], seconds: int) -> WrkResult:
+        with alone(side):
+            settle(side.service, side.idle, timeout=15)
+            auth = {"Authorization": str(side.client.headers["Authorization"])}
+            url = side.service.url + path
+            return wrk(url, connections=s.connections, seconds=seconds, headers={**auth, **headers})
 
+    token = {"Authorization": str(sides[0].client.headers["Authorization"])}
+    for side in sides:
+        with alone(side):
+            side.idle = at_rest(side.service)
+        print(f"  {side.where(name)}: the service at rest: {side.idle:.2f} CPU", flush=True)
     for r in range(s.rounds):
+        order = sides if r % 2 == 0 else sides[::-1]
+        now = {
+            side.size: requests_now(side.client, side.probe, findings, side.where(name), built)
+            for side in sides
+        }
         if r == 0:  # warm-up, discarded
             run_floor(1)
-            for _, path, headers, _ in requests_now(client, probe, findings, where, built):
-                settle(service, idle, timeout=15)
-                wrk(service.url + path, connections=s.connections, seconds=1, headers={**token, **headers})
+            for side in sides:
+                for _, path, headers, _ in now[side.size]:
+                    run(side, path, headers, 1)
         if r % 2 == 0:
-            runs[FLOOR].append(run_floor(s.seconds))
-        for label, path, headers, status in requests_now(client, probe, findings, where, built):
-            result = run(path, {**token, **headers})
-            runs[label].append(result)
-            if problem := result.unexpected(status):
-                findings.append(f"{where}, round {r + 1}: {label.strip()} ({status} expected): {problem}")
+            floor_runs.append(run_floor(s.seconds))
+        for i in range(len(now[sides[0].size])):
+            for side in order:
+                label, path, headers, status = now[side.size][i]
+                result = run(side, path, headers, s.seconds)
+                runs[side.size][label].append(result)
+                if problem := result.unexpected(status):
+                    findings.append(
+                        f"{side.where(name)}, round {r + 1}: {label.strip()} ({status} expected): {problem}"
+                    )
         if r % 2 == 1:
-            runs[FLOOR].append(run_floor(s.seconds))
-        slow = [label for label in runs if label != FLOOR and runs[label][-1].requests < s.connections]
+            floor_runs.append(run_floor(s.seconds))
+        slow = [
+            f"{label.strip()} at {size:,} waiting"
+            for size, by_label in runs.items()
+            for label in by_label
+            if label != FLOOR and by_label[label][-1].requests < s.connections
+        ]
         if slow and r + 1 < s.rounds:
             # most requests outlive a run: its figures are lower bounds, and what it leaves
             # unanswered (still served after wrk disconnects) would weigh on the next rounds
             findings.append(
-                f"{where}: {', '.join(x.strip() for x in slow)}: fewer answers than connections in "
-                f"{s.seconds} s (figures are bounds: too slow to measure); rounds after the first skipped"
+                f"{name}: {', '.join(slow)}: fewer answers than connections in {s.seconds} s (figures "
+                "are bounds: too slow to measure); rounds after the first skipped"
             )
             break
-    settle(service, idle, timeout=15)
-    bad_floor = [p for result in runs[FLOOR] if (p := result.unexpected(200))]
-    findings += [f"{where}: the floor: {p}" for p in bad_floor]
+    for side in sides:
+        with alone(side):
+            settle(side.service, side.idle, timeout=15)
+    findings += [f"{name}: the floor: {p}" for result in floor_runs if (p := result.unexpected(200))]
     return runs
 
 
@@ -205,7 +260,12 @@ def ratio(runs: Runs, label: str, attr: str, over: str = FLOOR) -> float:
     built answer's floor: the one measured beside it)."""
     if over == FLOOR and label in (JOB_BUILT, LIST_BUILT):
         over = BUILT_FLOOR
-    pairs = zip(runs[label], runs[over], strict=True)
+    return beside(runs[label], runs[over], attr)
+
+
+def beside(these: list[WrkResult], those: list[WrkResult], attr: str) -> float:
+    """Median over rounds of ``these``' ``attr`` / ``those``' measured in the same round."""
+    pairs = zip(these, those, strict=True)
     return median([getattr(a, attr) / getattr(b, attr) if getattr(b, attr) else math.nan for a, b in pairs])
 
 
@@ -247,52 +307,61 @@ def checks(name: str, by_size: dict[int, Runs]) -> list[str]:
     if len(sizes) == 2:
         small, big = (by_size[n] for n in sizes)
         for label in (JOB, JOB_304, LIST, LIST_304):
-            what = label.strip()
-            rps = ratio(big, label, "rps") / ratio(small, label, "rps")
-            p99 = ratio(big, label, "p99_ms") / ratio(small, label, "p99_ms")
+            # measured in the same rounds against one floor: each size's ratio to that floor,
+            # divided, is the ratio of the two sizes' own figures, round by round
+            rps, p99 = beside(big[label], small[label], "rps"), beside(big[label], small[label], "p99_ms")
             ok = rps >= 0.8 and p99 <= 1.2
             lines.append(
-                f"{name}: {what} at {sizes[1]:,} vs {sizes[0]:,} waiting (each vs its floor): req/s "
-                f"{rps:.2f}x, p99 {p99:.2f}x (target: within 20%): {verdict(ok)}"
+                f"{name}: {label.strip()} at {sizes[1]:,} vs {sizes[0]:,} waiting (measured side by "
+                f"side, one floor): req/s {rps:.2f}x, p99 {p99:.2f}x (target: within 20%): {verdict(ok)}"
             )
     return lines
 
 
+def restart(services: list[EmbeddedService], env: dict[str, str] | None) -> None:
+    """The services stopped, then started again with ``env`` added to their settings (``None``:
+    without what was added)."""
+    for service in services:
+        service.stop()
+        for key in NO_KEPT_ANSWERS:
+            service.env.pop(key, None)
+        service.env.update(env or {})
+        service.start()
+
+
 def deployment(
     name: str,
-    service: EmbeddedService,
-    db_url: str,
+    services: list[EmbeddedService],
+    db_urls: list[str],
     floor: Floor,
     sizes: list[int],
     s: Settings,
     findings: list[str],
-) -> tuple[dict[int, Runs], httpx.Client, str]:
-    client = open_team(service, "pollers")
-    by_size, probe = {}, ""
-    for size in sizes:
+) -> tuple[dict[int, Runs], list[Side]]:
+    """One deployment's two services, their queues filled to ``sizes``, measured side by side;
+    then the full answers built, every service started again keeping none. Prints each size's
+    table; the services are left stopped."""
+    sides = []
+    for service, db_url, size in zip(services, db_urls, sizes, strict=True):
+        client = open_team(service, "pollers")
         seeded = fill_queue(service, client, db_url, size, s.seed, name=f"poll-{size}")
-        probe = seeded.probe
         findings += [f"{name}: {w}" for w in seeded.warnings]
         print(f"\n{name}: {size:,} jobs waiting ({seeded.how})", flush=True)
-        where = f"{name}, {size:,} waiting"
-        runs = measure(service, floor, client, probe, s, findings, where)
-        # the full answers once more, built every time: the same service started keeping none
+        sides.append(Side(size, service, client, seeded.probe))
+    runs = measure(sides, floor, s, findings, name)
+    restart(services, NO_KEPT_ANSWERS)  # the full answers once more, built every time
+    built = measure(sides, floor, s, findings, f"{name}, no answers kept", built=True)
+    for service in services:
         service.stop()
-        service.env.update(NO_KEPT_ANSWERS)
-        service.start()
-        built = measure(service, floor, client, probe, s, findings, f"{where}, no answers kept", built=True)
-        service.stop()
-        for key in NO_KEPT_ANSWERS:
-            service.env.pop(key)
-        service.start()
-        by_size[size] = join(runs, built)
+    by_size = {size: join(runs[size], built[size]) for size in sizes}
+    for size in sizes:
         show(
-            f"{name}, {size:,} jobs waiting, {len(runs[FLOOR])} rounds x {s.seconds} s, "
-            f"{s.connections} connections (built: the service started again keeping no answer, "
-            "beside a floor of its own)",
+            f"{name}, {size:,} jobs waiting, {len(runs[size][FLOOR])} rounds x {s.seconds} s, "
+            f"{s.connections} connections (built: the services started again keeping no answer, "
+            "beside a floor of their own)",
             by_size[size],
         )
-    return by_size, client, probe
+    return by_size, sides
 
 
 def main() -> None:
@@ -311,6 +380,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.quick:
         args.rounds, args.seconds, args.jobs, args.no_default_workers = 1, 3, min(args.jobs, 1000), True
+    if args.jobs <= 10:
+        parser.error("--jobs: the long queue must hold more than the short one's 10 jobs")
     s = Settings(args.rounds, args.seconds, args.connections, args.seed)
     sizes = [10, args.jobs]
     version = subprocess.run([need_wrk(), "--version"], capture_output=True, text=True).stdout.split("\n")[0]
@@ -323,27 +394,41 @@ def main() -> None:
             f"{os.cpu_count()} CPUs; {version.split(' Copyright')[0]}; floor: {floor.options()}", flush=True
         )
         name = "embedded"
-        with EmbeddedService(**env) as service:
-            by_size, _, _ = deployment(name, service, embedded_db_url(service), floor, sizes, s, findings)
-            findings += log_problems(service, name)[0]
+        with EmbeddedService(**env) as small, EmbeddedService(**env) as big:
+            services = [small, big]
+            by_size, _ = deployment(
+                name, services, [embedded_db_url(x) for x in services], floor, sizes, s, findings
+            )
+            for size, service in zip(sizes, services, strict=True):
+                findings += log_problems(service, f"{name}, {size:,} waiting")[0]
         lines += checks(name, by_size)
-        with fresh_postgres("distillery_bench_poll") as db, redis_db(REDIS_DB) as broker:
+        with (
+            fresh_postgres("distillery_bench_poll") as db_small,
+            fresh_postgres("distillery_bench_poll") as db_big,
+            redis_db(REDIS_DBS[0]) as broker_small,
+            redis_db(REDIS_DBS[1]) as broker_big,
+        ):
             name = "postgres+redis, 1 API process"
-            with ApiService(db, broker, workers=1, **env) as service:
-                by_size, client, probe = deployment(name, service, db, floor, sizes, s, findings)
-                found, seen = log_problems(service, name)
-                findings += found
+            with (
+                ApiService(db_small, broker_small, workers=1, **env) as small,
+                ApiService(db_big, broker_big, workers=1, **env) as big,
+            ):
+                services = [small, big]
+                by_size, sides = deployment(name, services, [db_small, db_big], floor, sizes, s, findings)
+                seen = {}
+                for size, service in zip(sizes, services, strict=True):
+                    found, seen[size] = log_problems(service, f"{name}, {size:,} waiting")
+                    findings += found
                 lines += checks(name, by_size)
                 if not args.no_default_workers:
-                    service.stop()
-                    service.workers = None  # distill api's default
-                    service.start()
-                    name = f"postgres+redis, default {service.processes()} API processes"
-                    where = f"{name}, {args.jobs:,} waiting"
-                    runs = measure(service, floor, client, probe, s, findings, where)
+                    big.workers = None  # distill api's default
+                    restart([big], None)
+                    name = f"postgres+redis, default {big.processes()} API processes"
+                    runs = measure([sides[-1]], floor, s, findings, name)[args.jobs]
                     rounds = len(runs[FLOOR])
+                    where = f"{name}, {args.jobs:,} waiting"
                     show(f"{where} (the floor: one process), {rounds} rounds x {s.seconds} s", runs)
-                    findings += log_problems(service, name, since=seen)[0]
+                    findings += log_problems(big, name, since=seen[args.jobs])[0]
     report(started, lines, findings)
 
 
