@@ -105,10 +105,8 @@ from _api import (
 )
 from _service import EmbeddedService
 
-REDIS_DBS = (
-    14,
-    10,
-)  # the two sizes' brokers; the test suite uses 0, 11, 12, 13 (and any free one); submit.py 15
+# the two queue sizes' brokers; the test suite uses 0, 11, 12, 13 (and any free one); submit.py 15
+REDIS_DBS = (14, 10)
 FLOOR = "floor"
 PAGE = "/v1/jobs?limit=10"  # a page as long at 10 waiting jobs as at 10,000: the same work
 JOB, JOB_304, LIST, LIST_304 = "GET /v1/jobs/{id}", "  304 of the job", "GET /v1/jobs", "  304 of the list"

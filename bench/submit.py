@@ -66,7 +66,7 @@ from _api import (
 )
 from _service import EmbeddedService
 
-REDIS_DB = 15  # the test suite uses 0, 11, 12, 13; api_poll.py 14
+REDIS_DB = 15  # the test suite uses 0, 11, 12, 13; api_poll.py 14 and 10
 CLIENTS = (1, 10, 50)
 NAME = "__NAME__"
 QUOTA: list[str] = []  # the quota check's verdict, printed with the targets
