@@ -266,8 +266,13 @@ def ratio(runs: Runs, label: str, attr: str, over: str = FLOOR) -> float:
 
 def beside(these: list[WrkResult], those: list[WrkResult], attr: str) -> float:
     """Median over rounds of ``these``' ``attr`` / ``those``' measured in the same round."""
+    return median(per_round(these, those, attr))
+
+
+def per_round(these: list[WrkResult], those: list[WrkResult], attr: str) -> list[float]:
+    """``these``' ``attr`` / ``those``' measured in the same round, round by round."""
     pairs = zip(these, those, strict=True)
-    return median([getattr(a, attr) / getattr(b, attr) if getattr(b, attr) else math.nan for a, b in pairs])
+    return [getattr(a, attr) / getattr(b, attr) if getattr(b, attr) else math.nan for a, b in pairs]
 
 
 def show(title: str, runs: Runs) -> None:
@@ -310,10 +315,10 @@ def checks(name: str, by_size: dict[int, Runs]) -> list[str]:
         for label in (JOB, JOB_304, LIST, LIST_304):
             # measured in the same rounds against one floor: each size's ratio to that floor,
             # divided, is the ratio of the two sizes' own figures, round by round
-            rps, p99 = beside(big[label], small[label], "rps"), beside(big[label], small[label], "p99_ms")
+            p99_rounds = per_round(big[label], small[label], "p99_ms")
+            rps, p99 = beside(big[label], small[label], "rps"), median(p99_rounds)
             ok = rps >= 0.8 and p99 <= 1.2
-            pairs = zip(big[label], small[label], strict=True)
-            rounds = ", ".join(f"{a.p99_ms / b.p99_ms:.2f}" for a, b in pairs)
+            rounds = ", ".join(f"{x:.2f}" for x in p99_rounds)
             lines.append(
                 f"{name}: {label.strip()} at {sizes[1]:,} vs {sizes[0]:,} waiting (measured side by "
                 f"side, one floor): req/s {rps:.2f}x, p99 {p99:.2f}x (per round: {rounds}) (target: "
@@ -322,14 +327,15 @@ def checks(name: str, by_size: dict[int, Runs]) -> list[str]:
     return lines
 
 
-def restart(services: list[EmbeddedService], env: dict[str, str] | None) -> None:
-    """The services stopped, then started again with ``env`` added to their settings (``None``:
-    without what was added)."""
+def restart(services: list[EmbeddedService], keep_answers: bool) -> None:
+    """The services stopped, then started again keeping full answers by their ETags (the
+    default) or keeping none (``NO_KEPT_ANSWERS``)."""
     for service in services:
         service.stop()
         for key in NO_KEPT_ANSWERS:
             service.env.pop(key, None)
-        service.env.update(env or {})
+        if not keep_answers:
+            service.env.update(NO_KEPT_ANSWERS)
         service.start()
 
 
@@ -353,7 +359,7 @@ def deployment(
         print(f"\n{name}: {size:,} jobs waiting ({seeded.how})", flush=True)
         sides.append(Side(size, service, client, seeded.probe))
     runs = measure(sides, floor, s, findings, name)
-    restart(services, NO_KEPT_ANSWERS)  # the full answers once more, built every time
+    restart(services, keep_answers=False)  # the full answers once more, built every time
     built = measure(sides, floor, s, findings, f"{name}, no answers kept", built=True)
     for service in services:
         service.stop()
@@ -400,11 +406,11 @@ def main() -> None:
         name = "embedded"
         with EmbeddedService(**env) as small, EmbeddedService(**env) as big:
             services = [small, big]
-            by_size, _ = deployment(
+            by_size, sides = deployment(
                 name, services, [embedded_db_url(x) for x in services], floor, sizes, s, findings
             )
-            for size, service in zip(sizes, services, strict=True):
-                findings += log_problems(service, f"{name}, {size:,} waiting")[0]
+            for side in sides:
+                findings += log_problems(side.service, side.where(name))[0]
         lines += checks(name, by_size)
         with (
             fresh_postgres("distillery_bench_poll") as db_small,
@@ -420,17 +426,17 @@ def main() -> None:
                 services = [small, big]
                 by_size, sides = deployment(name, services, [db_small, db_big], floor, sizes, s, findings)
                 seen = {}
-                for size, service in zip(sizes, services, strict=True):
-                    found, seen[size] = log_problems(service, f"{name}, {size:,} waiting")
+                for side in sides:
+                    found, seen[side.size] = log_problems(side.service, side.where(name))
                     findings += found
                 lines += checks(name, by_size)
                 if not args.no_default_workers:
                     big.workers = None  # distill api's default
-                    restart([big], None)
+                    restart([big], keep_answers=True)
                     name = f"postgres+redis, default {big.processes()} API processes"
                     runs = measure([sides[-1]], floor, s, findings, name)[args.jobs]
                     rounds = len(runs[FLOOR])
-                    where = f"{name}, {args.jobs:,} waiting"
+                    where = sides[-1].where(name)
                     show(f"{where} (the floor: one process), {rounds} rounds x {s.seconds} s", runs)
                     findings += log_problems(big, name, since=seen[args.jobs])[0]
     report(started, lines, findings)
