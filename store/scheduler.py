@@ -93,6 +93,7 @@ IS_DISPATCHED = and_(Job.status == JobStatus.QUEUED, Job.published_at.is_not(Non
 T = TypeVar("T")
 TeamKey = str | None  # None: the jobs without a team, a team of their own
 WaitingKey = tuple[int, int]  # ``_key_of``: how many jobs wait, and a hash of which, at which version
+WaitingSum = tuple[int, int]  # ``waiting_sum``: the same, hashed and summed by PostgreSQL
 
 
 def slots_needed(gpus: int) -> int:
@@ -239,6 +240,8 @@ def snapshot(session: Session) -> Snapshot:
 
 
 _WAITING_ROWS = (IS_WAITING, Job.deleted_at.is_(None))
+_PART = Job.id + "." + cast(Job.version, String)  # a waiting job as a ranking reads it: id.version
+_HASH_SUM = func.sum(func.hashtextextended(_PART, 0))  # PostgreSQL's, summed as numeric: no overflow
 RELOAD_ALL_AFTER = 2000
 """More new or changed waiting jobs than this since the last load: one statement reads them all
 rather than a list of ids that long."""
@@ -249,6 +252,7 @@ class _Loaded:
     key: WaitingKey  # ``_key_of`` these jobs, worked out from them
     by_part: dict[str, _Waiting]  # by ``id.version``
     jobs: tuple[_Waiting, ...]
+    summed: WaitingSum | None = None  # ``waiting_sum`` of exactly these jobs, if the database gave it
 
 
 _waiting_seen: dict[str, _Loaded] = {}
@@ -266,12 +270,22 @@ def _waiting_jobs(session: Session) -> tuple[WaitingKey, tuple[_Waiting, ...]]:
     it is now. Only the others are read (by id); the kept ones that are no longer listed are
     dropped. The key kept is worked out from the jobs kept and read, not the one the aggregate
     gave: a job that changed or arrived in between is kept as read, and the next pass, seeing a
-    different key, reads what differs again."""
-    count, parts = waiting_parts(session)
-    key = _key_of(count, parts)
+    different key, reads what differs again.
+
+    On PostgreSQL a smaller aggregate comes first (``waiting_sum``: two numbers, where
+    ``waiting_parts`` sends every job's ``id.version``, 400 kB at 10,000 waiting jobs, split and
+    hashed here with the GIL held): if it is what it was for the jobs loaded last, nothing else is
+    read. That is every pass of a queue that did not change, so such a pass costs about the same
+    at 10 and at 10,000 waiting jobs."""
     url = str(session.get_bind().engine.url)
     seen = _waiting_seen.get(url)
+    if seen is not None and seen.summed is not None and waiting_sum(session) == seen.summed:
+        return seen.key, seen.jobs
+    count, parts, summed = waiting_parts(session)
+    key = _key_of(count, parts)
     if seen is not None and seen.key == key:
+        if summed != seen.summed:  # the same jobs: the sum is theirs
+            _remember(_waiting_seen, url, _Loaded(seen.key, seen.by_part, seen.jobs, summed))
         return seen.key, seen.jobs
     columns = (Job.id, Job.version, Job.team, Job.queue, Job.priority, Job.created_at, Job.gpus)
     kept = seen.by_part if seen is not None else {}
@@ -285,7 +299,9 @@ def _waiting_jobs(session: Session) -> tuple[WaitingKey, tuple[_Waiting, ...]]:
         rows = session.execute(select(*columns).where(Job.id.in_(ids), *_WAITING_ROWS)).all() if ids else []
     for i, v, t, q, p, c, g in rows:
         by_part[f"{i}.{v}"] = _Waiting(i, t, q, p, as_utc(c), slots_needed(g))
-    loaded = _Loaded(_key_of(len(by_part), list(by_part)), by_part, tuple(by_part.values()))
+    loaded_key = _key_of(len(by_part), list(by_part))
+    # the sum is the aggregate's: it stands for these jobs only if they are the ones it counted
+    loaded = _Loaded(loaded_key, by_part, tuple(by_part.values()), summed if loaded_key == key else None)
     _remember(_waiting_seen, url, loaded)
     return loaded.key, loaded.jobs
 
@@ -298,17 +314,31 @@ def _remember(memo: dict[str, T], url: str, value: T) -> None:
     memo[url] = value
 
 
-def waiting_parts(session: Session) -> tuple[int, list[str]]:
+def waiting_sum(session: Session) -> WaitingSum | None:
+    """On PostgreSQL: how many jobs wait and the sum of a 64-bit hash of each one's
+    ``id.version`` (``hashtextextended``), one row of two numbers whatever the count; None on
+    another database. Equal sums, the same jobs at the same versions: a version only grows, so a
+    set of jobs that changed does not come back, and two different sets with the same count and
+    sum are as likely as a collision of ``_key_of``'s own 64-bit hash."""
+    if session.get_bind().dialect.name != "postgresql":
+        return None
+    count, total = session.execute(select(func.count(), _HASH_SUM).where(*_WAITING_ROWS)).one()
+    return int(count), int(total or 0)
+
+
+def waiting_parts(session: Session) -> tuple[int, list[str], WaitingSum | None]:
     """Which jobs wait, as a ranking reads them: their count and their ``id.version``, in any
-    order, in one aggregate (one row, whatever the count)."""
-    part = Job.id + "." + cast(Job.version, String)
-    joined = (
-        func.string_agg(part, ",")
-        if session.get_bind().dialect.name == "postgresql"
-        else func.group_concat(part, ",")
-    )
-    count, text = session.execute(select(func.count(), joined).where(*_WAITING_ROWS)).one()
-    return int(count), text.split(",") if text else []
+    order, in one aggregate (one row, whatever the count); with, on PostgreSQL, their
+    ``waiting_sum`` from the same statement (so it is the sum of these very parts)."""
+    if session.get_bind().dialect.name == "postgresql":
+        count, text, total = session.execute(
+            select(func.count(), func.string_agg(_PART, ","), _HASH_SUM).where(*_WAITING_ROWS)
+        ).one()
+        return int(count), text.split(",") if text else [], (int(count), int(total or 0))
+    count, text = session.execute(
+        select(func.count(), func.group_concat(_PART, ",")).where(*_WAITING_ROWS)
+    ).one()
+    return int(count), text.split(",") if text else [], None
 
 
 def _key_of(count: int, parts: list[str]) -> WaitingKey:

@@ -177,6 +177,39 @@ def test_a_pass_at_rest_does_not_go_through_the_waiting_jobs_again(
     assert one_pass() == [job_id(db_url, "a")] and len(looked) == 3  # not marked: still first
 
 
+def test_a_queue_that_did_not_change_is_not_listed_again_on_postgresql(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On PostgreSQL a pass first asks for the waiting jobs' count and hash sum (two numbers):
+    while they are what they were, every job's ``id.version`` is not sent again. Any change
+    (a new job, a job changed in place, one that left) is seen at the next pass."""
+    add_jobs(db_url, ("a", "t", 0), ("b", "t", 1))
+    listed: list[int] = []
+    real_parts = scheduler.waiting_parts
+    monkeypatch.setattr(scheduler, "waiting_parts", lambda session: listed.append(1) or real_parts(session))
+
+    def waiting() -> dict[str, int]:
+        with session_scope(db_url) as session:
+            return {j.id: j.priority for j in snapshot(session).waiting}
+
+    assert set(waiting()) == {job_id(db_url, "a"), job_id(db_url, "b")} and len(listed) == 1
+    waiting()
+    unchanged = 1 if db_url.startswith("postgresql") else 2  # SQLite: no such sum, the list again
+    assert len(listed) == unchanged
+    with session_scope(db_url) as session:  # changed in place: same count, another version
+        session.execute(update(Job).where(Job.name == "a").values(priority=7, version=Job.version + 1))
+    assert waiting()[job_id(db_url, "a")] == 7 and len(listed) == unchanged + 1
+    add_jobs(db_url, ("c", "t", 2))
+    assert job_id(db_url, "c") in waiting()
+    with session_scope(db_url) as session:
+        transition(session, job_id(db_url, "b"), [JobStatus.QUEUED], JobStatus.CANCELLED)
+    assert set(waiting()) == {job_id(db_url, "a"), job_id(db_url, "c")}
+    with session_scope(db_url) as session:
+        assert scheduler.waiting_sum(session) == (
+            (2, scheduler.waiting_parts(session)[2][1]) if db_url.startswith("postgresql") else None
+        )
+
+
 def test_a_job_that_arrives_while_the_waiting_jobs_load_and_leaves_again_is_not_kept(
     db_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
