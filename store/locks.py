@@ -35,8 +35,15 @@ def hold(session: Session, name: str) -> None:
 def passed_since(session: Session, name: str, moment: datetime) -> bool:
     """Whether the lock ``name`` was last taken after ``moment`` (its holder then saw everything
     committed before ``moment``)."""
+    taken = last_taken(session, name)
+    return taken is not None and taken > moment
+
+
+def last_taken(session: Session, name: str) -> datetime | None:
+    """When the lock ``name`` was last taken, by any process (None: never); by the clock of the
+    process that took it."""
     taken = session.scalar(select(Lock.at).where(Lock.name == name))
-    return taken is not None and as_utc(taken) > moment
+    return None if taken is None else as_utc(taken)
 
 
 def hold_team(session: Session, team: str) -> bool:

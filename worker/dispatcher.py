@@ -33,7 +33,7 @@ from domain.lifecycle import mark_published, reap_expired
 from domain.sweeps import advance_all
 from store import places
 from store.db import session_scope
-from store.locks import DISPATCH, hold, passed_since
+from store.locks import DISPATCH, hold, last_taken, passed_since
 from store.models import utcnow
 from store.pool import mark_lost, release_dispatched, stranded
 from store.scheduler import plan, snapshot
@@ -44,7 +44,8 @@ log = logging.getLogger(__name__)
 MIN_PASS_GAP_S = 0.25
 """The least time from one pass's start to the next one's, however often it is woken."""
 PASS_SHARE = 5
-"""And at least this many times the CPU time the last pass used (see ``Dispatcher._loop``)."""
+"""And at least this many times the CPU time the last pass used (see ``Dispatcher._loop``), from
+the start of the last pass of any process (``woken_pass_wait``)."""
 
 PublishFn = Callable[[str, str], None]  # (job id, worker id) -> None; raises if the broker is down
 
@@ -118,6 +119,24 @@ def _republish_stranded(db_url: str, publish_fn: PublishFn, older_than_s: float)
     return sent
 
 
+def woken_pass_wait(
+    last_pass: datetime | None, woken: datetime | None, now: datetime, gap: float
+) -> float | None:
+    """What a pass that wake-ups ask for does, given when the last pass of any process started
+    (``store.locks.last_taken``): None if it started after the last wake-up (it saw what the
+    wake-ups are for: nothing is left to do), else how many seconds to wait first (0: now).
+
+    Every API process runs a dispatcher, each woken by its own submissions: paced by their own
+    passes only, N processes would spend N times the CPU that ``PASS_SHARE`` allows on ranking
+    the same queue. So a woken pass waits until ``gap`` after the last pass of any of them. The
+    other pass's time is by its host's clock: the wait is never longer than ``gap``."""
+    if last_pass is None:
+        return 0.0
+    if woken is not None and last_pass > woken:
+        return None
+    return min(gap, max(0.0, gap - (now - last_pass).total_seconds()))
+
+
 def reap_once(db_url: str, worker_timeout_s: float | None = None) -> list[str]:
     """Jobs with an expired lease: back to ``retrying``, or ``failed``/``cancelled`` (domain.lifecycle).
 
@@ -153,6 +172,7 @@ class Dispatcher:
         self._failing = False  # the last reaper pass could not reach the database
         self._recovered_at: float | None = None  # when a pass first reached it again
         self._woken_at: datetime | None = None  # the last wake-up (a commit before it wants a pass)
+        self._gap = MIN_PASS_GAP_S  # from the start of one pass to the next (``_loop``)
 
     def start(self) -> Dispatcher:
         if self._thread is None or not self._thread.is_alive():
@@ -210,18 +230,29 @@ class Dispatcher:
             self._recovered_at = None
         return timeout
 
-    def _woken(self) -> None:
+    def _woken(self) -> bool:
         """A pass for the wake-ups since the last: the sweeps' new trials and the queue's new jobs
         handed over, the places ranked; not the reaper's and the republisher's rounds, which keep
-        the interval. Skipped if another process's pass has started since the last wake-up."""
+        the interval. Skipped if another process's pass has started since the last wake-up; held
+        back until ``self._gap`` after the last pass of any process (``woken_pass_wait``). True
+        if it passed."""
         try:
             advance_all(self.settings)
         except Exception:
             log.exception("sweep pass failed")
         try:
+            with session_scope(self.settings.db_url) as session:
+                last = last_taken(session, DISPATCH)
+        except Exception:
+            last = None  # the pass below reports the database's trouble
+        wait = woken_pass_wait(last, self._woken_at, utcnow(), self._gap)
+        if wait is None or (wait > 0 and self._stop.wait(wait)):
+            return False
+        try:
             dispatch_once(self.settings.db_url, self.publish_fn, unless_passed_since=self._woken_at)
         except Exception:
             log.exception("dispatcher pass failed")
+        return True
 
     def _loop(self) -> None:
         interval = self.settings.dispatch_interval_s
@@ -230,18 +261,21 @@ class Dispatcher:
             # cleared before the pass: a wake that arrives during it asks for another one
             self._wake.clear()
             started, cpu = time.monotonic(), time.thread_time()
+            passed = True
             if started >= next_tick:
                 next_tick = started + interval
                 self.tick()
             else:
-                self._woken()
+                passed = self._woken()
             # A burst of submissions wakes it for each: passes are MIN_PASS_GAP_S apart at least,
             # and PASS_SHARE times the CPU the last one used (its own work: not a wait for the
             # lock, the database or the broker), so that ranking a long queue (store.places)
-            # takes at most a fifth of a core from the API's requests.
+            # takes at most a fifth of a core from the API's requests: of all API processes
+            # together, as woken passes also wait for the others' (woken_pass_wait).
             # (Never more than the interval: an operator who asked for passes that often gets them.)
-            gap = min(max(MIN_PASS_GAP_S, PASS_SHARE * (time.thread_time() - cpu)), interval)
-            self._stop.wait(max(0.0, started + gap - time.monotonic()))
+            if passed:  # (a pass skipped or stopped while it waited says nothing of their cost)
+                self._gap = min(max(MIN_PASS_GAP_S, PASS_SHARE * (time.thread_time() - cpu)), interval)
+            self._stop.wait(max(0.0, started + self._gap - time.monotonic()))
             self._wake.wait(max(0.0, next_tick - time.monotonic()))
 
 

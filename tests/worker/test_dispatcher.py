@@ -7,6 +7,7 @@ no worker online) and registers the workers it needs.
 from __future__ import annotations
 
 import threading
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -19,7 +20,7 @@ from store.models import LIVE, Job, Worker, utcnow
 from store.pool import heartbeat, sign_off
 from tests.worker.support import TINY, Deployment, get_job, insert_job, wait_until
 from worker.celery_app import make_celery, publish, queue_name
-from worker.dispatcher import Dispatcher, dispatch_once, reap_once
+from worker.dispatcher import Dispatcher, dispatch_once, reap_once, woken_pass_wait
 
 
 def queued_messages(dep: Deployment, worker_id: str) -> int:
@@ -86,6 +87,42 @@ def test_a_woken_pass_is_skipped_when_another_process_has_passed_since_the_wake_
     assert get_job(dep.db_url, job).published_at is None  # (that other pass was only a lock here)
     assert dispatch_once(dep.db_url, dep.publish, unless_passed_since=utcnow()) == 1  # woken since
     assert get_job(dep.db_url, job).published_at is not None
+
+
+def test_woken_passes_of_all_processes_together_are_a_gap_apart() -> None:
+    """Each API process's dispatcher is woken by its own submissions: a woken pass waits until
+    the gap after the last pass of any process, and is not made at all if that pass started
+    after the wake-up."""
+    now = utcnow()
+    woken = now - timedelta(seconds=0.05)
+    assert woken_pass_wait(None, woken, now, 0.3) == 0.0  # no pass yet
+    assert woken_pass_wait(now - timedelta(seconds=0.1), woken, now, 0.3) == pytest.approx(0.2)
+    assert woken_pass_wait(now - timedelta(seconds=2), woken, now, 0.3) == 0.0
+    assert woken_pass_wait(now - timedelta(seconds=0.01), woken, now, 0.3) is None  # it saw the job
+    # another host's clock ahead: never longer than the gap
+    assert woken_pass_wait(now + timedelta(seconds=60), None, now, 0.3) == 0.3
+
+
+def test_a_woken_pass_waits_out_the_gap_after_another_process_s_pass(deployment: Deployment) -> None:
+    dep = deployment
+    online(dep, ("w@h", "any"), ("cpu@h", "any"))
+    dispatcher = Dispatcher(dep.settings, dep.publish)  # not started: its passes made by hand
+    dispatcher._gap = 0.6
+    with session_scope(dep.db_url) as session:
+        hold(session, DISPATCH)  # another process's pass, just now
+    job = insert_job(dep.db_url, TINY)
+    dispatcher.wake()
+    started = time.monotonic()
+    assert dispatcher._woken()
+    assert time.monotonic() - started >= 0.5  # the rest of the gap after that pass
+    assert get_job(dep.db_url, job).published_at is not None
+    later = insert_job(dep.db_url, TINY)
+    dispatcher.wake()
+    with session_scope(dep.db_url) as session:
+        hold(session, DISPATCH)  # a pass after the wake-up: it covers it (only a lock here)
+    assert not dispatcher._woken()
+    assert get_job(dep.db_url, later).published_at is None
+    assert dispatch_once(dep.db_url, dep.publish) == 1  # a pass would have handed it over
 
 
 def test_jobs_wait_in_the_database_until_a_worker_is_free(deployment: Deployment) -> None:
