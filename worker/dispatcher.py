@@ -271,7 +271,8 @@ class Dispatcher:
             # and PASS_SHARE times the CPU the last one used (its own work: not a wait for the
             # lock, the database or the broker), so that ranking a long queue (store.places)
             # takes at most a fifth of a core from the API's requests: of all API processes
-            # together, as woken passes also wait for the others' (woken_pass_wait).
+            # together, as woken passes also wait for the others' (woken_pass_wait; two whose
+            # waits end at the same moment may both pass, one after the other).
             # (Never more than the interval: an operator who asked for passes that often gets them.)
             if passed:  # (a pass skipped or stopped while it waited says nothing of their cost)
                 self._gap = min(max(MIN_PASS_GAP_S, PASS_SHARE * (time.thread_time() - cpu)), interval)
