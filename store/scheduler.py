@@ -75,7 +75,7 @@ from __future__ import annotations
 import heapq
 from collections import Counter, defaultdict, deque
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Protocol, TypeVar
 
@@ -285,7 +285,7 @@ def _waiting_jobs(session: Session) -> tuple[WaitingKey, tuple[_Waiting, ...]]:
     key = _key_of(count, parts)
     if seen is not None and seen.key == key:
         if summed != seen.summed:  # the same jobs: the sum is theirs
-            _remember(_waiting_seen, url, _Loaded(seen.key, seen.by_part, seen.jobs, summed))
+            _remember(_waiting_seen, url, replace(seen, summed=summed))
         return seen.key, seen.jobs
     columns = (Job.id, Job.version, Job.team, Job.queue, Job.priority, Job.created_at, Job.gpus)
     kept = seen.by_part if seen is not None else {}
