@@ -20,6 +20,12 @@ What a place may lag behind:
   still counts until then).
 Started and finished jobs never show a place: the caller asks only for jobs whose status waits.
 
+During a burst of submissions each one wakes a pass, and a ranking at 10,000 waiting jobs costs
+tens of milliseconds in an API process (rank, encode, write a 200 kB row): passes that wake-ups ask
+for rank only when the last ranking stored is older than ``share`` times what this process's last
+ranking took (``store``'s ``share``); a new job shows ``SCHEDULING`` that much longer, and the pass
+that skips it still hands jobs over.
+
 Functions take a session and never commit.
 """
 
@@ -28,16 +34,18 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+import time
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from functools import lru_cache
 
 from sqlalchemy import make_url, select, update
 from sqlalchemy.orm import Session
 
 from store.locks import DISPATCH, hold
-from store.models import WAITING, QueuePlaces, utcnow
+from store.models import WAITING, QueuePlaces, as_utc, utcnow
 from store.scheduler import JobKey, Snapshot, Wait, all_waits, snapshot
 
 ROW = 1
@@ -50,7 +58,7 @@ SCHEDULING = Wait(
 )
 
 
-def store(session: Session, snap: Snapshot) -> bool:
+def store(session: Session, snap: Snapshot, share: float | None = None) -> bool:
     """Rank every waiting job of ``snap`` and store the places if they changed; True if written.
 
     Call it with ``store.locks.DISPATCH`` held, in the transaction whose marks ``snap`` shows.
@@ -58,12 +66,23 @@ def store(session: Session, snap: Snapshot) -> bool:
     Ranking is the expensive part (tens of milliseconds at 10,000 waiting jobs), and the queue is
     mostly as the last pass left it: if ``snap`` shows what this process's last ranking saw, and
     the stored places are still the ones it wrote or read, nothing is ranked.
+
+    With ``share``, nothing is ranked either while the stored places are younger than ``share``
+    times the time this process's last ranking took, from its start to its write (module
+    docstring): the next pass without ``share`` (at most ``dispatch_interval_s`` away) or after
+    that time ranks. The age is by the writer's clock: one ahead of this host's never delays it.
     """
     key = str(session.get_bind().engine.url)
     seen = snap.fingerprint()
-    stored = session.scalar(select(QueuePlaces.digest).where(QueuePlaces.id == ROW))
+    row = session.execute(
+        select(QueuePlaces.digest, QueuePlaces.computed_at).where(QueuePlaces.id == ROW)
+    ).one_or_none()
+    stored, computed_at = row if row is not None else (None, None)
     if stored is not None and _ranked.get(key) == (seen, stored):
         return False
+    if share is not None and _fresh(key, computed_at, share):
+        return False
+    started = time.monotonic()
     body = _encode(all_waits(snap))
     digest = hashlib.sha256(body).hexdigest()
     _ranked[key] = (seen, digest)
@@ -73,19 +92,34 @@ def store(session: Session, snap: Snapshot) -> bool:
     if stored is None:
         session.add(QueuePlaces(id=ROW, serial=1, digest=digest, computed_at=utcnow(), places=packed))
         session.flush()
-        return True
-    session.execute(
-        update(QueuePlaces)
-        .where(QueuePlaces.id == ROW)
-        .values(serial=QueuePlaces.serial + 1, digest=digest, computed_at=utcnow(), places=packed)
-        .execution_options(synchronize_session=False)
-    )
+    else:
+        session.execute(
+            update(QueuePlaces)
+            .where(QueuePlaces.id == ROW)
+            .values(serial=QueuePlaces.serial + 1, digest=digest, computed_at=utcnow(), places=packed)
+            .execution_options(synchronize_session=False)
+        )
+    _took[key] = time.monotonic() - started
     return True
+
+
+def _fresh(key: str, computed_at: datetime | None, share: float) -> bool:
+    """Whether places stored at ``computed_at`` are younger than ``share`` times this process's
+    last ranking's time (never, before this process has ranked)."""
+    took = _took.get(key)
+    if computed_at is None or took is None:
+        return False
+    return 0 <= (utcnow() - as_utc(computed_at)).total_seconds() < share * took
 
 
 _ranked: dict[str, tuple[int, str]] = {}
 """By database URL: what this process's last ranking saw (``Snapshot.fingerprint``) and the
 digest of the places it gave. Written only by the pass that holds the dispatch lock."""
+
+_took: dict[str, float] = {}
+"""By database URL: the wall time, in seconds, of this process's last ranking that was written
+(ranked, encoded, stored): it counts the database's share of the work, and grows when the
+machine is busy, which spaces the rankings a ``share`` asks for further apart."""
 
 
 @dataclass(frozen=True)

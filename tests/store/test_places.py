@@ -129,3 +129,28 @@ def test_the_stored_form_keeps_every_place_and_a_row_in_the_earlier_form_is_stil
             )
         )
     assert lookup(db_url, ids[-1:]) == {ids[-1]: Wait(6, "pool_busy", "5 job(s) ahead")}
+
+
+def test_a_woken_pass_ranks_only_when_the_places_are_older_than_its_share_of_the_last_ranking(
+    db_url: str,
+) -> None:
+    """A burst of submissions wakes a pass for each: with ``rank_share``, a pass that hands nothing
+    over leaves the places as they are while they are younger than that many times the last
+    ranking's time; after that, or in a pass without it (the dispatcher's ticks), it ranks."""
+    add_waiting(db_url, 3)
+    dispatch_once(db_url, lambda *_: None)  # ranks, and this process learns what ranking takes
+    first = serial(db_url)
+    late = add_waiting(db_url, 1, start=10)
+    dispatch_once(db_url, lambda *_: None, rank_share=1e9)  # the places are younger than that
+    assert serial(db_url) == first
+    assert lookup(db_url, late)[late[0]] == places.SCHEDULING
+    with session_scope(db_url) as session:  # the same places, written an hour ago
+        session.execute(update(QueuePlaces).values(computed_at=datetime.now(UTC) - timedelta(hours=1)))
+    dispatch_once(db_url, lambda *_: None, rank_share=1.0)  # older than the share: ranked
+    assert serial(db_url) == (first or 0) + 1
+    assert lookup(db_url, late)[late[0]].position == 4
+    again = add_waiting(db_url, 1, start=20)
+    dispatch_once(db_url, lambda *_: None, rank_share=1e9)
+    assert lookup(db_url, again)[again[0]] == places.SCHEDULING
+    dispatch_once(db_url, lambda *_: None)  # a tick: ranked, whatever their age
+    assert lookup(db_url, again)[again[0]].position == 5
