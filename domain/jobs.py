@@ -115,7 +115,7 @@ def submit(
     if idempotency_key and (job := _replay(session, caller.user, idempotency_key, body_hash)):
         return Submitted(job, replayed=True, wait=queue_place(session, job))
     spec = check_spec(session, caller, spec, settings)  # with teacher.from_job filled in
-    admit_job(session, caller.team)  # holds the team's lock until the commit below
+    admit_job(session, caller.team, caller.team_limited)  # holds the team's lock until the commit below
     job = _new_job(session, spec, caller, settings.max_attempts)
     if idempotency_key:
         session.add(

@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from contextlib import suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy import or_, select, update
@@ -36,6 +36,9 @@ class Caller:
     team: str
     role: str
     token_id: str
+    # whether the team had a queue or storage limit when the token was read with the request
+    # (``store.reads.TOKEN``); None if not read: ``store.quotas.admit_job`` reads it then
+    team_limited: bool | None = field(default=None, compare=False)
 
     @property
     def is_admin(self) -> bool:

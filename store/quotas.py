@@ -76,12 +76,16 @@ def _check_storage(session: Session, team: Team, adding: int) -> None:
         )
 
 
-def admit_job(session: Session, team_name: str) -> None:
+def admit_job(session: Session, team_name: str, limited: bool | None = None) -> None:
     """Raises ``QuotaExceededError`` when the team's queue is full or its storage quota is used up.
 
     A team with neither limit takes no lock and counts nothing: its submissions are stored side by
     side. (A limit an admin sets while a submission is on its way applies from the next one.)
+    ``limited``: whether the team had a limit when the request's token was read
+    (``Caller.team_limited``); False sends no query, None reads it here.
     """
+    if limited is False:
+        return
     limits = session.execute(
         select(Team.max_queued, Team.max_storage_bytes).where(Team.name == team_name)
     ).one_or_none()

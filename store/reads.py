@@ -13,12 +13,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, or_, select
 from sqlalchemy.orm import Session
 
 from store.identity import Authenticated, Caller, hash_token
 from store.jobs import JobHead
-from store.models import ApiToken, Job, JobStatus, QueuePlaces, User, as_utc
+from store.models import ApiToken, Job, JobStatus, QueuePlaces, Team, User, as_utc
 from store.places import ROW
 
 
@@ -30,8 +30,15 @@ class Opening:
 
 
 _SERIAL = select(QueuePlaces.serial).where(QueuePlaces.id == ROW).scalar_subquery().label("serial")
+_LIMITED = (  # what a submission's ``admit_job`` would read first: a team without limits is not
+    # counted, so with this it sends no query at all (one round trip less per submission)
+    select(Team.name)
+    .where(Team.name == User.team, or_(Team.max_queued.is_not(None), Team.max_storage_bytes.is_not(None)))
+    .exists()
+    .label("team_limited")
+)
 TOKEN = (
-    select(ApiToken.id, ApiToken.last_used_at, User.name, User.team, User.role, _SERIAL)
+    select(ApiToken.id, ApiToken.last_used_at, User.name, User.team, User.role, _SERIAL, _LIMITED)
     .join(User, User.name == ApiToken.user)
     .where(ApiToken.token_hash == bindparam("token_hash"), ApiToken.revoked_at.is_(None))
 )
@@ -60,13 +67,13 @@ def opening(row: Sequence[Any] | None, job_id: str | None) -> Opening:
     if row is None:
         # an unknown token: the places and the job are read when (if) the caller is known
         return Opening(None, None, None)
-    token_id, last_used_at, user, team, role, serial_now = row[:6]
+    token_id, last_used_at, user, team, role, serial_now, limited = row[:7]
     found = Authenticated(
-        Caller(user=user, team=team, role=role, token_id=token_id),
+        Caller(user=user, team=team, role=role, token_id=token_id, team_limited=bool(limited)),
         None if last_used_at is None else as_utc(last_used_at),
     )
     head = None
-    if job_id is not None and row[6] is not None:
-        found_id, status, version, job_team, deleted_at = row[6:11]
+    if job_id is not None and row[7] is not None:
+        found_id, status, version, job_team, deleted_at = row[7:12]
         head = JobHead(found_id, JobStatus(status), version, job_team, deleted_at is not None)
     return Opening(found, serial_now, head)

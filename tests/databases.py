@@ -7,8 +7,10 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
+from sqlalchemy import event
 
 from store.db import get_engine, migrate
 
@@ -45,3 +47,19 @@ def migrated(kind: str, tmp_path: Path, prefix: str) -> Iterator[str]:
     with fresh_postgres(prefix) as url:
         migrate(url)
         yield url
+
+
+@contextmanager
+def statements(db_url: str) -> Iterator[list[str]]:
+    """The SQL of every statement this process sends to ``db_url``'s engine meanwhile, in order."""
+    sent: list[str] = []
+
+    def record(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        sent.append(statement)
+
+    engine = get_engine(db_url)
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield sent
+    finally:
+        event.remove(engine, "before_cursor_execute", record)

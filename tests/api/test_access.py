@@ -3,6 +3,7 @@ against SQLite and PostgreSQL (rate limits counted in Redis)."""
 
 from __future__ import annotations
 
+import re
 import threading
 import uuid
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ from store.settings import Settings
 from tests.api.conftest import FakeBroker, make_settings
 from tests.api.npz_cases import npz_bytes
 from tests.api.support import ADMIN, Member, assert_problem, move, new_member, spec, unique
+from tests.databases import statements
 
 REDIS = "redis://127.0.0.1:6379/13"
 
@@ -283,6 +285,24 @@ def test_team_queue_limit_holds_under_concurrent_submissions(app: Any, db_url: s
     with session_scope(db_url) as session:
         stored = session.scalar(select(func.count()).select_from(Job).where(Job.team == member.team))
     assert stored == 3
+
+
+def test_a_limit_set_between_two_submissions_holds_for_the_second_and_a_team_without_one_is_not_counted(
+    http: TestClient, db_url: str
+) -> None:
+    """A team without limits is admitted from its token's row (``Caller.team_limited``): its
+    submission's transaction reads no team and counts no job. A limit an admin sets applies from the
+    very next submission, on the token read with it."""
+    member = new_member(db_url)
+    with statements(db_url) as sent:
+        assert http.post("/v1/jobs", json=spec(name=unique()), headers=member.headers).status_code == 202
+    assert any(s.lstrip().upper().startswith("INSERT INTO JOBS") for s in sent)  # it was recorded
+    assert not [s for s in sent if re.search(r"\bFROM teams\b|\bcount\(", s, re.IGNORECASE)], sent
+    assert http.patch(f"/v1/teams/{member.team}", json={"max_queued": 1}, headers=ADMIN).status_code == 200
+    refused = http.post("/v1/jobs", json=spec(name=unique()), headers=member.headers)
+    assert "max_queued" in assert_problem(refused, 409)["detail"]
+    assert http.patch(f"/v1/teams/{member.team}", json={"max_queued": None}, headers=ADMIN).status_code == 200
+    assert http.post("/v1/jobs", json=spec(name=unique()), headers=member.headers).status_code == 202
 
 
 def test_storage_quota_counts_artifacts_and_uploads(

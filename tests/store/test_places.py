@@ -8,17 +8,16 @@ from __future__ import annotations
 
 import json
 import zlib
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import event, insert, select, update
+from sqlalchemy import insert, select, update
 
 from store import places
-from store.db import get_engine, session_scope
+from store.db import session_scope
 from store.models import Job, JobStatus, QueuePlaces
 from store.scheduler import Wait, waits
+from tests.databases import statements
 from worker.dispatcher import dispatch_once
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -39,21 +38,6 @@ def add_waiting(db_url: str, count: int, start: int = 0, **values: Any) -> list[
     with session_scope(db_url) as session:
         session.execute(insert(Job), rows)
     return [row["id"] for row in rows]
-
-
-@contextmanager
-def statements(db_url: str) -> Iterator[list[str]]:
-    sent: list[str] = []
-
-    def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
-        sent.append(statement)
-
-    engine = get_engine(db_url)
-    event.listen(engine, "before_cursor_execute", count)
-    try:
-        yield sent
-    finally:
-        event.remove(engine, "before_cursor_execute", count)
 
 
 def lookup(db_url: str, ids: list[str]) -> dict[str, Any]:
