@@ -317,6 +317,18 @@ class QueuePlaces(Base):
     places: Mapped[bytes] = mapped_column(LargeBinary)
 
 
+class JobWrites(Base):
+    """On SQLite, how many rows of ``jobs`` were ever inserted, updated or deleted: triggers
+    (migration 0009) add one to ``n`` for each, in the writer's transaction. Equal numbers, the
+    same jobs: a dispatcher pass that finds the number it last loaded at lists no waiting job
+    (``store.scheduler.waiting_sum``). One row, id 1; none on PostgreSQL, which sums a hash."""
+
+    __tablename__ = "job_writes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    n: Mapped[int] = mapped_column(BigInteger)
+
+
 class SweepStatus(StrEnum):
     """A sweep runs while it has trials to start or trials live; it has succeeded once every trial
     ended and one completed, failed if none did, cancelled if asked to."""

@@ -82,7 +82,7 @@ from typing import Any, Protocol, TypeVar
 from sqlalchemy import String, and_, cast, func, or_, select
 from sqlalchemy.orm import Session
 
-from store.models import HELD, WAITING, Job, JobStatus, Team, Worker, as_utc
+from store.models import HELD, WAITING, Job, JobStatus, JobWrites, Team, Worker, as_utc
 
 ANY = "any"
 IS_WAITING = or_(
@@ -93,7 +93,7 @@ IS_DISPATCHED = and_(Job.status == JobStatus.QUEUED, Job.published_at.is_not(Non
 T = TypeVar("T")
 TeamKey = str | None  # None: the jobs without a team, a team of their own
 WaitingKey = tuple[int, int]  # ``_key_of``: how many jobs wait, and a hash of which, at which version
-WaitingSum = tuple[int, int]  # ``waiting_sum``: the same, hashed and summed by PostgreSQL
+WaitingSum = tuple[int, int]  # ``waiting_sum``: equal sums, the same waiting jobs (its docstring)
 
 
 def slots_needed(gpus: int) -> int:
@@ -272,11 +272,11 @@ def _waiting_jobs(session: Session) -> tuple[WaitingKey, tuple[_Waiting, ...]]:
     gave: a job that changed or arrived in between is kept as read, and the next pass, seeing a
     different key, reads what differs again.
 
-    On PostgreSQL a smaller aggregate comes first (``waiting_sum``: two numbers, where
-    ``waiting_parts`` sends every job's ``id.version``, 400 kB at 10,000 waiting jobs, split and
-    hashed here with the GIL held): if it is what it was for the jobs loaded last, nothing else is
-    read. That is every pass of a queue that did not change, so such a pass costs about the same
-    at 10 and at 10,000 waiting jobs."""
+    A smaller read comes first (``waiting_sum``: two numbers, where ``waiting_parts`` sends every
+    job's ``id.version``, 400 kB at 10,000 waiting jobs, split and hashed here with the GIL held):
+    if it is what it was for the jobs loaded last, nothing else is read. That is every pass of a
+    queue that did not change (on SQLite: of a database in which no job was written), so such a
+    pass costs about the same at 10 and at 10,000 waiting jobs."""
     url = str(session.get_bind().engine.url)
     seen = _waiting_seen.get(url)
     if seen is not None and seen.summed is not None and waiting_sum(session) == seen.summed:
@@ -315,30 +315,41 @@ def _remember(memo: dict[str, T], url: str, value: T) -> None:
 
 
 def waiting_sum(session: Session) -> WaitingSum | None:
-    """On PostgreSQL: how many jobs wait and the sum of a 64-bit hash of each one's
-    ``id.version`` (``hashtextextended``), one row of two numbers whatever the count; None on
-    another database. Equal sums, the same jobs at the same versions: a version only grows, so a
-    set of jobs that changed does not come back, and two different sets with the same count and
-    sum are as likely as a collision of ``_key_of``'s own 64-bit hash."""
-    if session.get_bind().dialect.name != "postgresql":
-        return None
-    count, total = session.execute(select(func.count(), _HASH_SUM).where(*_WAITING_ROWS)).one()
-    return int(count), int(total or 0)
+    """Two numbers that are equal only for the same waiting jobs at the same versions, one row
+    whatever the count; None if the database gives none.
+
+    On PostgreSQL: how many jobs wait and the sum of a 64-bit hash of each one's ``id.version``
+    (``hashtextextended``). A version only grows, so a set of jobs that changed does not come
+    back, and two different sets with the same count and sum are as likely as a collision of
+    ``_key_of``'s own 64-bit hash. On SQLite, which has no hash function: -1 and the number of
+    writes to ``jobs`` so far (``store.models.JobWrites``, kept by triggers), which moves with
+    every change to any job; None for a database made without its migration."""
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        count, total = session.execute(select(func.count(), _HASH_SUM).where(*_WAITING_ROWS)).one()
+        return int(count), int(total or 0)
+    if dialect == "sqlite":
+        writes = session.scalar(select(_WRITES))
+        return None if writes is None else (-1, int(writes))
+    return None
+
+
+_WRITES = select(JobWrites.n).where(JobWrites.id == 1).scalar_subquery()
 
 
 def waiting_parts(session: Session) -> tuple[int, list[str], WaitingSum | None]:
     """Which jobs wait, as a ranking reads them: their count and their ``id.version``, in any
-    order, in one aggregate (one row, whatever the count); with, on PostgreSQL, their
-    ``waiting_sum`` from the same statement (so it is the sum of these very parts)."""
+    order, in one aggregate (one row, whatever the count); with their ``waiting_sum`` from the
+    same statement (so it stands for these very parts)."""
     if session.get_bind().dialect.name == "postgresql":
         count, text, total = session.execute(
             select(func.count(), func.string_agg(_PART, ","), _HASH_SUM).where(*_WAITING_ROWS)
         ).one()
         return int(count), text.split(",") if text else [], (int(count), int(total or 0))
-    count, text = session.execute(
-        select(func.count(), func.group_concat(_PART, ",")).where(*_WAITING_ROWS)
+    count, text, writes = session.execute(
+        select(func.count(), func.group_concat(_PART, ","), _WRITES).where(*_WAITING_ROWS)
     ).one()
-    return int(count), text.split(",") if text else [], None
+    return int(count), text.split(",") if text else [], None if writes is None else (-1, int(writes))
 
 
 def _key_of(count: int, parts: list[str]) -> WaitingKey:
