@@ -36,7 +36,9 @@ def upgrade() -> None:
     )
     if op.get_bind().dialect.name != "sqlite":
         return
-    op.execute("INSERT INTO job_writes (id, n) VALUES (1, 0)")
+    # from a random number, not 0: a process that remembers a count of one database file must
+    # not take another file at the same path, made again and written as often, for the same jobs
+    op.execute("INSERT INTO job_writes (id, n) VALUES (1, random() >> 2)")
     for event in EVENTS:
         op.execute(
             f"CREATE TRIGGER jobs_written_{event.lower()} AFTER {event} ON jobs "
