@@ -56,7 +56,7 @@ def wait_running(service: Service, job_id: str, stage: str = "student", timeout:
         if (job["progress"] or {}).get("stage") == stage and job["status"] == "running":
             return
         assert job["status"] not in ("succeeded", "failed", "cancelled", "pruned"), job
-        time.sleep(0.2)
+        time.sleep(0.05)
     raise AssertionError(f"job {job_id} never ran {stage}\n{service.all_logs()}")
 
 
@@ -118,7 +118,9 @@ def test_a_worker_killed_during_a_trial_and_the_sweep_still_completes(service: S
     service.env["DISTILLERY_LEASE_S"] = "3"
     service.start_api()
     first_worker = service.start_worker()
-    spec = base(data={"kind": "mnist1d", "train_limit": 800}, distill={"epochs": 30, "batch_size": 50})
+    # long enough a student stage to be seen running and killed on a fast machine: at 30 epochs
+    # one CI run saw the trial only once it had succeeded, polling every 0.2 s
+    spec = base(data={"kind": "mnist1d", "train_limit": 800}, distill={"epochs": 150, "batch_size": 50})
     sweep = start(service, base=spec, params={LR: [0.01, 0.005]}, max_concurrent=1)
     first = sweep["trials"][0]["job_id"]
     wait_running(service, first)
